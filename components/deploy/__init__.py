@@ -1,0 +1,1 @@
+"""The deploy step: publish the model bundle where serving picks it up."""

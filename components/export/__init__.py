@@ -1,0 +1,1 @@
+"""The export step: ONNX export with a parity check, written as a model bundle."""

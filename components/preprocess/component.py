@@ -1,0 +1,39 @@
+"""KFP component for the preprocess step; the logic is in `split.py`."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from textops.components.common.images import DATA_IMAGE
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def preprocess_data(
+    validated_data: Input[Dataset],
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+    train_data: Output[Dataset],
+    validation_data: Output[Dataset],
+    test_data: Output[Dataset],
+):
+    """Clean the validated data and split it into train, validation and test."""
+    from textops.components.common.logs import configure_logging
+    from textops.components.preprocess.split import preprocess_file
+
+    configure_logging()
+
+    result = preprocess_file(
+        validated_path=validated_data.path,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        train_path=train_data.path,
+        validation_path=validation_data.path,
+        test_path=test_data.path,
+    )
+    for artifact, split in (
+        (train_data, "train"),
+        (validation_data, "validation"),
+        (test_data, "test"),
+    ):
+        artifact.metadata.update(result.metadata(split))

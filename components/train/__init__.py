@@ -1,0 +1,1 @@
+"""The train step: fine-tune a transformer classifier, on CUDA when present."""

@@ -1,0 +1,1 @@
+"""The validate step: Great Expectations checks that stop bad data before training."""

@@ -1,0 +1,1 @@
+"""textops pipelines: the training DAG, its local runner, and the `textops` command."""

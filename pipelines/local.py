@@ -1,0 +1,140 @@
+"""Run the training pipeline on this machine through `kfp.local`: the same DAG a cluster runs.
+
+Each step runs as a subprocess in this Python environment (SubprocessRunner, no virtualenv,
+nothing pip-installed), with its artifacts under `<output_dir>/runs`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from textops.components.common.config import (
+    TrainingConfig,
+    resolve_base_model,
+    resolve_data_path,
+)
+from textops.components.common.dataio import read_table, require_columns
+from textops.components.common.errors import TextopsError
+
+# A step's failure ends its log with the exception line, e.g.
+# "textops.components.common.errors.DataValidationError: data failed ...".
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
+
+
+class PipelineFailedError(TextopsError):
+    """A pipeline step failed; `step` names it and `reason` is its error message."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"the pipeline stopped at step '{step}': {reason}")
+        self.step = step
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LocalRunResult:
+    """Where a finished local run left its results."""
+
+    published_path: Path
+    bundle_path: Path
+    metrics: dict[str, Any]
+    metrics_path: Path
+    validation_report: Path
+    evaluation_report: Path
+
+
+def preflight(config: TrainingConfig) -> TrainingConfig:
+    """Check what can be checked before any step starts; return the config with absolute paths.
+
+    Raises:
+        ConfigError: The data file does not exist.
+        DataError: It cannot be read or lacks the text or label column.
+        ModelNotFoundError: The base model cannot be found.
+    """
+    data = resolve_data_path(config.data)
+    if "://" not in data:
+        frame = read_table(data, config.data_format)
+        require_columns(frame, [config.text_column, config.label_column], data)
+    resolve_base_model(config.base_model)
+    output_dir = str(Path(config.output_dir).expanduser().resolve())
+    base_model = config.base_model
+    if Path(base_model).expanduser().exists():
+        base_model = str(Path(base_model).expanduser().resolve())
+    return config.model_copy(
+        update={"data": data, "output_dir": output_dir, "base_model": base_model}
+    )
+
+
+class _Tee(io.TextIOBase):
+    """Passes text through to a stream and keeps the last lines, to name a failed step's error."""
+
+    def __init__(self, stream: TextIO, keep: int = 400) -> None:
+        self.stream = stream
+        self.lines: deque[str] = deque(maxlen=keep)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        pieces = (self._partial + text).split("\n")
+        self._partial = pieces.pop()
+        self.lines.extend(pieces)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def last_error(self) -> str | None:
+        for line in reversed(self.lines):
+            match = _ERROR_LINE.match(line.strip())
+            if match:
+                return f"{match.group(1)}: {match.group(2)}"
+        return None
+
+
+def _failed_step(message: str) -> str:
+    """The task name in kfp.local's failure message ("... Inner task failed: train-model ...")."""
+    match = re.search(r"Inner task failed: (.+?)\.?$", re.sub(r"\x1b\[[0-9;]*m", "", message))
+    return match.group(1).split(" inside ")[0].strip() if match else "unknown"
+
+
+def run_training_locally(config: TrainingConfig) -> LocalRunResult:
+    """Run the training pipeline through kfp.local and return where its results are.
+
+    Raises:
+        TextopsError: A pre-flight check failed (see `preflight`).
+        PipelineFailedError: A step failed; its log, streamed above, has the details.
+    """
+    from kfp import local
+
+    from textops.pipelines.training import pipeline_arguments, training_pipeline
+
+    config = preflight(config)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(config.pipeline_root),
+        raise_on_error=True,
+    )
+    tee = _Tee(sys.stdout)
+    saved_stdout, sys.stdout = sys.stdout, tee  # kfp.local prints each step's log lines
+    try:
+        run = training_pipeline(**pipeline_arguments(config))
+    except RuntimeError as e:
+        reason = tee.last_error() or "see the step's log above"
+        raise PipelineFailedError(_failed_step(str(e)), reason) from e
+    finally:
+        sys.stdout = saved_stdout
+    outputs = run.outputs
+    metrics_artifact = outputs["test_metrics"]
+    return LocalRunResult(
+        published_path=Path(outputs["published_path"]),
+        bundle_path=Path(outputs["bundle"].path),
+        metrics=dict(metrics_artifact.metadata),
+        metrics_path=Path(metrics_artifact.path),
+        validation_report=Path(outputs["validation_report"].path),
+        evaluation_report=Path(outputs["evaluation_report"].path),
+    )
