@@ -1,0 +1,224 @@
+"""The validation result and its two renderings: a one-page HTML report and a Markdown summary.
+
+Both are written whether the data passed or not, so a failed run still explains itself.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One offending row: its 1-based position among the data rows and its text and label."""
+
+    row: int
+    text: str | None
+    label: str | None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check on the data.
+
+    Attributes:
+        check: The check's name in textops, e.g. `text_not_null`.
+        expectation: The Great Expectations expectation type that ran.
+        column: The user's column it looked at; None for table-level checks.
+        severity: `critical` fails the step; `warning` is only reported.
+        success: Whether the expectation held.
+        observed: What was found, in words, e.g. "2 of 10 rows null (rows 3, 7)".
+        examples: Up to five offending rows.
+    """
+
+    check: str
+    expectation: str
+    column: str | None
+    severity: Severity
+    success: bool
+    observed: str
+    examples: tuple[Example, ...] = ()
+
+    def describe(self) -> str:
+        """One line naming the expectation, its column and what was observed."""
+        where = f" on {self.column!r}" if self.column is not None else ""
+        return f"{self.expectation}{where}: {self.observed}"
+
+
+@dataclass
+class ValidationResult:
+    """Everything the validate step found about one data set.
+
+    Attributes:
+        source: The data that was read (a path or URI).
+        success: True when no critical check failed.
+        rows: Number of data rows read.
+        label_counts: Rows per label, labels in their canonical string form.
+        findings: One entry per check, in the order the checks were declared.
+        error: Why the data could not be checked at all (unreadable, missing column), or None.
+    """
+
+    source: str
+    success: bool
+    rows: int
+    label_counts: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed_critical(self) -> list[Finding]:
+        """The critical checks that failed."""
+        return [f for f in self.findings if not f.success and f.severity == "critical"]
+
+    @property
+    def failed_warnings(self) -> list[Finding]:
+        """The warning checks that failed."""
+        return [f for f in self.findings if not f.success and f.severity == "warning"]
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-friendly values for the KFP artifact's metadata."""
+        return {
+            "rows": self.rows,
+            "success": self.success,
+            "label_counts": dict(self.label_counts),
+            "failed_critical_checks": len(self.failed_critical),
+            "failed_warning_checks": len(self.failed_warnings),
+        }
+
+
+def write_reports(result: ValidationResult, report_path: str, summary_path: str) -> None:
+    """Write the HTML report and the Markdown summary, creating parent directories.
+
+    Args:
+        result: What validation found.
+        report_path: Where the one-page HTML report goes.
+        summary_path: Where the short Markdown summary goes.
+    """
+    for path, text in ((report_path, render_html(result)), (summary_path, render_markdown(result))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def _status(result: ValidationResult) -> str:
+    if result.success:
+        return "passed with warnings" if result.failed_warnings else "passed"
+    return "failed"
+
+
+def _outcome(finding: Finding) -> str:
+    if finding.success:
+        return "pass"
+    return "FAIL" if finding.severity == "critical" else "warn"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+h1 { font-size: 1.4rem; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: .35rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+.pass { color: #1a7f37; } .warn { color: #9a6700; } .FAIL { color: #cf222e; font-weight: bold; }
+.status-passed, .status-passed-with-warnings { color: #1a7f37; } .status-failed { color: #cf222e; }
+.examples { font-size: .85rem; } .examples li { margin: .15rem 0; }
+code { background: #f6f8fa; padding: 0 .2rem; }
+pre { background: #fff0f0; padding: .6rem; white-space: pre-wrap; }
+"""
+
+# Long texts would stretch the one-page report; the examples only need to identify the row.
+_EXAMPLE_CHARS = 160
+
+
+def _clip(value: str | None) -> str:
+    if value is None:
+        return "(null)"
+    return value if len(value) <= _EXAMPLE_CHARS else value[: _EXAMPLE_CHARS - 1] + "…"
+
+
+def _examples_html(examples: tuple[Example, ...]) -> str:
+    if not examples:
+        return ""
+    items = "".join(
+        f"<li>row {e.row}: <code>{html.escape(_clip(e.text))}</code> "
+        f"→ <code>{html.escape(_clip(e.label))}</code></li>"
+        for e in examples
+    )
+    return f'<ul class="examples">{items}</ul>'
+
+
+def render_html(result: ValidationResult) -> str:
+    """A self-contained one-page HTML report; every user-supplied string is escaped."""
+    status = _status(result)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>textops data validation</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Data validation: "
+        f'<span class="status-{status.replace(" ", "-")}">{html.escape(status)}</span></h1>',
+        f"<p>Source: <code>{html.escape(result.source)}</code><br>Rows: {result.rows}</p>",
+    ]
+    if result.error is not None:
+        parts.append(
+            f"<h2>The data could not be checked</h2><pre>{html.escape(result.error)}</pre>"
+        )
+    if result.label_counts:
+        rows = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{count}</td></tr>"
+            for label, count in result.label_counts.items()
+        )
+        parts.append(f"<h2>Labels</h2><table><tr><th>label</th><th>rows</th></tr>{rows}</table>")
+    if result.findings:
+        rows = "".join(
+            "<tr>"
+            f"<td>{html.escape(f.check)}<br><small>{html.escape(f.expectation)}</small></td>"
+            f"<td>{html.escape(f.column) if f.column is not None else '(table)'}</td>"
+            f"<td>{f.severity}</td>"
+            f'<td class="{_outcome(f)}">{_outcome(f)}</td>'
+            f"<td>{html.escape(f.observed)}{_examples_html(f.examples)}</td>"
+            "</tr>"
+            for f in result.findings
+        )
+        parts.append(
+            "<h2>Expectations</h2><table><tr><th>check</th><th>column</th><th>severity</th>"
+            f"<th>result</th><th>observed</th></tr>{rows}</table>"
+            "<p><small>Rows are counted from 1 over the data rows, header excluded. A critical "
+            "failure stops the pipeline; a warning is only reported.</small></p>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _cell(text: str) -> str:
+    # A pipe or a line break inside a cell would break the Markdown table.
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def render_markdown(result: ValidationResult) -> str:
+    """A short Markdown summary: status, rows, labels and one table row per check."""
+    labels = ", ".join(f"{_cell(k)}: {v}" for k, v in result.label_counts.items()) or "none"
+    lines = [
+        f"## Data validation: {_status(result)}",
+        "",
+        f"- source: `{_cell(result.source)}`",
+        f"- rows: {result.rows}",
+        f"- labels: {labels}",
+    ]
+    if result.error is not None:
+        lines += ["", f"**The data could not be checked:** {_cell(result.error)}"]
+    if result.findings:
+        lines += [
+            "",
+            "| check | column | severity | result | observed |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {f.check} | {_cell(f.column) if f.column is not None else '(table)'} | "
+            f"{f.severity} | {_outcome(f)} | {_cell(f.observed)} |"
+            for f in result.findings
+        ]
+    return "\n".join(lines) + "\n"
