@@ -1,0 +1,307 @@
+"""ONNX Runtime inference for a model bundle: texts in, logits, probabilities or labels out.
+
+Export uses it for the parity check and the reference predictions, and the KServe predictor
+uses it to serve, so both run the very same tokenization and session code. It imports only
+numpy, onnxruntime and tokenizers: the serving image has no torch and no transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from textops.components.common.bundle import ModelBundle
+from textops.components.common.errors import ModelNotFoundError
+from textops.components.common.labels import LabelMap
+
+logger = logging.getLogger(__name__)
+
+#: The graph inputs a classifier may declare, all filled from the tokenizer's encodings.
+SUPPORTED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Texts per ONNX Runtime call unless the caller says otherwise.
+DEFAULT_BATCH_SIZE = 64
+
+_ONNX_INT_TYPES: dict[str, type[np.integer]] = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+# Tried in order when tokenizer.json carries no padding settings of its own.
+_PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<unk>")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax that stays finite for large logits (the row maximum is subtracted).
+
+    Args:
+        logits: Array of shape (rows, classes).
+
+    Returns:
+        float32 probabilities of the same shape; each row sums to 1.
+    """
+    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probs.astype(np.float32, copy=False)
+
+
+def default_providers() -> list[str]:
+    """CUDA first where this onnxruntime build offers it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load_tokenizer(path: str | Path, max_seq_length: int) -> Tokenizer:
+    """Load a `tokenizers` tokenizer set to truncate at `max_seq_length` and pad to the longest.
+
+    Padding reuses the pad token saved in the file; fixed-length padding (as many
+    Hugging Face tokenizers save it) becomes dynamic, so short batches stay short.
+
+    Args:
+        path: A tokenizer.json file.
+        max_seq_length: Tokens kept per text, special tokens included.
+
+    Raises:
+        ModelNotFoundError: The file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"tokenizer file not found: {path}")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(max_length=max_seq_length)
+    saved = tokenizer.padding
+    if saved is not None:
+        tokenizer.enable_padding(
+            direction=saved["direction"],
+            pad_id=saved["pad_id"],
+            pad_type_id=saved["pad_type_id"],
+            pad_token=saved["pad_token"],
+        )
+    else:
+        token, pad_id = next(
+            ((t, i) for t in _PAD_TOKENS if (i := tokenizer.token_to_id(t)) is not None),
+            ("[PAD]", 0),  # any id works: the attention mask hides padded positions
+        )
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=token)
+    return tokenizer
+
+
+def encode_texts(
+    tokenizer: Tokenizer, texts: Sequence[str], input_types: Mapping[str, type[np.integer]]
+) -> dict[str, np.ndarray]:
+    """Tokenize a batch into one integer array per model input.
+
+    Args:
+        tokenizer: A tokenizer set up by `load_tokenizer`.
+        texts: The texts of one batch.
+        input_types: Each input to produce (a name in `SUPPORTED_INPUTS`) and its dtype.
+
+    Returns:
+        Input name to array of shape (len(texts), longest sequence in the batch).
+    """
+    _check_texts(texts)
+    encodings = tokenizer.encode_batch(list(texts))
+    fields = {
+        "input_ids": [e.ids for e in encodings],
+        "attention_mask": [e.attention_mask for e in encodings],
+        "token_type_ids": [e.type_ids for e in encodings],
+    }
+    return {name: np.asarray(fields[name], dtype=dtype) for name, dtype in input_types.items()}
+
+
+class OnnxClassifier:
+    """A sequence classifier run by ONNX Runtime, with its tokenizer and label map.
+
+    Example:
+        >>> classifier = OnnxClassifier.from_bundle("bundle/")
+        >>> classifier.predict(["great food", "awful service"])
+        ['positive', 'negative']
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        tokenizer_path: str | Path,
+        labels: LabelMap,
+        max_seq_length: int,
+        *,
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        """Open an ONNX Runtime session for `model_path`.
+
+        Args:
+            model_path: The classifier's .onnx file; its output 0 holds the logits.
+            tokenizer_path: The tokenizer.json the model was trained with.
+            labels: Class names in the order of the model's outputs.
+            max_seq_length: Tokens kept per text.
+            intra_op_threads: Threads ONNX Runtime uses inside one operator; None lets it
+                choose (all cores). Set it when several workers share one machine.
+            providers: Execution providers in order of preference; None picks CUDA when
+                available, else CPU.
+
+        Raises:
+            ModelNotFoundError: A file is missing, or the model does not fit the label map
+                or declares inputs a tokenizer cannot fill.
+        """
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelNotFoundError(f"ONNX model not found: {model_path}")
+        if max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        self.labels = labels
+        self.max_seq_length = max_seq_length
+        self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length)
+
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(model_path),
+            sess_options=options,
+            providers=list(providers) if providers is not None else default_providers(),
+        )
+        self._input_types = self._check_graph(model_path)
+        logger.info(
+            "loaded %s: inputs=%s providers=%s labels=%d",
+            model_path,
+            ",".join(self._input_types),
+            ",".join(self.session.get_providers()),
+            len(labels),
+        )
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path,
+        *,
+        int8: bool = False,
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> OnnxClassifier:
+        """Load the classifier of a complete model bundle.
+
+        Args:
+            path: The bundle directory (see `bundle.ModelBundle`).
+            int8: Use the bundle's INT8-quantized model instead of the float one.
+            intra_op_threads: See `OnnxClassifier.__init__`.
+            providers: See `OnnxClassifier.__init__`.
+
+        Raises:
+            ModelNotFoundError: The bundle is incomplete, has no INT8 model when one is asked
+                for, or its metadata lacks `max_seq_length`.
+        """
+        bundle = ModelBundle.open(path)
+        model_path = bundle.int8_model_path if int8 else bundle.model_path
+        if model_path is None:
+            raise ModelNotFoundError(
+                f"model bundle {path} has no INT8 model; load it with int8=False"
+            )
+        max_seq_length = bundle.metadata.get("max_seq_length")
+        if not isinstance(max_seq_length, int | float):
+            raise ModelNotFoundError(f"model bundle {path}: metadata.json lacks max_seq_length")
+        return cls(
+            model_path,
+            bundle.tokenizer_path,
+            bundle.labels,
+            int(max_seq_length),
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+        )
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The graph inputs fed on every call, in graph order."""
+        return tuple(self._input_types)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really uses."""
+        providers: list[str] = self.session.get_providers()
+        return providers
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenize one batch into the arrays the graph declares, padded to the longest text.
+
+        Args:
+            texts: The texts of one batch.
+
+        Returns:
+            Graph input name to array of shape (len(texts), longest sequence in the batch).
+        """
+        return encode_texts(self.tokenizer, texts, self._input_types)
+
+    def run(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on encoded features (see `encode`).
+
+        Returns:
+            float32 logits of shape (batch, classes).
+        """
+        outputs = self.session.run(None, features)
+        logits: np.ndarray = np.asarray(outputs[0], dtype=np.float32)
+        return logits
+
+    def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """Logits for every text, in the order given.
+
+        Args:
+            texts: Texts to classify.
+            batch_size: Texts per ONNX Runtime call.
+
+        Returns:
+            float32 array of shape (len(texts), number of labels).
+        """
+        _check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        # Batching texts of similar length wastes less compute on padding; character count
+        # is a cheap stand-in for token count.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self.run(self.encode([texts[i] for i in rows]))
+        return out
+
+    def predict_proba(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        """Class probabilities, shape (len(texts), number of labels); columns follow `labels`."""
+        return softmax(self.logits(texts, batch_size))
+
+    def predict(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[str]:
+        """The most probable label of each text."""
+        best = self.logits(texts, batch_size).argmax(axis=-1)
+        return [self.labels.names[i] for i in best]
+
+    def _check_graph(self, model_path: Path) -> dict[str, type[np.integer]]:
+        """Map each graph input to its dtype, refusing graphs this class cannot feed."""
+        input_types: dict[str, type[np.integer]] = {}
+        for node in self.session.get_inputs():
+            if node.name not in SUPPORTED_INPUTS or node.type not in _ONNX_INT_TYPES:
+                raise ModelNotFoundError(
+                    f"{model_path} declares input {node.name!r} of type {node.type}; a text "
+                    f"classifier takes integer {', '.join(SUPPORTED_INPUTS)} only"
+                )
+            input_types[node.name] = _ONNX_INT_TYPES[node.type]
+        if "input_ids" not in input_types:
+            raise ModelNotFoundError(f"{model_path} has no input_ids input")
+        classes = self.session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.labels):
+            raise ModelNotFoundError(
+                f"{model_path} outputs {classes} logits but the label map holds "
+                f"{len(self.labels)} labels: the bundle's files do not belong together"
+            )
+        return input_types
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    # A lone string is a Sequence[str] too, and would be classified one character at a time.
+    if isinstance(texts, str):
+        raise TypeError("pass a list of texts, not a single string")

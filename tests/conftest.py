@@ -1,0 +1,118 @@
+"""Shared fixtures: a tiny random classifier, small splits of the sample data, its bundle.
+
+Everything is built offline in a few seconds, once per session: the base model's real
+tokenizer with a 2-layer, 32-wide BERT that is random but deterministic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pytest
+
+from textops.components.common.config import (
+    DEFAULT_BASE_MODEL,
+    resolve_base_model,
+    sample_data_path,
+)
+from textops.components.common.labels import LabelMap
+
+if TYPE_CHECKING:
+    from textops.components.export.onnx_export import ExportResult
+
+#: The tiny model's classes, in output order (the sample data's labels).
+TINY_LABELS = LabelMap(("negative", "positive"))
+#: Tokens kept per text by the tiny model; short, so truncation is exercised.
+TINY_MAX_SEQ_LENGTH = 32
+#: Rows of each split written by `tiny_splits`.
+TINY_SPLIT_ROWS = {"train": 120, "validation": 40, "test": 40}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A train-step output directory: random 2-layer BERT, the base tokenizer, labels.json."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(DEFAULT_BASE_MODEL))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        # Far wider than the usual 0.02, so the random model's outputs depend on the text:
+        # predictions vary across the sample data and no margin comes near a float-noise tie.
+        initializer_range=0.5,
+        id2label=dict(enumerate(TINY_LABELS.names)),
+        label2id={name: i for i, name in enumerate(TINY_LABELS.names)},
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config).eval()
+
+    directory = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(directory)
+    tokenizer.model_max_length = TINY_MAX_SEQ_LENGTH
+    tokenizer.save_pretrained(directory)
+    TINY_LABELS.save(directory / "labels.json")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Parquet splits `train`, `validation`, `test` of the sample data (text, label, label_id)."""
+    frame = pd.read_csv(sample_data_path(), dtype=str)
+    frame = frame.sample(n=sum(TINY_SPLIT_ROWS.values()), random_state=0).reset_index(drop=True)
+    frame["label_id"] = frame["label"].map(TINY_LABELS.index).astype("int32")
+    directory = tmp_path_factory.mktemp("tiny-splits")
+    paths: dict[str, Path] = {}
+    start = 0
+    for split, rows in TINY_SPLIT_ROWS.items():
+        paths[split] = directory / f"{split}.parquet"
+        part = frame.iloc[start : start + rows][["text", "label", "label_id"]]
+        part.reset_index(drop=True).to_parquet(paths[split], index=False)
+        start += rows
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_training_metadata() -> dict[str, Any]:
+    """Train-artifact metadata for `tiny_model_dir`, floats where KFP turns ints into floats."""
+    return {
+        "base_model": DEFAULT_BASE_MODEL,
+        "data_fingerprint": "sha256:tiny-test-splits",
+        "max_seq_length": float(TINY_MAX_SEQ_LENGTH),
+        "epochs": 1,
+        "batch_size": 8,
+        "learning_rate": 1e-4,
+        "seed": 7,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_export(
+    tiny_model_dir: Path,
+    tiny_splits: dict[str, Path],
+    tiny_training_metadata: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ExportResult:
+    """`export_bundle`'s result for the tiny model; shared by the session, so never modify it."""
+    from textops.components.export.onnx_export import export_bundle
+
+    return export_bundle(
+        model_dir=tiny_model_dir,
+        validation_path=tiny_splits["validation"],
+        reference_source_path=tiny_splits["train"],
+        training=tiny_training_metadata,
+        evaluation={"accuracy": 0.5, "macro_f1": 0.4},
+        bundle_dir=tmp_path_factory.mktemp("tiny-export") / "bundle",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tiny_export: ExportResult) -> Path:
+    """A complete model bundle of the tiny model, shared by the session: copy it to modify it."""
+    return tiny_export.bundle_dir

@@ -1,0 +1,234 @@
+"""The export step on the tiny model: ONNX graph, parity, the bundle, and failing cleanly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from textops.components.common.bundle import REQUIRED_FILES, ModelBundle
+from textops.components.common.errors import ExportError
+from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.export import onnx_export
+from textops.components.export.onnx_export import (
+    ExportResult,
+    check_tokenization,
+    export_bundle,
+    load_fast_tokenizer,
+    reference_sample,
+)
+
+EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4}  # what the tiny_export fixture passes
+
+
+def _export(
+    model_dir: Path, splits: dict[str, Path], training: dict[str, Any], bundle_dir: Path
+) -> ExportResult:
+    return export_bundle(
+        model_dir=model_dir,
+        validation_path=splits["validation"],
+        reference_source_path=splits["train"],
+        training=training,
+        evaluation=EVALUATION,
+        bundle_dir=bundle_dir,
+    )
+
+
+def test_bundle_is_complete_and_its_hashes_verify(tiny_bundle_dir: Path) -> None:
+    bundle = ModelBundle.open(tiny_bundle_dir)
+    assert sorted(p.name for p in tiny_bundle_dir.iterdir()) == sorted(REQUIRED_FILES)
+    assert bundle.verify_hashes() == []
+    assert set(bundle.metadata["files"]) == set(REQUIRED_FILES) - {"metadata.json"}
+    # atomic_directory left no scratch directory beside the bundle
+    assert [p.name for p in tiny_bundle_dir.parent.iterdir()] == [tiny_bundle_dir.name]
+
+
+def test_metadata_records_provenance_metrics_and_parity(
+    tiny_bundle_dir: Path, tiny_splits: dict[str, Path], tiny_training_metadata: dict[str, Any]
+) -> None:
+    metadata = ModelBundle.open(tiny_bundle_dir).metadata
+    assert metadata["base_model"] == tiny_training_metadata["base_model"]
+    assert metadata["data_fingerprint"] == tiny_training_metadata["data_fingerprint"]
+    assert metadata["max_seq_length"] == 32 and isinstance(metadata["max_seq_length"], int)
+    assert metadata["labels"] == ["negative", "positive"]
+    assert metadata["metrics"] == EVALUATION
+    assert metadata["training"]["learning_rate"] == tiny_training_metadata["learning_rate"]
+    assert metadata["opset"] == 17
+    assert metadata["torch_version"] and metadata["onnxruntime_version"]
+    created = datetime.fromisoformat(metadata["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
+
+    parity = metadata["parity"]
+    assert parity["rows"] == len(pd.read_parquet(tiny_splits["validation"]))
+    assert parity["argmax_agreement"] == 1.0
+    assert 0.0 <= parity["max_abs_diff"] <= onnx_export.PARITY_MAX_ABS_DIFF
+
+
+def test_artifact_metadata_is_flat_json_scalars(tiny_export: ExportResult) -> None:
+    metadata = tiny_export.artifact_metadata()
+    assert all(isinstance(v, str | int | float | bool) for v in metadata.values())
+    json.dumps(metadata)
+    assert metadata["parity_argmax_agreement"] == 1.0
+    assert metadata["model_onnx_bytes"] == (tiny_export.bundle_dir / "model.onnx").stat().st_size
+    assert metadata["opset"] == 17
+
+
+def test_onnx_graph_is_one_file_with_dynamic_batch_and_sequence(tiny_bundle_dir: Path) -> None:
+    model = onnx.load(str(tiny_bundle_dir / "model.onnx"), load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["input_ids", "attention_mask", "token_type_ids"]
+    for graph_input in inputs.values():
+        dims = graph_input.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "sequence"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+
+
+def test_bundle_tokenizer_truncates_to_the_training_window(tiny_bundle_dir: Path) -> None:
+    document = json.loads((tiny_bundle_dir / "tokenizer.json").read_text())
+    assert document["truncation"]["max_length"] == 32
+    assert "Fixed" not in json.dumps(document["padding"]["strategy"])  # pads to the longest
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_onnx_matches_pytorch_for_any_batch_and_sequence_length(
+    tiny_bundle_dir: Path, tiny_model_dir: Path, batch: int, length: str
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    words = ["good", "bad", "slow", "tasty", "broken", "fine", "loud"]
+    if length == "short":
+        texts = [" ".join(words[: i + 1]) for i in range(batch)]
+    else:  # longer than the 32-token window: truncated
+        texts = [" ".join(words[i:] * 30) for i in range(batch)]
+    classifier = OnnxClassifier.from_bundle(tiny_bundle_dir)
+    features = classifier.encode(texts)
+    assert features["input_ids"].shape[0] == batch
+    if length == "long":
+        assert features["input_ids"].shape[1] == 32
+
+    onnx_logits = classifier.run(features)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        torch_logits = model(**{k: torch.from_numpy(v) for k, v in features.items()}).logits
+    np.testing.assert_allclose(onnx_logits, torch_logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(classifier.predict_proba(texts).sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_reference_holds_onnx_predictions_of_the_train_split(
+    tiny_bundle_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
+    reference = pd.read_parquet(tiny_bundle_dir / "reference.parquet")
+    train = pd.read_parquet(tiny_splits["train"])
+    assert list(reference.columns) == [
+        "text",
+        "label",
+        "prediction",
+        "confidence",
+        "prob_negative",
+        "prob_positive",
+    ]
+    assert len(reference) == len(train)  # fewer rows than the cap: all of them
+    assert sorted(reference["text"]) == sorted(train["text"])
+    probs = reference[["prob_negative", "prob_positive"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(reference["confidence"], probs.max(axis=1))
+    classifier = OnnxClassifier.from_bundle(tiny_bundle_dir)
+    assert reference["prediction"].tolist() == classifier.predict(reference["text"].tolist())
+    assert reference["prediction"].nunique() == 2  # the tiny model is random, not constant
+
+
+def test_reference_sample_is_capped_seeded_and_ordered() -> None:
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": ["a"] * 100})
+    first = reference_sample(frame, max_rows=10, seed=3)
+    assert len(first) == 10
+    assert first.equals(reference_sample(frame, max_rows=10, seed=3))
+    assert not first.equals(reference_sample(frame, max_rows=10, seed=4))
+    positions = [int(t[1:]) for t in first["text"]]
+    assert positions == sorted(positions)
+    assert len(reference_sample(frame, max_rows=1000, seed=3)) == 100
+
+
+def test_failed_parity_raises_and_leaves_no_bundle(
+    tiny_model_dir: Path,
+    tiny_splits: dict[str, Path],
+    tiny_training_metadata: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(onnx_export, "PARITY_MAX_ABS_DIFF", -1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ExportError, match=r"argmax agreement .* max abs logit difference"):
+        _export(tiny_model_dir, tiny_splits, tiny_training_metadata, out / "bundle")
+    assert list(out.iterdir()) == []  # neither the bundle nor a .partial scratch directory
+
+
+def test_failed_export_keeps_the_previous_bundle_at_the_path(
+    tiny_model_dir: Path,
+    tiny_splits: dict[str, Path],
+    tiny_training_metadata: dict[str, Any],
+    tiny_bundle_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    previous = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, previous)
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+    monkeypatch.setattr(onnx_export, "PARITY_MAX_ABS_DIFF", -1.0)
+    with pytest.raises(ExportError):
+        _export(tiny_model_dir, tiny_splits, tiny_training_metadata, previous)
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_incomplete_training_metadata_is_refused(
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ExportError, match="data_fingerprint, max_seq_length"):
+        _export(tiny_model_dir, tiny_splits, {"base_model": "m"}, tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_map_that_disagrees_with_the_model_is_refused(
+    tiny_model_dir: Path,
+    tiny_splits: dict[str, Path],
+    tiny_training_metadata: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "labels.json").write_text(json.dumps({"labels": ["positive", "negative"]}))
+    with pytest.raises(ExportError, match=r"does not match labels\.json"):
+        _export(model_dir, tiny_splits, tiny_training_metadata, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_serving_tokenizer_that_differs_from_training_is_caught(
+    tiny_model_dir: Path, tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    texts = ["Great FOOD, friendly staff.", "AWFUL service"]
+    training_tokenizer = load_fast_tokenizer(tiny_model_dir)
+    check_tokenization(training_tokenizer, OnnxClassifier.from_bundle(tiny_bundle_dir), texts, 32)
+
+    # The same bundle, but its tokenizer no longer lowercases: every capital changes ids.
+    altered = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
+    document = json.loads((altered / "tokenizer.json").read_text())
+    document["normalizer"]["lowercase"] = False
+    (altered / "tokenizer.json").write_text(json.dumps(document))
+    classifier = OnnxClassifier(
+        altered / "model.onnx", altered / "tokenizer.json", ModelBundle(altered).labels, 32
+    )
+    with pytest.raises(ExportError, match="2 of 2 validation texts differently"):
+        check_tokenization(training_tokenizer, classifier, texts, 32)
