@@ -1,4 +1,4 @@
-"""The training loop on a tiny model: batching, schedule, determinism, outputs and errors."""
+"""The training loop on a tiny model: batching, schedules, determinism, outputs and errors."""
 
 from pathlib import Path
 
@@ -10,10 +10,12 @@ import torch
 from textops.components.common.errors import ConfigError, DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
 from textops.components.common.torch_inference import pick_device
+from textops.components.train.batching import length_grouped_batches, shard_batches
 from textops.components.train.trainer import (
+    TrainResult,
     TrainSettings,
-    length_grouped_batches,
-    linear_warmup_decay,
+    balanced_class_weights,
+    learning_rate_multiplier,
     train_classifier,
 )
 
@@ -44,17 +46,42 @@ def test_length_grouped_batches_are_seeded() -> None:
     assert any((a != b).any() for a, b in zip(first, other, strict=False) if len(a) == len(b))
 
 
-def test_schedule_warms_up_then_decays_to_zero() -> None:
-    multiplier = linear_warmup_decay(warmup_steps=10, total_steps=110)
-    assert multiplier(0) == pytest.approx(0.1)
-    assert multiplier(9) == pytest.approx(1.0)
-    assert multiplier(60) == pytest.approx(0.5)
-    assert multiplier(110) == 0.0
+def test_ddp_shards_are_disjoint_and_equal_in_count() -> None:
+    batches = [np.array([i]) for i in range(11)]
+    shards = [shard_batches(batches, rank, 3) for rank in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    taken = sorted(int(b[0]) for s in shards for b in s)
+    assert taken == list(range(9))
 
 
-def _train(model_dir: Path, splits: dict[str, Path], out: Path, seed: int = 3):  # type: ignore[no-untyped-def]
+def test_schedules_warm_up_then_decay_to_zero() -> None:
+    linear = learning_rate_multiplier("linear", warmup_steps=10, total_steps=110)
+    assert linear(0) == pytest.approx(0.1)
+    assert linear(9) == pytest.approx(1.0)
+    assert linear(60) == pytest.approx(0.5)
+    assert linear(110) == 0.0
+    cosine = learning_rate_multiplier("cosine", warmup_steps=10, total_steps=110)
+    assert cosine(10) == pytest.approx(1.0)
+    assert cosine(60) == pytest.approx(0.5)
+    assert cosine(35) > linear(35)  # cosine stays high longer
+    assert cosine(110) == pytest.approx(0.0)
+
+
+def test_balanced_class_weights() -> None:
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def _train(model_dir: Path, splits: dict[str, Path], out: Path, **overrides: object) -> TrainResult:
     settings = TrainSettings(
-        base_model=str(model_dir), max_seq_length=32, epochs=2, batch_size=16, seed=seed
+        **{
+            "base_model": str(model_dir),
+            "max_seq_length": 32,
+            "epochs": 2,
+            "batch_size": 16,
+            "seed": 3,
+            **overrides,
+        }  # type: ignore[arg-type]
     )
     return train_classifier(
         train_path=splits["train"],
@@ -66,33 +93,56 @@ def _train(model_dir: Path, splits: dict[str, Path], out: Path, seed: int = 3): 
     )
 
 
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def test_training_writes_a_loadable_model_and_is_repeatable(
     tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
 ) -> None:
-    from transformers import AutoModelForSequenceClassification
-
     first = _train(tiny_model_dir, tiny_splits, tmp_path / "a")
     second = _train(tiny_model_dir, tiny_splits, tmp_path / "b")
     assert len(first.history) == 2
-    assert first.history == [
-        {**h, "samples_per_second": r["samples_per_second"]}
-        for h, r in zip(second.history, first.history, strict=True)
+    strip = [{k: v for k, v in h.items() if k != "samples_per_second"} for h in first.history]
+    assert strip == [
+        {k: v for k, v in h.items() if k != "samples_per_second"} for h in second.history
     ]
     assert LabelMap.load(tmp_path / "a" / "labels.json") == LABELS
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a")
-    assert model.config.id2label == {0: "negative", 1: "positive"}
-    weights_a = dict(model.named_parameters())
-    weights_b = dict(
-        AutoModelForSequenceClassification.from_pretrained(tmp_path / "b").named_parameters()
-    )
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
-    original = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    assert not torch.equal(original.classifier.weight, model.classifier.weight)
+    trained, again = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(trained[k], again[k]) for k in trained)
+    original = weights(tiny_model_dir)
+    assert not torch.equal(original["classifier.weight"], trained["classifier.weight"])
     metadata = first.model_metadata()
     assert metadata["labels"] == ["negative", "positive"]
     assert metadata["data_fingerprint"] == "sha256:test"
     assert metadata["best_epoch"] in (1, 2)
+    assert metadata["optimizer_steps"] == 2 * 8  # 120 rows in batches of 16
     assert 0.0 <= metadata["validation_accuracy"] <= 1.0
+
+
+def test_gradient_accumulation_takes_fewer_optimizer_steps(
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+) -> None:
+    result = _train(
+        tiny_model_dir, tiny_splits, tmp_path / "acc", batch_size=8, gradient_accumulation_steps=4
+    )
+    assert result.optimizer_steps == 2 * 4  # 15 batches of 8 -> steps of 4, 4, 4, 3 batches
+
+
+def test_early_stopping_stops_when_validation_stops_improving(
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+) -> None:
+    # A learning rate this small leaves the validation score where it is after epoch 1.
+    result = _train(
+        tiny_model_dir, tiny_splits, tmp_path / "es", epochs=6, learning_rate=1e-12,
+        early_stopping_patience=2,
+    )  # fmt: skip
+    assert result.stopped_early
+    assert len(result.history) == 3
+    assert result.best_epoch == 1
 
 
 def test_label_outside_the_map_is_named(
@@ -124,13 +174,6 @@ def test_cuda_request_without_a_gpu_is_an_error_not_a_cpu_run() -> None:
 def test_training_on_cuda(
     tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
 ) -> None:
-    settings = TrainSettings(base_model=str(tiny_model_dir), epochs=1, batch_size=16, device="cuda")
-    result = train_classifier(
-        train_path=tiny_splits["train"],
-        validation_path=tiny_splits["validation"],
-        labels=LABELS,
-        settings=settings,
-        output_dir=tmp_path / "gpu",
-    )
+    result = _train(tiny_model_dir, tiny_splits, tmp_path / "gpu", device="cuda", epochs=1)
     assert result.device.startswith("cuda")
     assert (tmp_path / "gpu" / "labels.json").is_file()
