@@ -8,7 +8,8 @@ The layout is the one KServe and Triton model repositories use:
 
 A version directory appears by one atomic rename once its copy is complete and verified, and
 `current.json` is replaced atomically after that, so a reader (the predictor, a rollback)
-sees either the old version or the new one, never a half-copied bundle.
+sees either the old version or the new one, never a half-copied bundle. Reading the repository
+is `common.model_repository`'s job.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from textops.components.common import model_repository
 from textops.components.common.bundle import (
     METADATA_FILE,
     REQUIRED_FILES,
@@ -34,26 +34,28 @@ from textops.components.common.bundle import (
     atomic_directory,
 )
 from textops.components.common.errors import ModelNotFoundError, PublishError
+from textops.components.common.model_repository import (
+    CURRENT_FILE,
+    PublishedVersion,
+    current_version,
+    list_versions,
+)
 
 logger = logging.getLogger(__name__)
 
-#: The pointer to the version being served, beside the version directories.
-CURRENT_FILE = "current.json"
 #: Held with flock while a version number is taken and filled.
 LOCK_FILE = ".publish.lock"
 
-# One path component that cannot climb out of the repository or hide as a dotfile.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_VERSION = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True)
-class PublishedVersion:
-    """One version of a model in the repository."""
-
-    name: str
-    version: int
-    path: Path
+# The read side (layout, versions, the pointer) lives in `common.model_repository`, which the
+# validate step shares; it is re-exported here for callers of the deploy step.
+__all__ = [
+    "CURRENT_FILE",
+    "LOCK_FILE",
+    "PublishedVersion",
+    "current_version",
+    "list_versions",
+    "publish_bundle",
+]
 
 
 def publish_bundle(
@@ -73,7 +75,7 @@ def publish_bundle(
         PublishError: The model name is unusable, or the bundle is incomplete or its files
             do not match the hashes in its metadata.json. Nothing in the repository changes.
     """
-    model_root = _model_root(repository, model_name)
+    model_root = model_repository.model_root(repository, model_name)
     bundle, files = _verified_bundle(bundle_dir)
 
     model_root.mkdir(parents=True, exist_ok=True)
@@ -98,46 +100,6 @@ def publish_bundle(
 
     logger.info("published %s version=%d path=%s", model_name, version, target)
     return PublishedVersion(model_name, version, target)
-
-
-def current_version(repository: str | Path, model_name: str) -> PublishedVersion | None:
-    """The version `current.json` points to, or None when nothing was published yet.
-
-    Raises:
-        PublishError: The model name is unusable or current.json cannot be read.
-    """
-    model_root = _model_root(repository, model_name)
-    pointer = model_root / CURRENT_FILE
-    try:
-        document = json.loads(pointer.read_text(encoding="utf-8"))
-        version = int(document["version"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PublishError(
-            f"{pointer} is unreadable ({e}); point it at an existing version directory"
-        ) from e
-    # Built from the repository, not the recorded path, so a moved repository still resolves.
-    return PublishedVersion(model_name, version, model_root / str(version))
-
-
-def list_versions(repository: str | Path, model_name: str) -> list[PublishedVersion]:
-    """Every published version of `model_name`, oldest first; empty when there is none.
-
-    Raises:
-        PublishError: The model name is unusable.
-    """
-    model_root = _model_root(repository, model_name)
-    return [PublishedVersion(model_name, v, model_root / str(v)) for v in _versions(model_root)]
-
-
-def _model_root(repository: str | Path, model_name: str) -> Path:
-    if not _MODEL_NAME.fullmatch(model_name):
-        raise PublishError(
-            f"model name {model_name!r} cannot name a repository directory: use letters, "
-            "digits, '.', '_' and '-', starting with a letter or digit"
-        )
-    return Path(repository) / model_name
 
 
 def _verified_bundle(bundle_dir: str | Path) -> tuple[ModelBundle, list[str]]:
@@ -196,18 +158,9 @@ def _publish_lock(model_root: Path) -> Iterator[None]:
         yield
 
 
-def _versions(model_root: Path) -> list[int]:
-    if not model_root.is_dir():
-        return []
-    # Only plain integer names: atomic_directory's scratch dirs start with a dot.
-    return sorted(
-        int(p.name) for p in model_root.iterdir() if p.is_dir() and _VERSION.fullmatch(p.name)
-    )
-
-
 def _next_version(model_root: Path) -> int:
     """One past the highest version ever seen, so a number is never reused."""
-    highest = max(_versions(model_root), default=0)
+    highest = max(model_repository.version_numbers(model_root), default=0)
     pointed = current_version(model_root.parent, model_root.name)
     return max(highest, pointed.version if pointed else 0) + 1
 

@@ -1,183 +1,50 @@
 """The validate step: Great Expectations checks that stop bad labelled data before training.
 
-Each check pairs a Great Expectations expectation with a severity: a failed `critical` check
-fails the step, a failed `warning` is only reported. New checks are one more `Check` in
-`DEFAULT_CHECKS`. Great Expectations takes seconds to import, so it is imported inside the
-functions that run it, never when this module is imported.
+`validate_file` reads the data, redacts personal data when asked, profiles it (`profile.py`),
+runs the suite (`catalogue.py`) with Great Expectations (`engine.py`), writes the result as
+JSON, HTML and Markdown, and either raises `DataValidationError` or writes the validated rows.
+Great Expectations takes seconds to import, so it is imported only when checks run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from textops.components.common import config, dataio
 from textops.components.common.errors import ConfigError, DataError, DataValidationError
-from textops.components.common.labels import LabelMap, canonical_label
-from textops.components.validate.report import (
-    Example,
-    Finding,
-    Severity,
-    ValidationResult,
-    write_reports,
-)
+from textops.components.common.labels import LabelMap
+from textops.components.common.redaction import KINDS, redact_series
+from textops.components.validate.catalogue import Check, Columns, Context, build_checks
+from textops.components.validate.engine import run_checks
+from textops.components.validate.profile import as_text, canonical_labels, profile_frame
+from textops.components.validate.report import ValidationResult, write_outputs
+from textops.components.validate.settings import ValidationSettings
 
-if TYPE_CHECKING:
-    from great_expectations.core import ExpectationValidationResult
-    from great_expectations.expectations import Expectation
+__all__ = [
+    "LABEL",
+    "TEXT",
+    "Check",
+    "Columns",
+    "ValidationSettings",
+    "build_checks",
+    "failure_message",
+    "load_labelled_table",
+    "redact_texts",
+    "validate_file",
+    "validate_frame",
+    "write_validated",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Column names of the validated data set, whatever the user's columns were called.
 TEXT = "text"
 LABEL = "label"
-
-#: A warning when more than this share of rows repeat another row's text.
-MAX_DUPLICATE_TEXT_SHARE = 0.05
-#: A warning when more than this share of rows have a text that also carries another label.
-MAX_CONFLICTING_LABEL_SHARE = 0.0
-#: Offending rows shown per check, in the report and in the error message.
-MAX_EXAMPLES = 5
-
-# A helper column computed before validation: how many distinct labels each row's text carries.
-# The prefix keeps it clear of user column names.
-LABELS_PER_TEXT = "__textops_labels_per_text"
-
-# Whitespace and invisible characters, listed literally rather than as `\s`: pandas hands the
-# regex to pyarrow (RE2) or to Python's `re` depending on the string backend, and RE2's `\s`
-# matches ASCII whitespace only, so a text of no-break spaces would pass as non-empty.
-_BLANK_CHARS = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
-    + "".join(chr(c) for c in range(0x2000, 0x200E))  # en quad .. zero-width joiner
-    + "\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
-)
-BLANK_TEXT_REGEX = f"^[{_BLANK_CHARS}]*$"
-
-
-@dataclass(frozen=True)
-class Columns:
-    """The user's names for the text and label columns."""
-
-    text: str
-    label: str
-
-
-@dataclass(frozen=True)
-class Check:
-    """One expectation on the data, with its severity and how to explain a failure.
-
-    Attributes:
-        name: Unique name of the check in textops, e.g. `text_not_null`.
-        column: Which column the check is about (`text` or `label`); None for the whole table.
-        severity: `critical` fails the step; `warning` is only reported.
-        build: Makes the Great Expectations expectation for the user's column names. It may
-            target a helper column (see `LABELS_PER_TEXT`).
-        problem: For row-wise expectations: what an offending row is, e.g. "null".
-        describe: For aggregate expectations: turns the observed value (and the rows per
-            label) into words, e.g. "no rows".
-    """
-
-    name: str
-    column: Literal["text", "label"] | None
-    severity: Severity
-    build: Callable[[Columns], Expectation]
-    problem: str = "unexpected"
-    describe: Callable[[Any, Mapping[str, int]], str] | None = None
-
-
-def _gxe() -> Any:
-    """The Great Expectations expectations module, imported on first use (it is slow)."""
-    import great_expectations.expectations as gxe
-
-    return gxe
-
-
-def _describe_rows(observed: Any, label_counts: Mapping[str, int]) -> str:
-    return "no rows" if not observed else f"{observed} rows"
-
-
-def _describe_label_count(observed: Any, label_counts: Mapping[str, int]) -> str:
-    if not observed:
-        return "no labels at all; a classifier needs at least 2 classes"
-    named = ", ".join(f"{label!r} ({count} rows)" for label, count in label_counts.items())
-    if observed == 1:
-        return f"1 distinct label: {named}; a classifier needs at least 2 classes"
-    return f"{observed} distinct labels: {named}"
-
-
-DEFAULT_CHECKS: tuple[Check, ...] = (
-    Check(
-        name="has_rows",
-        column=None,
-        severity="critical",
-        build=lambda c: _gxe().ExpectTableRowCountToBeBetween(min_value=1),
-        describe=_describe_rows,
-    ),
-    Check(
-        name="text_not_null",
-        column="text",
-        severity="critical",
-        build=lambda c: _gxe().ExpectColumnValuesToNotBeNull(column=c.text),
-        problem="null",
-    ),
-    Check(
-        name="text_not_blank",
-        column="text",
-        severity="critical",
-        build=lambda c: _gxe().ExpectColumnValuesToNotMatchRegex(
-            column=c.text, regex=BLANK_TEXT_REGEX
-        ),
-        problem="empty or whitespace-only",
-    ),
-    Check(
-        name="label_not_null",
-        column="label",
-        severity="critical",
-        build=lambda c: _gxe().ExpectColumnValuesToNotBeNull(column=c.label),
-        problem="null",
-    ),
-    Check(
-        name="label_not_blank",
-        column="label",
-        severity="critical",
-        build=lambda c: _gxe().ExpectColumnValuesToNotMatchRegex(
-            column=c.label, regex=BLANK_TEXT_REGEX
-        ),
-        problem="empty or whitespace-only",
-    ),
-    Check(
-        name="at_least_two_labels",
-        column="label",
-        severity="critical",
-        build=lambda c: _gxe().ExpectColumnUniqueValueCountToBeBetween(column=c.label, min_value=2),
-        describe=_describe_label_count,
-    ),
-    Check(
-        name="few_duplicate_texts",
-        column="text",
-        severity="warning",
-        build=lambda c: _gxe().ExpectColumnValuesToBeUnique(
-            column=c.text, mostly=1 - MAX_DUPLICATE_TEXT_SHARE
-        ),
-        problem="share their text with another row",
-    ),
-    Check(
-        name="one_label_per_text",
-        column="text",
-        severity="warning",
-        build=lambda c: _gxe().ExpectColumnValuesToBeBetween(
-            column=LABELS_PER_TEXT, max_value=1, mostly=1 - MAX_CONFLICTING_LABEL_SHARE
-        ),
-        problem="have a text that also appears with a different label",
-    ),
-)
 
 
 def validate_file(
@@ -186,22 +53,29 @@ def validate_file(
     data_format: str,
     text_column: str,
     label_column: str,
+    settings: ValidationSettings,
+    production_labels: LabelMap | None,
     validated_path: str,
+    result_path: str,
     report_path: str,
     summary_path: str,
 ) -> ValidationResult:
-    """Validate a labelled data file and write it out with canonical columns.
+    """Validate a labelled data file and write its valid rows out with canonical columns.
 
-    The HTML report and the Markdown summary are always written, also when the data cannot
-    be read or fails a check, so that a failed run explains itself.
+    The JSON result, the HTML report and the Markdown summary are always written, also when
+    the data cannot be read or fails a check, so that a failed run explains itself.
 
     Args:
-        data: A CSV, TSV, Parquet or JSONL file, or "sample" for the bundled data set.
+        data: A CSV, TSV, Parquet or JSONL file or fsspec URI, or "sample" for the bundled set.
         data_format: One of auto, csv, tsv, parquet, jsonl.
         text_column: The user's column holding the text.
         label_column: The user's column holding the label.
+        settings: The thresholds the data is held to.
+        production_labels: The served model's labels, to hold the data's label set to; None
+            on the first run or when the label set may change.
         validated_path: Where the validated Parquet file goes (columns `text`, `label`, and
-            the user's other columns).
+            the user's other columns; rows with an invalid text left out).
+        result_path: Where the JSON result goes (settings, counts, findings, success).
         report_path: Where the one-page HTML report goes.
         summary_path: Where the short Markdown summary goes.
 
@@ -210,47 +84,57 @@ def validate_file(
 
     Raises:
         ConfigError: The data path does not exist or the column settings are contradictory.
-        DataError: The file cannot be read or lacks a column.
-        DataValidationError: A critical check failed; the message names each failure.
+        DataError: The file cannot be read.
+        DataValidationError: A critical check failed (a missing column included); the message
+            names each failed check, its column, what was observed and a few offending rows.
     """
     columns = Columns(text=text_column, label=label_column)
+    outputs = {"result_path": result_path, "report_path": report_path, "summary_path": summary_path}
     source = data
     try:
         source = config.resolve_data_path(data)
         frame = load_labelled_table(source, data_format, columns)
     except (ConfigError, DataError) as e:
-        write_reports(
-            ValidationResult(source=source, success=False, rows=0, error=str(e)),
-            report_path,
-            summary_path,
+        failed = ValidationResult(
+            source=source, success=False, rows=0, settings=settings.to_dict(), error=str(e)
         )
+        write_outputs(failed, **outputs)
         raise
 
-    result = validate_frame(frame, columns, source=source)
-    write_reports(result, report_path, summary_path)
+    # Before any check, report or output sees the text.
+    redactions = redact_texts(frame, columns.text) if settings.redact_pii else {}
+    result, keep = _validate(frame, columns, settings, production_labels, source, None)
+    result.redactions = redactions
+    write_outputs(result, **outputs)
     logger.info(
-        "validated %s: rows=%d success=%s failed_critical=%d failed_warnings=%d",
+        "validated %s: rows=%d valid=%d success=%s failed_critical=%d failed_warnings=%d",
         source,
         result.rows,
+        result.rows_valid,
         result.success,
         len(result.failed_critical),
         len(result.failed_warnings),
     )
     for finding in result.failed_warnings:
         logger.warning("data check warning: %s", finding.describe())
-    if not result.success:
+    if not result.success or keep is None:
         raise DataValidationError(failure_message(result, report_path))
-
-    write_validated(frame, columns, validated_path)
+    if result.rows_dropped:
+        logger.warning(
+            "dropped %d rows with an invalid text: %s", result.rows_dropped, result.invalid_texts
+        )
+    write_validated(frame[keep], columns, validated_path)
     return result
 
 
 def load_labelled_table(path: str, data_format: str, columns: Columns) -> pd.DataFrame:
-    """Read a labelled table and make sure it has the text and label columns.
+    """Read a labelled table, its text column as strings and its rows indexed 0..n-1.
+
+    A missing text or label column is not an error here: the suite reports it.
 
     Raises:
         ConfigError: The text and label columns are the same column.
-        DataError: The file cannot be read or lacks one of the columns.
+        DataError: The file cannot be read.
     """
     if columns.text == columns.label:
         raise ConfigError(
@@ -258,207 +142,98 @@ def load_labelled_table(path: str, data_format: str, columns: Columns) -> pd.Dat
             "the text and the label must be separate columns"
         )
     frame = dataio.read_table(path, data_format)
-    dataio.require_columns(frame, [columns.text, columns.label], path)
     # Row numbers in findings are positions, so the index must be 0..n-1.
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    if columns.text in frame.columns:
+        frame[columns.text] = as_text(frame[columns.text])
+    return frame
+
+
+def redact_texts(frame: pd.DataFrame, text_column: str) -> dict[str, int]:
+    """Replace personal data in the text column in place; return the count per kind.
+
+    Only the counts are logged, never what was found.
+    """
+    if text_column not in frame.columns:
+        return {}  # the suite reports the missing column
+    frame[text_column], found = redact_series(frame[text_column])
+    counts = {kind: found.get(kind, 0) for kind in KINDS}
+    logger.info("redacted personal data: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
 
 
 def validate_frame(
     frame: pd.DataFrame,
     columns: Columns,
+    settings: ValidationSettings | None = None,
     *,
+    production_labels: LabelMap | None = None,
     source: str = "dataframe",
-    checks: Sequence[Check] = DEFAULT_CHECKS,
+    checks: Sequence[Check] | None = None,
 ) -> ValidationResult:
-    """Run `checks` on a DataFrame that has the text and label columns.
+    """Run the suite on a DataFrame.
 
     Args:
-        frame: The labelled data, indexed 0..n-1.
+        frame: The labelled data.
         columns: The user's names of the text and label columns.
+        settings: The thresholds; `ValidationSettings()` (the defaults) when None.
+        production_labels: The served model's labels, when the label set is enforced.
         source: Where the data came from, for the report.
-        checks: The checks to run; `DEFAULT_CHECKS` unless a caller adds or removes some.
+        checks: The checks to run; `build_checks(settings, production_labels)` when None.
 
     Returns:
         The result; `success` is False when a critical check failed.
     """
-    labels = _canonical_labels(frame[columns.label])
-    label_counts = _count_labels(labels)
-    findings = run_checks(frame, columns, labels, label_counts, checks)
-    success = not any(f.severity == "critical" and not f.success for f in findings)
-    return ValidationResult(
-        source=source,
-        success=success,
-        rows=len(frame),
-        label_counts=label_counts,
-        findings=findings,
+    frame = frame.reset_index(drop=True)
+    if columns.text in frame.columns:
+        frame = frame.assign(**{columns.text: as_text(frame[columns.text])})
+    result, _ = _validate(
+        frame, columns, settings or ValidationSettings(), production_labels, source, checks
     )
+    return result
 
 
-def run_checks(
+def _validate(
     frame: pd.DataFrame,
     columns: Columns,
-    labels: pd.Series,
-    label_counts: Mapping[str, int],
-    checks: Sequence[Check],
-) -> list[Finding]:
-    """Validate `frame` with Great Expectations: one finding per check, in the checks' order.
-
-    Args:
-        frame: The labelled data, indexed 0..n-1.
-        columns: The user's names of the text and label columns.
-        labels: The labels in canonical string form (None where missing), so that "1" and 1.0
-            count as one class, as they will in training.
-        label_counts: Rows per canonical label, for the checks' descriptions.
-        checks: The checks to run; their names must be unique.
-    """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.expectations.metadata_types import FailureSeverity
-
-    names = [check.name for check in checks]
-    if len(set(names)) != len(names):
-        raise ValueError(f"check names must be unique: {names}")
-    # GX logs each datasource and asset it registers at INFO; only its warnings matter here.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
-    # Validation takes well under a second; GX's per-metric progress bars would only be noise.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-
-    checked = _frame_for_checks(frame, columns, labels)
-    batch = (
-        context.data_sources.add_pandas("textops")
-        .add_dataframe_asset("labelled_data")
-        .add_batch_definition_whole_dataframe("all_rows")
-        .get_batch(batch_parameters={"dataframe": checked})
+    settings: ValidationSettings,
+    production_labels: LabelMap | None,
+    source: str,
+    checks: Sequence[Check] | None,
+) -> tuple[ValidationResult, np.ndarray | None]:
+    """The result, and per row whether it is kept (None when a required column is missing)."""
+    if checks is None:
+        checks = build_checks(settings, production_labels)
+    context = Context(
+        columns=columns,
+        settings=settings,
+        production_labels=production_labels,
+        found_columns=tuple(map(str, frame.columns)),
     )
-    suite = gx.ExpectationSuite(name="textops_labelled_data")
-    for check in checks:
-        expectation = check.build(columns)
-        expectation.severity = FailureSeverity(check.severity)
-        # GX may reorder results; the check's name in `meta` maps each result back to it.
-        expectation.meta = {"textops_check": check.name}
-        suite.add_expectation(expectation)
-
-    outcome = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+    base = ValidationResult(
+        source=source, success=False, rows=len(frame), settings=settings.to_dict()
     )
-    by_name = {_check_name(r): r for r in outcome.results}
-    return [_finding(check, by_name[check.name], frame, columns, label_counts) for check in checks]
+    if columns.text not in frame.columns or columns.label not in frame.columns:
+        # Only the checks that need no column can run; they name what is missing.
+        base.findings = run_checks(
+            frame, [c for c in checks if not c.needs_profile], context, frame
+        )
+        return base, None
 
-
-def _check_name(result: ExpectationValidationResult) -> str:
-    expectation = result.expectation_config
-    if expectation is None or not expectation.meta or "textops_check" not in expectation.meta:
-        raise RuntimeError(f"Great Expectations returned a result without its check: {result}")
-    return str(expectation.meta["textops_check"])
-
-
-def _canonical_labels(values: pd.Series) -> pd.Series:
-    return pd.Series(
-        [None if _is_missing(v) else canonical_label(v) for v in values],
-        index=values.index,
-        dtype=object,
+    profile = profile_frame(frame, columns.text, columns.label, settings)
+    context = Context(
+        columns=columns,
+        settings=settings,
+        profile=profile,
+        production_labels=production_labels,
+        found_columns=context.found_columns,
     )
-
-
-def _is_missing(value: Any) -> bool:
-    # pd.isna on a list-like value returns an array; such a value is present, not missing.
-    missing = pd.isna(value)
-    return isinstance(missing, bool) and missing
-
-
-def _count_labels(labels: pd.Series) -> dict[str, int]:
-    present = labels.dropna()
-    if present.empty:
-        return {}
-    counts = present.value_counts()
-    return {name: int(counts[name]) for name in LabelMap.from_values(present).names}
-
-
-def _frame_for_checks(frame: pd.DataFrame, columns: Columns, labels: pd.Series) -> pd.DataFrame:
-    """The columns the checks look at: text, canonical labels, and the helper columns."""
-    checked = pd.DataFrame({columns.text: frame[columns.text], columns.label: labels})
-    # Rows with a null text get NaN here, which GX counts as missing rather than offending.
-    checked[LABELS_PER_TEXT] = checked.groupby(columns.text, dropna=True)[columns.label].transform(
-        "nunique"
-    )
-    return checked
-
-
-def _finding(
-    check: Check,
-    result: ExpectationValidationResult,
-    frame: pd.DataFrame,
-    columns: Columns,
-    label_counts: Mapping[str, int],
-) -> Finding:
-    info: dict[str, Any] = dict(result.result or {})
-    check_type = result.expectation_config.type if result.expectation_config else "unknown"
-    examples: tuple[Example, ...] = ()
-    error = _exception_message(result.exception_info)
-    if error is not None:
-        observed = f"could not be evaluated: {error}"
-    elif "unexpected_count" in info:
-        rows = [int(i) for i in info.get("partial_unexpected_index_list") or []][:MAX_EXAMPLES]
-        examples = tuple(_example(frame, columns, i) for i in rows)
-        mostly = getattr(result.expectation_config, "kwargs", {}).get("mostly")
-        observed = _describe_offending(check, info, examples, mostly)
-    elif check.describe is not None:
-        observed = check.describe(info.get("observed_value"), label_counts)
-    else:
-        observed = f"observed {info.get('observed_value')!r}"
-    return Finding(
-        check=check.name,
-        expectation=check_type,
-        column=None if check.column is None else getattr(columns, check.column),
-        severity=check.severity,
-        success=bool(result.success),
-        observed=observed,
-        examples=examples,
-    )
-
-
-def _describe_offending(
-    check: Check, info: Mapping[str, Any], examples: tuple[Example, ...], mostly: float | None
-) -> str:
-    bad = int(info.get("unexpected_count") or 0)
-    total = int(info.get("element_count") or 0)
-    text = f"{bad} of {total} rows {check.problem}"
-    # A share only matters where the check tolerates some offending rows.
-    if mostly is not None and mostly < 1:
-        if bad and total:
-            text += f" ({bad / total:.1%})"
-        text += f"; at most {1 - mostly:.0%} allowed"
-    if examples:
-        noun = "row" if len(examples) == 1 else "rows"
-        more = ", …" if bad > len(examples) else ""
-        text += f" ({noun} {', '.join(str(e.row) for e in examples)}{more})"
-    return text
-
-
-def _example(frame: pd.DataFrame, columns: Columns, position: int) -> Example:
-    row = frame.iloc[position]
-    return Example(
-        row=position + 1,
-        text=_as_text(row[columns.text]),
-        label=_as_text(row[columns.label]),
-    )
-
-
-def _as_text(value: Any) -> str | None:
-    return None if _is_missing(value) else str(value)
-
-
-def _exception_message(exception_info: Any) -> str | None:
-    """The message of an exception GX caught while evaluating an expectation, if any."""
-    if not exception_info:
-        return None
-    # GX gives either one {"raised_exception": ...} dict or a dict of them keyed by metric.
-    infos = [exception_info] if "raised_exception" in exception_info else exception_info.values()
-    for info in infos:
-        if isinstance(info, Mapping) and info.get("raised_exception"):
-            return str(info.get("exception_message") or "unknown error")
-    return None
+    base.findings = run_checks(profile.checked, checks, context, frame)
+    base.success = not base.failed_critical
+    base.rows_valid = int(profile.valid_text.sum())
+    base.invalid_texts = dict(profile.text_problems)
+    base.label_counts = dict(profile.label_counts)
+    return base, profile.valid_text
 
 
 def failure_message(result: ValidationResult, report_path: str | None = None) -> str:
@@ -474,7 +249,7 @@ def failure_message(result: ValidationResult, report_path: str | None = None) ->
 
 
 def write_validated(frame: pd.DataFrame, columns: Columns, path: str) -> pd.DataFrame:
-    """Write the validated data as Parquet with canonical `text` and `label` string columns.
+    """Write validated rows as Parquet with canonical `text` and `label` string columns.
 
     The user's other columns are kept, except one already named `text` or `label`, which
     would collide with the canonical columns.
@@ -496,25 +271,19 @@ def write_validated(frame: pd.DataFrame, columns: Columns, path: str) -> pd.Data
         [
             pd.DataFrame(
                 {
-                    TEXT: frame[columns.text].map(str),
-                    LABEL: frame[columns.label].map(canonical_label),
+                    TEXT: as_text(frame[columns.text]).reset_index(drop=True),
+                    LABEL: canonical_labels(frame[columns.label]).reset_index(drop=True),
                 }
             ),
-            frame[kept],
+            frame[kept].reset_index(drop=True),
         ],
         axis=1,
     )
-    table = pa.Table.from_pandas(validated, preserve_index=False)
-    # One string type throughout: pandas may hand over large_string, readers expect string.
-    schema = pa.schema(
-        [
-            f.with_type(pa.string())
-            if f.name in (TEXT, LABEL) or f.type == pa.large_string()
-            else f
-            for f in table.schema
-        ]
-    )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # pandas' schema metadata would describe the pre-cast types; the Arrow schema is enough.
-    pq.write_table(table.cast(schema).replace_schema_metadata(None), path)
+    try:
+        dataio.write_table(validated, path, {TEXT: pa.string(), LABEL: pa.string()})
+    except pa.ArrowException as e:
+        raise DataError(
+            f"cannot write the validated data to Parquet: {e}. A column that mixes types "
+            "(numbers and strings, say) cannot be stored; make it one type or drop it"
+        ) from e
     return validated

@@ -1,21 +1,36 @@
-"""The validation result and its two renderings: a one-page HTML report and a Markdown summary.
+"""The validation result and its renderings: JSON, a one-page HTML report, a Markdown summary.
 
-Both are written whether the data passed or not, so a failed run still explains itself.
+All three are written whether the data passed or not, so a failed run still explains itself.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Severity = Literal["critical", "warning"]
 
+#: Characters of a text kept in an example: enough to recognise the row, and short enough for
+#: a one-page report, also when the text is 100 kB long.
+EXAMPLE_CHARS = 200
+
+
+def clip(value: str | None, limit: int = EXAMPLE_CHARS) -> str | None:
+    """`value` cut to `limit` characters, saying how long it was."""
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[: limit - 1]}… ({len(value)} characters)"
+
 
 @dataclass(frozen=True)
 class Example:
-    """One offending row: its 1-based position among the data rows and its text and label."""
+    """One offending row: its 1-based position among the data rows, its text and its label.
+
+    Text and label are clipped to `EXAMPLE_CHARS` characters (see `clip`).
+    """
 
     row: int
     text: str | None
@@ -45,9 +60,9 @@ class Finding:
     examples: tuple[Example, ...] = ()
 
     def describe(self) -> str:
-        """One line naming the expectation, its column and what was observed."""
+        """One line naming the check, its expectation, its column and what was observed."""
         where = f" on {self.column!r}" if self.column is not None else ""
-        return f"{self.expectation}{where}: {self.observed}"
+        return f"{self.check} ({self.expectation}){where}: {self.observed}"
 
 
 @dataclass
@@ -58,17 +73,31 @@ class ValidationResult:
         source: The data that was read (a path or URI).
         success: True when no critical check failed.
         rows: Number of data rows read.
+        rows_valid: Rows whose text is valid: the rows written when validation passes.
+        invalid_texts: Rows per reason their text is invalid (`null`, `blank`, `too short`,
+            `too long`); within the `text_mostly` allowance these rows are dropped.
         label_counts: Rows per label, labels in their canonical string form.
+        redactions: Personal data replaced in the texts, per kind; empty when redaction is off.
+        settings: The thresholds the data was held to.
         findings: One entry per check, in the order the checks were declared.
-        error: Why the data could not be checked at all (unreadable, missing column), or None.
+        error: Why the data could not be checked at all (unreadable, bad settings), or None.
     """
 
     source: str
     success: bool
     rows: int
+    rows_valid: int = 0
+    invalid_texts: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    redactions: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows left out of the validated data because their text is invalid."""
+        return self.rows - self.rows_valid if self.success else 0
 
     @property
     def failed_critical(self) -> list[Finding]:
@@ -84,22 +113,51 @@ class ValidationResult:
         """JSON-friendly values for the KFP artifact's metadata."""
         return {
             "rows": self.rows,
+            "rows_valid": self.rows_valid,
+            "rows_dropped": self.rows_dropped,
             "success": self.success,
             "label_counts": dict(self.label_counts),
+            "redactions": dict(self.redactions),
             "failed_critical_checks": len(self.failed_critical),
             "failed_warning_checks": len(self.failed_warnings),
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as JSON-friendly values: settings, counts, findings, success."""
+        return {
+            "source": self.source,
+            "success": self.success,
+            "error": self.error,
+            "settings": dict(self.settings),
+            "counts": {
+                "rows": self.rows,
+                "rows_valid": self.rows_valid,
+                "rows_dropped": self.rows_dropped,
+                "invalid_texts": dict(self.invalid_texts),
+                "labels": dict(self.label_counts),
+                "redactions": dict(self.redactions),
+            },
+            "findings": [asdict(f) for f in self.findings],
+        }
 
-def write_reports(result: ValidationResult, report_path: str, summary_path: str) -> None:
-    """Write the HTML report and the Markdown summary, creating parent directories.
+
+def write_outputs(
+    result: ValidationResult, *, result_path: str, report_path: str, summary_path: str
+) -> None:
+    """Write the JSON result, the HTML report and the Markdown summary, creating folders.
 
     Args:
         result: What validation found.
+        result_path: Where the JSON result goes.
         report_path: Where the one-page HTML report goes.
         summary_path: Where the short Markdown summary goes.
     """
-    for path, text in ((report_path, render_html(result)), (summary_path, render_markdown(result))):
+    documents = (
+        (result_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"),
+        (report_path, render_html(result)),
+        (summary_path, render_markdown(result)),
+    )
+    for path, text in documents:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text, encoding="utf-8")
 
@@ -129,22 +187,34 @@ code { background: #f6f8fa; padding: 0 .2rem; }
 pre { background: #fff0f0; padding: .6rem; white-space: pre-wrap; }
 """
 
-# Long texts would stretch the one-page report; the examples only need to identify the row.
-_EXAMPLE_CHARS = 160
+
+def _shown(value: str | None) -> str:
+    # Examples arrive clipped (see `clip`), so the report only needs to show missing values.
+    return "(null)" if value is None else value
 
 
-def _clip(value: str | None) -> str:
-    if value is None:
-        return "(null)"
-    return value if len(value) <= _EXAMPLE_CHARS else value[: _EXAMPLE_CHARS - 1] + "…"
+def _counts(result: ValidationResult) -> list[tuple[str, str]]:
+    """(name, value) rows of the counts table."""
+    rows = [("rows read", str(result.rows))]
+    if result.error is None:
+        rows.append(("rows with a valid text", str(result.rows_valid)))
+        if result.success:
+            rows.append(("rows dropped", str(result.rows_dropped)))
+    if result.invalid_texts:
+        reasons = ", ".join(f"{k}: {v}" for k, v in result.invalid_texts.items())
+        rows.append(("invalid texts", reasons))
+    if result.redactions:
+        kinds = ", ".join(f"{k}: {v}" for k, v in result.redactions.items())
+        rows.append(("personal data redacted", kinds))
+    return rows
 
 
 def _examples_html(examples: tuple[Example, ...]) -> str:
     if not examples:
         return ""
     items = "".join(
-        f"<li>row {e.row}: <code>{html.escape(_clip(e.text))}</code> "
-        f"→ <code>{html.escape(_clip(e.label))}</code></li>"
+        f"<li>row {e.row}: <code>{html.escape(_shown(e.text))}</code> "
+        f"→ <code>{html.escape(_shown(e.label))}</code></li>"
         for e in examples
     )
     return f'<ul class="examples">{items}</ul>'
@@ -160,7 +230,13 @@ def render_html(result: ValidationResult) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>Data validation: "
         f'<span class="status-{status.replace(" ", "-")}">{html.escape(status)}</span></h1>',
-        f"<p>Source: <code>{html.escape(result.source)}</code><br>Rows: {result.rows}</p>",
+        f"<p>Source: <code>{html.escape(result.source)}</code></p>",
+        "<table>"
+        + "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in _counts(result)
+        )
+        + "</table>",
     ]
     if result.error is not None:
         parts.append(
@@ -189,6 +265,12 @@ def render_html(result: ValidationResult) -> str:
             "<p><small>Rows are counted from 1 over the data rows, header excluded. A critical "
             "failure stops the pipeline; a warning is only reported.</small></p>"
         )
+    if result.settings:
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(json.dumps(v))}</code></td></tr>"
+            for k, v in result.settings.items()
+        )
+        parts.append(f"<h2>Settings</h2><table>{rows}</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -205,7 +287,7 @@ def render_markdown(result: ValidationResult) -> str:
         f"## Data validation: {_status(result)}",
         "",
         f"- source: `{_cell(result.source)}`",
-        f"- rows: {result.rows}",
+        *(f"- {name}: {_cell(value)}" for name, value in _counts(result)),
         f"- labels: {labels}",
     ]
     if result.error is not None:

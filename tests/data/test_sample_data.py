@@ -11,7 +11,7 @@ import pytest
 
 from textops.components.common import config, dataio
 from textops.components.preprocess.split import clean_text
-from textops.components.validate.checks import Columns, validate_frame
+from textops.components.validate.checks import Columns, ValidationSettings, validate_frame
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,27 @@ def test_few_duplicates_and_no_conflicting_labels(sample: pd.DataFrame) -> None:
     assert (labels_per_text == 1).all()
 
 
-def test_passes_the_validate_steps_checks(sample: pd.DataFrame) -> None:
-    result = validate_frame(sample, Columns(text="text", label="label"))
+def test_two_texts_hold_a_line_break(sample: pd.DataFrame) -> None:
+    # U+0085 (NEL) where the source had a Windows-1252 ellipsis (byte 0x85) read as Latin-1.
+    # The validate step warns about it; preprocessing turns it into a space.
+    broken = sample[sample["text"].str.contains("\x85", regex=False)]
+    assert broken.index.tolist() == [1178, 1967]
+    assert not sample["text"].str.contains("[\n\r]").any()
+    assert clean_text(broken["text"]).str.contains(" was there a script").any()
+
+
+def test_passes_the_validate_steps_checks_with_the_default_settings(sample: pd.DataFrame) -> None:
+    result = validate_frame(sample, Columns(text="text", label="label"), ValidationSettings())
 
     assert result.success
-    assert not result.failed_warnings
+    assert result.rows_valid == 3000
+    # The only warning is the two texts with a line break.
+    assert [f.check for f in result.failed_warnings] == ["text_on_one_line"]
+
+
+def test_holds_no_personal_data(sample: pd.DataFrame) -> None:
+    from textops.components.common.redaction import redact_series
+
+    _, found = redact_series(sample["text"])
+
+    assert sum(found.values()) == 0

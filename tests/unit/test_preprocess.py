@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -121,6 +123,17 @@ def test_split_does_not_depend_on_row_order() -> None:
     assert original == reordered
 
 
+def test_split_does_not_depend_on_the_index() -> None:
+    frame = _frame({"a": 60, "b": 40})
+    repeated = frame.set_axis([7] * len(frame))  # e.g. frames concatenated without reindexing
+
+    original = [_texts(p) for p in split_frame(frame, 0.1, 0.2, seed=5)]
+    relabelled = [_texts(p) for p in split_frame(repeated, 0.1, 0.2, seed=5)]
+
+    assert relabelled == original
+    assert [len(p) for p in split_frame(repeated, 0.1, 0.2, seed=5)] == [70, 10, 20]
+
+
 def test_a_class_too_small_to_stratify_is_named() -> None:
     frame = _frame({"common": 100, "rare": 4})
 
@@ -157,6 +170,20 @@ def test_fingerprint_ignores_row_order_and_sees_label_changes() -> None:
     retexted = frame.copy()
     retexted.loc[0, "text"] += "!"
     assert dataset_fingerprint(retexted) != fingerprint
+
+
+def test_fingerprint_is_the_sha256_of_sorted_json_rows() -> None:
+    # Pinned: bundles record this hash, so its definition must not drift with optimisations.
+    frame = pd.DataFrame(
+        {"text": ['say "hi"', "back\\slash", "naïve\u2028line", "b"], "label": ["x", "y", "x", 1]}
+    )
+    rows = sorted(
+        json.dumps([text, str(label)], ensure_ascii=False)
+        for text, label in zip(frame["text"], frame["label"], strict=True)
+    )
+    expected = hashlib.sha256("".join(f"{row}\n" for row in rows).encode("utf-8")).hexdigest()
+
+    assert dataset_fingerprint(frame) == expected
 
 
 def _preprocess(
@@ -227,6 +254,14 @@ def test_integer_labels_sort_numerically(tmp_path: Path) -> None:
     assert result.metadata("train")["id2label"] == {"0": "1", "1": "2", "2": "10"}
     test = splits["test"]
     assert (test["label_id"] == test["label"].map({"1": 0, "2": 1, "10": 2})).all()
+
+
+def test_preprocess_refuses_rows_without_a_label(tmp_path: Path) -> None:
+    frame = _frame({"a": 20, "b": 20})
+    frame.loc[3, "label"] = None
+
+    with pytest.raises(DataError, match="1 rows have no label; run the validate step first"):
+        _preprocess(tmp_path, frame)
 
 
 def test_preprocess_fails_when_no_text_is_left(tmp_path: Path) -> None:
