@@ -1,1 +1,1 @@
-"""The evaluate step: score the trained model on the held-out test split."""
+"""The evaluate step: the gate between a trained model and production (see `evaluation.py`)."""

@@ -1,7 +1,17 @@
-"""KFP component for the evaluate step; the logic is in `scoring.py`."""
+"""KFP component for the evaluate step; the logic is in `evaluation.py`."""
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from textops.components.common.images import TRAIN_IMAGE
 
@@ -10,24 +20,59 @@ from textops.components.common.images import TRAIN_IMAGE
 def evaluate_model(
     model: Input[Model],
     test_data: Input[Dataset],
+    model_repository: str,
+    model_name: str,
+    min_accuracy: float,
+    min_macro_f1: float,
+    max_regression: float,
+    enforce_production_labels: bool,
+    slice_column: str,
+    behaviour_tests: list,
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
-):
-    """Accuracy, macro-F1 and the confusion matrix of the trained model on the test split."""
+    summary: Output[Markdown],
+    decision: Output[Artifact],
+) -> bool:
+    """Score the new model and the one in production on the test split; decide what ships.
+
+    Returns whether the new model may ship; the reasons are in `decision`'s metadata. (A single
+    output, because kfp.local cannot branch on one field of a NamedTuple output.)
+    """
     import json
 
     from textops.components.common.logs import configure_logging
-    from textops.components.evaluate.scoring import evaluate_saved_model
+    from textops.components.evaluate.evaluation import GateSettings, evaluate_challenger
 
     configure_logging()
 
-    result = evaluate_saved_model(
-        model_dir=model.path, test_path=test_data.path, report_path=report.path
+    outcome = evaluate_challenger(
+        model_dir=model.path,
+        test_path=test_data.path,
+        model_repository=model_repository,
+        model_name=model_name,
+        settings=GateSettings(
+            min_accuracy=min_accuracy,
+            min_macro_f1=min_macro_f1,
+            max_regression=max_regression,
+            enforce_production_labels=enforce_production_labels,
+        ),
+        slice_column=slice_column,
+        behaviour_tests=behaviour_tests,
+        report_path=report.path,
+        summary_path=summary.path,
+        decision_path=decision.path,
     )
-    for name, value in result.scalars().items():
+    scalars = outcome.scalars()
+    for name, value in scalars.items():
         metrics.log_metric(name, value)
     # The UI reads metadata; the file is for people and scripts reading the artifact store.
     with open(metrics.path, "w", encoding="utf-8") as f:
-        json.dump(result.scalars(), f, indent=2)
-    classification_metrics.log_confusion_matrix(list(result.labels), result.confusion_matrix)
+        json.dump(scalars, f, indent=2)
+    classification_metrics.log_confusion_matrix(list(outcome.labels), outcome.confusion_matrix)
+    if outcome.roc is not None:
+        classification_metrics.log_roc_curve(
+            outcome.roc.fpr, outcome.roc.tpr, outcome.roc.thresholds
+        )
+    decision.metadata.update({"deploy": outcome.deploy, "reasons": outcome.reasons})
+    return outcome.deploy

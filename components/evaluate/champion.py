@@ -1,0 +1,97 @@
+"""Find the model in production and score it on the challenger's test texts.
+
+The champion is the bundle `current.json` points to in the local model repository, run with
+ONNX Runtime exactly as serving runs it. Whatever keeps it from being scored (a damaged
+pointer, a missing or altered file, a graph ONNX Runtime cannot load) becomes an
+`unreadable` result with the error, which the gate turns into a refusal: a champion that
+cannot be compared never lets a challenger through unchecked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from textops.components.common.bundle import ModelBundle
+from textops.components.common.errors import ModelNotFoundError, PublishError
+from textops.components.common.model_repository import current_version
+from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.evaluate.gate import ChampionResult
+from textops.components.evaluate.scoring import score_model
+
+logger = logging.getLogger(__name__)
+
+
+def load_champion(path: Path) -> OnnxClassifier:
+    """Open the bundle at `path`, check its files against their hashes, load it.
+
+    Raises:
+        ModelNotFoundError: The bundle is incomplete or a file differs from its recorded hash.
+        Exception: Whatever ONNX Runtime or `tokenizers` raise for a file they cannot parse
+            (their exception types derive from Exception only).
+    """
+    bundle = ModelBundle.open(path)
+    altered = bundle.verify_hashes()
+    if altered:
+        raise ModelNotFoundError(
+            f"{', '.join(altered)} differ from the SHA-256 recorded in metadata.json "
+            "(the files were changed after publishing)"
+        )
+    return OnnxClassifier.from_bundle(path)
+
+
+def score_champion(
+    repository: str | Path,
+    model_name: str,
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    challenger_labels: Sequence[str],
+) -> ChampionResult:
+    """Score the model in production on the same texts the challenger was scored on.
+
+    Args:
+        repository: The local model repository's root.
+        model_name: The model's name in it.
+        texts: The test split's texts.
+        true_labels: Their labels, as names (the champion may order its classes differently).
+        challenger_labels: The new model's classes; the champion must have the same set.
+
+    Returns:
+        `none` when nothing is published, `labels_differ` when the champion's label set is not
+        the challenger's, `unreadable` with the error when it cannot be scored, else `scored`.
+    """
+    try:
+        published = current_version(repository, model_name)
+    except PublishError as e:
+        pointer = Path(repository) / model_name / "current.json"
+        logger.warning("champion unreadable pointer=%s error=%s", pointer, e)
+        return ChampionResult("unreadable", path=pointer, error=str(e))
+    if published is None:
+        logger.info("no champion repository=%s model=%s", repository, model_name)
+        return ChampionResult("none")
+    try:
+        classifier = load_champion(published.path)
+        labels = classifier.labels
+        if set(labels.names) != set(challenger_labels):
+            return ChampionResult(
+                "labels_differ", published.version, published.path, labels=labels.names
+            )
+        probabilities = classifier.predict_proba(list(texts))
+    # Deliberately broad: ONNX Runtime and tokenizers raise bare Exception subclasses, and
+    # any failure here must become a recorded refusal, never a crash without a decision.
+    except Exception as e:
+        logger.warning("champion unreadable path=%s error=%s", published.path, e)
+        return ChampionResult(
+            "unreadable", published.version, published.path, error=f"{type(e).__name__}: {e}"
+        )
+    scores = score_model([labels.index(n) for n in true_labels], probabilities, labels.names)
+    logger.info(
+        "champion scored version=%d macro_f1=%.4f accuracy=%.4f",
+        published.version,
+        scores.macro_f1,
+        scores.accuracy,
+    )
+    return ChampionResult(
+        "scored", published.version, published.path, labels=labels.names, scores=scores
+    )

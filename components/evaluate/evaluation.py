@@ -1,0 +1,254 @@
+"""The evaluation gate: score the new model and the one in production, decide what ships.
+
+`evaluate_challenger` is what the KFP component calls. It scores the train step's model (the
+challenger) on the held-out test split, runs the behavioural tests on it, scores the published
+bundle (the champion) on the very same texts, applies the gate's rules (`gate.decide`), and
+writes the HTML report, the Markdown summary and the decision as JSON. It only reads the model
+repository: whatever it decides, the model in production stays as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from textops.components.common.config import BehaviourTest
+from textops.components.common.errors import DataError
+from textops.components.evaluate.behaviour import (
+    BehaviourResult,
+    check_test_labels,
+    parse_behaviour_tests,
+    run_behaviour_tests,
+)
+from textops.components.evaluate.champion import score_champion
+from textops.components.evaluate.classifiers import TorchClassifier
+from textops.components.evaluate.gate import ChampionResult, Decision, GateSettings, decide
+from textops.components.evaluate.report import render_html, render_markdown, write_text
+from textops.components.evaluate.scoring import (
+    Mistake,
+    ModelScores,
+    RocCurve,
+    SliceReport,
+    confident_mistakes,
+    roc_curve_points,
+    score_model,
+    slice_scores,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvaluationOutcome", "GateSettings", "evaluate_challenger", "read_test_split"]
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """Everything the evaluation found, and the decision."""
+
+    model_name: str
+    scores: ModelScores
+    roc: RocCurve | None
+    slices: SliceReport | None
+    mistakes: tuple[Mistake, ...]
+    behaviour: tuple[BehaviourResult, ...]
+    champion: ChampionResult
+    decision: Decision
+    settings: GateSettings
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The challenger's classes, in output order."""
+        return self.scores.labels
+
+    @property
+    def confusion_matrix(self) -> list[list[int]]:
+        """Row = true class, column = predicted class, on the test split."""
+        return self.scores.confusion_matrix
+
+    @property
+    def deploy(self) -> bool:
+        """Whether the challenger passed the gate."""
+        return self.decision.deploy
+
+    @property
+    def reasons(self) -> list[str]:
+        """Sentences that explain the decision, those that held the model back first."""
+        return self.decision.reasons
+
+    def scalars(self) -> dict[str, float]:
+        """The numbers logged to the KFP Metrics artifact (and recorded in the bundle)."""
+        values = self.scores.scalars()
+        if self.roc is not None:
+            values["roc_auc"] = self.roc.auc
+        if self.slices is not None and self.slices.worst is not None:
+            values["worst_slice_macro_f1"] = self.slices.worst.macro_f1
+            values["worst_slice_accuracy"] = self.slices.worst.accuracy
+        if self.champion.scores is not None:
+            values["champion_macro_f1"] = self.champion.scores.macro_f1
+            values["champion_accuracy"] = self.champion.scores.accuracy
+            values["macro_f1_change"] = self.scores.macro_f1 - self.champion.scores.macro_f1
+        if self.behaviour:
+            passed = sum(r.passed for r in self.behaviour)
+            values["behaviour_tests_passed_share"] = passed / len(self.behaviour)
+            for result in self.behaviour:
+                values[f"behaviour_{_metric_name(result.name)}_pass_rate"] = result.pass_rate
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision file's content: the decision, its checks, both models' scores."""
+        return {
+            "model_name": self.model_name,
+            "decision": "deploy" if self.deploy else "hold",
+            "deploy": self.deploy,
+            "reasons": self.reasons,
+            "checks": [c.to_dict() for c in self.decision.checks],
+            "settings": asdict(self.settings),
+            "challenger": {
+                "scores": self.scores.scalars(),
+                "per_class": [asdict(c) for c in self.scores.per_class],
+                "confusion_matrix": self.scores.confusion_matrix,
+                "labels": list(self.labels),
+                "roc_auc": self.roc.auc if self.roc is not None else None,
+            },
+            "champion": self.champion.to_dict(),
+            "behaviour_tests": [r.to_dict() for r in self.behaviour],
+            "slices": asdict(self.slices) if self.slices is not None else None,
+            "confident_mistakes": [asdict(m) for m in self.mistakes],
+        }
+
+
+def _metric_name(name: str) -> str:
+    """A behaviour test's name as a metric-name part: lower case, words joined by '_'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "unnamed"
+
+
+def read_test_split(test_path: str | Path) -> pd.DataFrame:
+    """The test split, checked to hold rows and the text and label columns.
+
+    Raises:
+        DataError: The file cannot be read, lacks `text` or `label`, or has no rows.
+    """
+    try:
+        frame = pd.read_parquet(test_path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the test split {test_path}: {e}") from e
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"the test split {test_path} lacks the column(s) {missing}; the preprocess step "
+            "writes text and label"
+        )
+    if frame.empty:
+        raise DataError(
+            f"the test split {test_path} has no rows: nothing to evaluate the model on. Give "
+            "more data or a larger test_fraction"
+        )
+    return frame.reset_index(drop=True)
+
+
+def evaluate_challenger(
+    *,
+    model_dir: str | Path,
+    test_path: str | Path,
+    model_repository: str | Path,
+    model_name: str,
+    settings: GateSettings,
+    slice_column: str,
+    behaviour_tests: Sequence[Mapping[str, Any] | BehaviourTest],
+    report_path: str | Path,
+    summary_path: str | Path,
+    decision_path: str | Path,
+) -> EvaluationOutcome:
+    """Score the new model and the one in production on the test split; decide what ships.
+
+    Args:
+        model_dir: The train step's Hugging Face model directory (with labels.json).
+        test_path: The preprocess step's test split (Parquet with text and label).
+        model_repository: The local model repository the champion is read from.
+        model_name: The model's name in it.
+        settings: Floors, allowed regression, and whether label sets must match.
+        slice_column: A column of the test split to score per value; empty for none.
+        behaviour_tests: Behavioural test definitions (see `BehaviourTest`).
+        report_path: Where the HTML report goes.
+        summary_path: Where the Markdown summary goes.
+        decision_path: Where the decision goes, as JSON.
+
+    Returns:
+        The scores, the champion's fate and the decision.
+
+    Raises:
+        ConfigError: A behavioural test is invalid or names a label the model lacks.
+        DataError: The test split is unreadable, empty, or holds labels the model lacks.
+        ModelNotFoundError: `model_dir` holds no loadable model.
+    """
+    # Configuration first: a bad test definition should fail before any model is loaded.
+    tests = parse_behaviour_tests(list(behaviour_tests or []))
+    frame = read_test_split(test_path)
+    challenger = TorchClassifier.from_model_dir(model_dir)
+    labels = challenger.labels
+    check_test_labels(tests, labels)
+
+    texts = frame["text"].astype(str).tolist()
+    try:
+        y_true = [labels.index(value) for value in frame["label"]]
+    except DataError as e:
+        raise DataError(
+            f"the test split {test_path} does not fit the model in {model_dir}: {e}; train and "
+            "evaluate on splits of the same preprocess run"
+        ) from e
+    probabilities = challenger.predict_proba(texts)
+    scores = score_model(y_true, probabilities, labels.names)
+    logger.info(
+        "challenger scored rows=%d accuracy=%.4f macro_f1=%.4f ece=%.4f",
+        scores.rows,
+        scores.accuracy,
+        scores.macro_f1,
+        scores.ece,
+    )
+
+    notes: list[str] = []
+    slices = None
+    if slice_column and slice_column in frame.columns:
+        slices = slice_scores(y_true, probabilities, frame[slice_column].tolist(), slice_column)
+    elif slice_column:
+        # Not an error: the model is trained by now, and slice metrics do not gate.
+        notes.append(
+            f"slice column {slice_column!r} is not in the test split (its columns: "
+            f"{', '.join(map(str, frame.columns))}): no slice metrics"
+        )
+
+    behaviour = run_behaviour_tests(tests, challenger)
+    champion = score_champion(
+        model_repository,
+        model_name,
+        texts,
+        [labels.names[i] for i in y_true],
+        labels.names,
+    )
+    outcome = EvaluationOutcome(
+        model_name=model_name,
+        scores=scores,
+        roc=roc_curve_points(y_true, probabilities, labels.names),
+        slices=slices,
+        mistakes=tuple(confident_mistakes(texts, y_true, probabilities, labels.names)),
+        behaviour=tuple(behaviour),
+        champion=champion,
+        decision=decide(settings, scores, champion, behaviour, notes),
+        settings=settings,
+    )
+    write_text(report_path, render_html(outcome))
+    write_text(summary_path, render_markdown(outcome))
+    write_text(decision_path, json.dumps(outcome.to_dict(), indent=2) + "\n")
+    logger.info(
+        "gate decision deploy=%s champion=%s reasons=%s",
+        outcome.deploy,
+        champion.status,
+        json.dumps(outcome.reasons),
+    )
+    return outcome

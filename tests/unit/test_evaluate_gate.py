@@ -1,0 +1,144 @@
+"""The gate's rules on numbers: floors, the champion margin, label sets, behaviour tests."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textops.components.common.errors import ConfigError
+from textops.components.evaluate.behaviour import BehaviourResult
+from textops.components.evaluate.gate import ChampionResult, GateSettings, decide
+from textops.components.evaluate.scoring import ModelScores, score_model
+
+LABELS = ("negative", "positive")
+SETTINGS = GateSettings(
+    min_accuracy=0.7, min_macro_f1=0.6, max_regression=0.01, enforce_production_labels=True
+)
+NO_CHAMPION = ChampionResult("none")
+
+
+def scores(macro_f1: float, accuracy: float = 0.9, labels: tuple[str, ...] = LABELS) -> ModelScores:
+    """Real scores of a toy set, with the headline numbers set to what a test needs."""
+    base = score_model([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]), labels)
+    return dataclasses.replace(base, macro_f1=macro_f1, accuracy=accuracy)
+
+
+def champion(macro_f1: float, version: int = 3) -> ChampionResult:
+    return ChampionResult("scored", version, Path(f"/models/m/{version}"), LABELS, scores(macro_f1))
+
+
+def behaviour(name: str, passed_cases: int, gate: bool) -> BehaviourResult:
+    return BehaviourResult(name, "mft", gate, cases=4, passed_cases=passed_cases, min_pass_rate=1.0)
+
+
+def test_a_model_above_both_floors_with_nothing_in_production_ships() -> None:
+    decision = decide(SETTINGS, scores(0.912, accuracy=0.93), NO_CHAMPION)
+    assert decision.deploy
+    assert "macro-F1 0.912 >= floor 0.600" in decision.reasons
+    assert "accuracy 0.930 >= floor 0.700" in decision.reasons
+    assert "no model in production yet: compared to floors only" in decision.reasons
+
+
+@pytest.mark.parametrize(
+    ("macro_f1", "accuracy", "failing"),
+    [
+        (0.59, 0.9, "macro-F1 0.590 < floor 0.600"),
+        (0.9, 0.69, "accuracy 0.690 < floor 0.700"),
+    ],
+)
+def test_a_model_below_a_floor_does_not_ship(
+    macro_f1: float, accuracy: float, failing: str
+) -> None:
+    decision = decide(SETTINGS, scores(macro_f1, accuracy), NO_CHAMPION)
+    assert not decision.deploy
+    assert decision.reasons[0] == failing  # what held it back comes first
+
+
+def test_a_score_exactly_on_the_floor_passes() -> None:
+    assert decide(SETTINGS, scores(0.6, accuracy=0.7), NO_CHAMPION).deploy
+
+
+def test_within_the_margin_of_the_champion_ships() -> None:
+    decision = decide(SETTINGS, scores(0.898), champion(0.905))
+    assert decision.deploy
+    assert "champion v3 macro-F1 0.905, regression +0.007 <= 0.010" in decision.reasons
+
+
+def test_better_than_the_champion_ships() -> None:
+    decision = decide(SETTINGS, scores(0.912), champion(0.905))
+    assert decision.deploy
+    assert "champion v3 macro-F1 0.905, regression -0.007 <= 0.010" in decision.reasons
+
+
+def test_worse_than_the_champion_by_more_than_the_margin_does_not_ship() -> None:
+    decision = decide(SETTINGS, scores(0.85), champion(0.905))
+    assert not decision.deploy
+    assert decision.reasons[0].startswith("champion v3 macro-F1 0.905, regression +0.055 > 0.010")
+    assert "worse than the one serving" in decision.reasons[0]
+
+
+def test_a_regression_exactly_at_the_margin_ships() -> None:
+    settings = dataclasses.replace(SETTINGS, max_regression=0.05)
+    assert decide(settings, scores(0.85), champion(0.90)).deploy
+    assert not decide(settings, scores(0.8499), champion(0.90)).deploy
+
+
+def test_different_label_sets_refuse_when_enforced() -> None:
+    other = ChampionResult("labels_differ", 2, Path("/models/m/2"), ("neg", "neu", "pos"))
+    decision = decide(SETTINGS, scores(0.95), other)
+    assert not decision.deploy
+    reason = decision.reasons[0]
+    assert "[neg, neu, pos]" in reason and "[negative, positive]" in reason
+    assert "--no-enforce-production-labels" in reason
+
+
+def test_different_label_sets_compare_to_floors_only_when_not_enforced() -> None:
+    settings = dataclasses.replace(SETTINGS, enforce_production_labels=False)
+    other = ChampionResult("labels_differ", 2, Path("/models/m/2"), ("neg", "neu", "pos"))
+    decision = decide(settings, scores(0.95), other)
+    assert decision.deploy
+    assert any("compared to floors only" in r and "[neg, neu, pos]" in r for r in decision.reasons)
+    # The floors still hold.
+    assert not decide(settings, scores(0.5), other).deploy
+
+
+def test_an_unreadable_champion_refuses_with_the_path_and_the_error() -> None:
+    broken = ChampionResult(
+        "unreadable", 4, Path("/models/m/4"), error="ModelNotFoundError: model.onnx differs"
+    )
+    decision = decide(SETTINGS, scores(0.99), broken)
+    assert not decision.deploy
+    reason = decision.reasons[0]
+    assert "/models/m/4" in reason and "model.onnx differs" in reason
+    assert "current.json" in reason  # how to fix it
+
+
+def test_a_failing_gating_behaviour_test_blocks_and_a_non_gating_one_is_reported() -> None:
+    gating = decide(SETTINGS, scores(0.95), NO_CHAMPION, [behaviour("negation", 2, gate=True)])
+    assert not gating.deploy
+    assert "'negation'" in gating.reasons[0] and "FAILED" in gating.reasons[0]
+
+    reported = decide(SETTINGS, scores(0.95), NO_CHAMPION, [behaviour("names", 2, gate=False)])
+    assert reported.deploy
+    assert any("'names'" in r and "not gating" in r for r in reported.reasons)
+
+
+def test_passing_behaviour_tests_are_summed_up_in_one_reason() -> None:
+    results = [behaviour("a", 4, gate=True), behaviour("b", 4, gate=False)]
+    decision = decide(SETTINGS, scores(0.95), NO_CHAMPION, results)
+    assert decision.deploy
+    assert "behaviour tests: all 2 passed" in decision.reasons
+
+
+def test_notes_are_reported_without_blocking() -> None:
+    decision = decide(SETTINGS, scores(0.95), NO_CHAMPION, notes=["slice column 'x' is missing"])
+    assert decision.deploy
+    assert "slice column 'x' is missing" in decision.reasons
+
+
+@pytest.mark.parametrize("field", ["min_accuracy", "min_macro_f1", "max_regression"])
+def test_settings_out_of_range_are_a_config_error(field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        values = {**dataclasses.asdict(SETTINGS), field: 1.5}
+        GateSettings(**values)
