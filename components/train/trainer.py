@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -285,7 +286,7 @@ def train_classifier(
             result.resumed_from_step = step
             logger.info("resumed step=%d epoch=%d from=%s", step, first_epoch, checkpoints)
 
-    def save_checkpoint(epoch: int, batch_index: int, epoch_generator: dict[str, Any]) -> None:
+    def save_checkpoint(epoch: int, batch_index: int, epoch_generator: Mapping[str, Any]) -> None:
         if checkpoints is None or rank != 0:
             return
         checkpoint.save_atomically(

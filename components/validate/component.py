@@ -1,7 +1,7 @@
 """KFP component for the validate step; the logic is in `checks.py`."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Markdown, Output
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Output
 
 from textops.components.common.images import DATA_IMAGE
 
@@ -12,22 +12,53 @@ def validate_data(
     data_format: str,
     text_column: str,
     label_column: str,
+    allowed_labels: list,
+    min_rows: int,
+    min_text_chars: int,
+    max_text_chars: int,
+    text_mostly: float,
+    max_duplicate_share: float,
+    max_conflicting_label_share: float,
+    min_class_share: float,
+    enforce_production_labels: bool,
+    redact_pii: bool,
+    model_repository: str,
+    model_name: str,
     validated_data: Output[Dataset],
+    validation_result: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
 ):
     """Validate labelled data with Great Expectations; fail the run on a critical finding."""
     from textops.components.common.logs import configure_logging
-    from textops.components.validate.checks import validate_file
+    from textops.components.common.model_repository import current_labels
+    from textops.components.validate.checks import ValidationSettings, validate_file
 
     configure_logging()
 
+    settings = ValidationSettings(
+        allowed_labels=tuple(str(label) for label in allowed_labels),
+        min_rows=min_rows,
+        min_text_chars=min_text_chars,
+        max_text_chars=max_text_chars,
+        text_mostly=text_mostly,
+        max_duplicate_share=max_duplicate_share,
+        max_conflicting_label_share=max_conflicting_label_share,
+        min_class_share=min_class_share,
+        redact_pii=redact_pii,
+    )
+    production_labels = (
+        current_labels(model_repository, model_name) if enforce_production_labels else None
+    )
     result = validate_file(
         data=data,
         data_format=data_format,
         text_column=text_column,
         label_column=label_column,
+        settings=settings,
+        production_labels=production_labels,
         validated_path=validated_data.path,
+        result_path=validation_result.path,
         report_path=report.path,
         summary_path=summary.path,
     )

@@ -25,8 +25,14 @@ def test_compiled_yaml_loads_back_with_the_kfp_sdk() -> None:
     assert set(loaded.component_spec.inputs) >= {"data", "text_column", "label_column", "epochs"}
 
 
+def documents() -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """The pipeline spec and the Kubernetes platform spec, the two documents of the file."""
+    pipeline, platform = yaml.safe_load_all(COMPILED_PIPELINE.read_text())
+    return pipeline, platform
+
+
 def test_parameter_defaults_are_the_config_defaults() -> None:
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec, _ = documents()
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     defaults = TrainingConfig().model_dump()
     for name, parameter in parameters.items():
@@ -39,17 +45,42 @@ def test_parameter_defaults_are_the_config_defaults() -> None:
 def test_steps_run_in_project_images_with_nothing_installed_at_run_time() -> None:
     text = COMPILED_PIPELINE.read_text()
     assert "pip install" not in text
-    executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
+    executors = documents()[0]["deploymentSpec"]["executors"]
     assert len(executors) == 6
     assert {e["container"]["image"] for e in executors.values()} == {DATA_IMAGE, TRAIN_IMAGE}
 
 
 def test_dag_order() -> None:
-    tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
+    tasks = documents()[0]["root"]["dag"]["tasks"]
     upstream = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert upstream["validate-data"] == set()
     assert upstream["preprocess-data"] == {"validate-data"}
     assert upstream["train-model"] == {"preprocess-data"}
     assert upstream["evaluate-model"] == {"preprocess-data", "train-model"}
     assert "evaluate-model" in upstream["export-model"]
-    assert upstream["deploy-model"] == {"export-model"}
+    # deploy runs inside the gate's condition, which waits for evaluate and export.
+    gate = next(name for name, task in tasks.items() if "triggerPolicy" in task)
+    assert tasks[gate]["triggerPolicy"]["condition"].startswith(
+        "inputs.parameter_values['pipelinechannel--evaluate-model-Output'] == true"
+    )
+    assert upstream[gate] == {"evaluate-model", "export-model"}
+    gate_dag = documents()[0]["components"][tasks[gate]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(gate_dag) == {"deploy-model"}
+
+
+def test_train_step_asks_for_gpus_memory_and_shared_memory() -> None:
+    pipeline, platform = documents()
+    resources = pipeline["deploymentSpec"]["executors"]["exec-train-model"]["container"][
+        "resources"
+    ]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    # The GPU count is the pipeline parameter train_gpus, not a constant.
+    assert "train_gpus" in str(pipeline["root"]["dag"]["tasks"]["train-model"])
+    assert resources["resourceCpuRequest"] and resources["resourceMemoryRequest"]
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train[
+        "tolerations"
+    ]
+    assert train["emptyDirMounts"] == [
+        {"medium": "Memory", "mountPath": "/dev/shm", "volumeName": "dshm"}
+    ]
