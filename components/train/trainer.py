@@ -235,7 +235,8 @@ def train_classifier(
             },
         ],
         lr=settings.learning_rate,
-        fused=True if device.type == "cuda" else None,
+        # Fused AdamW (one kernel for all parameters) exists for CPU and CUDA tensors.
+        fused=device.type in ("cpu", "cuda"),
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
