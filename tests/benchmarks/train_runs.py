@@ -97,7 +97,8 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
 
     from textops.components.common.config import DEFAULT_BASE_MODEL
     from textops.components.common.labels import LabelMap
-    from textops.components.train.trainer import TrainSettings, load_base_model, train_classifier
+    from textops.components.train.setup import load_base_model
+    from textops.components.train.trainer import TrainSettings, train_classifier
 
     data_dir = Path(args.data_dir)
     train_texts, train_labels = read_split(data_dir / "train.parquet")

@@ -11,13 +11,8 @@ from textops.components.common.errors import ConfigError, DataError, ModelNotFou
 from textops.components.common.labels import LabelMap
 from textops.components.common.torch_inference import pick_device
 from textops.components.train.batching import length_grouped_batches, shard_batches
-from textops.components.train.trainer import (
-    TrainResult,
-    TrainSettings,
-    balanced_class_weights,
-    learning_rate_multiplier,
-    train_classifier,
-)
+from textops.components.train.setup import balanced_class_weights, learning_rate_multiplier
+from textops.components.train.trainer import TrainResult, TrainSettings, train_classifier
 
 LABELS = LabelMap(("negative", "positive"))
 
