@@ -2,9 +2,11 @@
 
 model.onnx          the classifier, dynamic batch and sequence axes
 model.int8.onnx     optional, INT8 dynamic quantization for CPU serving
+model.fp16.onnx     optional, float16 for GPU serving (float32 inputs and outputs)
 tokenizer.json      a `tokenizers` fast tokenizer
 labels.json         the label map (see `labels.LabelMap`)
-metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes
+metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes;
+                    `int8` and `fp16` say why an optional model is there or not
 reference.parquet   the sample drift is measured against, with predictions
 """
 
@@ -20,18 +22,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 
 MODEL_FILE = "model.onnx"
 INT8_MODEL_FILE = "model.int8.onnx"
+FP16_MODEL_FILE = "model.fp16.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
 REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE, METADATA_FILE, REFERENCE_FILE)
+OPTIONAL_FILES = (INT8_MODEL_FILE, FP16_MODEL_FILE)
+
+#: The numeric precision of a bundle's model files: fp32 always, int8 and fp16 optional.
+Precision = Literal["fp32", "int8", "fp16"]
+MODEL_FILES: dict[str, str] = {"fp32": MODEL_FILE, "int8": INT8_MODEL_FILE, "fp16": FP16_MODEL_FILE}
 
 
 def textops_version() -> str:
@@ -75,7 +83,17 @@ class ModelBundle:
 
     @property
     def int8_model_path(self) -> Path | None:
-        candidate = self.path / INT8_MODEL_FILE
+        return self.precision_model_path("int8")
+
+    @property
+    def fp16_model_path(self) -> Path | None:
+        return self.precision_model_path("fp16")
+
+    def precision_model_path(self, precision: Precision) -> Path | None:
+        """The model file of `precision`, or None when the bundle has none (see metadata)."""
+        if precision not in MODEL_FILES:
+            raise ValueError(f"precision must be one of {sorted(MODEL_FILES)}, got {precision!r}")
+        candidate = self.path / MODEL_FILES[precision]
         return candidate if candidate.is_file() else None
 
     @property
@@ -102,13 +120,14 @@ class ModelBundle:
 
 
 def write_metadata(bundle_dir: Path, fields: dict[str, Any]) -> None:
-    """Write metadata.json last, with the SHA-256 of every other file in the bundle."""
-    files = {
-        p.name: sha256_of(p)
-        for p in sorted(bundle_dir.iterdir())
-        if p.is_file() and p.name != METADATA_FILE
+    """Write metadata.json last, with the SHA-256 and size of every other file in the bundle."""
+    paths = [p for p in sorted(bundle_dir.iterdir()) if p.is_file() and p.name != METADATA_FILE]
+    document = {
+        **fields,
+        "textops_version": textops_version(),
+        "files": {p.name: sha256_of(p) for p in paths},
+        "file_bytes": {p.name: p.stat().st_size for p in paths},
     }
-    document = {**fields, "textops_version": textops_version(), "files": files}
     (bundle_dir / METADATA_FILE).write_text(
         json.dumps(document, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
     )

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textops.components.common.bundle import ModelBundle
+from textops.components.common.bundle import ModelBundle, Precision
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 
@@ -30,6 +30,7 @@ _ONNX_INT_TYPES: dict[str, type[np.integer]] = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
 }
+_CUDA = "CUDAExecutionProvider"
 # Tried in order when tokenizer.json carries no padding settings of its own.
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<unk>")
 
@@ -52,8 +53,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def default_providers() -> list[str]:
     """CUDA first where this onnxruntime build offers it, CPU always as the fallback."""
     available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if _CUDA in available:
+        return [_CUDA, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -155,6 +156,7 @@ class OnnxClassifier:
             raise ModelNotFoundError(f"ONNX model not found: {model_path}")
         if max_seq_length < 2:
             raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        self.model_path = model_path
         self.labels = labels
         self.max_seq_length = max_seq_length
         self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length)
@@ -181,6 +183,7 @@ class OnnxClassifier:
         cls,
         path: str | Path,
         *,
+        precision: Precision = "fp32",
         int8: bool = False,
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
@@ -189,21 +192,38 @@ class OnnxClassifier:
 
         Args:
             path: The bundle directory (see `bundle.ModelBundle`).
-            int8: Use the bundle's INT8-quantized model instead of the float one.
+            precision: Which model file to run: `fp32` (model.onnx, any provider), `int8`
+                (model.int8.onnx, for CPU) or `fp16` (model.fp16.onnx, for CUDA).
+            int8: Same as `precision="int8"`; kept for callers written before `precision`.
             intra_op_threads: See `OnnxClassifier.__init__`.
             providers: See `OnnxClassifier.__init__`.
 
         Raises:
-            ModelNotFoundError: The bundle is incomplete, has no INT8 model when one is asked
-                for, or its metadata lacks `max_seq_length`.
+            ModelNotFoundError: The bundle is incomplete, has no model of the precision asked
+                for (the message gives the reason metadata.json records), or its metadata
+                lacks `max_seq_length`.
+            ValueError: `int8=True` together with a precision other than `int8`.
         """
+        if int8:
+            if precision not in ("fp32", "int8"):
+                raise ValueError(f"int8=True contradicts precision={precision!r}; pass one")
+            precision = "int8"
         bundle = ModelBundle.open(path)
-        model_path = bundle.int8_model_path if int8 else bundle.model_path
+        model_path = bundle.precision_model_path(precision)
+        metadata = bundle.metadata
         if model_path is None:
-            raise ModelNotFoundError(
-                f"model bundle {path} has no INT8 model; load it with int8=False"
+            record = metadata.get(precision)
+            why = (
+                f" ({record['reason']})" if isinstance(record, dict) and "reason" in record else ""
             )
-        max_seq_length = bundle.metadata.get("max_seq_length")
+            raise ModelNotFoundError(
+                f"model bundle {path} has no {precision.upper()} model{why}; load it with "
+                "precision='fp32'"
+            )
+        if precision == "fp16" and _CUDA not in (providers or default_providers()):
+            # It runs, but ONNX Runtime computes most fp16 nodes on CPU in fp32 behind casts.
+            logger.warning("fp16 model %s runs without CUDA: fp32 or int8 is faster", model_path)
+        max_seq_length = metadata.get("max_seq_length")
         if not isinstance(max_seq_length, int | float):
             raise ModelNotFoundError(f"model bundle {path}: metadata.json lacks max_seq_length")
         return cls(

@@ -13,17 +13,14 @@ import onnx
 import pandas as pd
 import pytest
 
-from textops.components.common.bundle import REQUIRED_FILES, ModelBundle
+from textops.components.common.bundle import OPTIONAL_FILES, REQUIRED_FILES, ModelBundle
 from textops.components.common.errors import ExportError
 from textops.components.common.onnx_classifier import OnnxClassifier
-from textops.components.export import onnx_export
-from textops.components.export.onnx_export import (
-    ExportResult,
-    check_tokenization,
-    export_bundle,
-    load_fast_tokenizer,
-    reference_sample,
-)
+from textops.components.export import parity
+from textops.components.export.onnx_export import ExportResult, export_bundle
+from textops.components.export.parity import check_tokenization
+from textops.components.export.reference import reference_sample
+from textops.components.export.trace import load_fast_tokenizer
 
 EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4}  # what the tiny_export fixture passes
 
@@ -43,9 +40,13 @@ def _export(
 
 def test_bundle_is_complete_and_its_hashes_verify(tiny_bundle_dir: Path) -> None:
     bundle = ModelBundle.open(tiny_bundle_dir)
-    assert sorted(p.name for p in tiny_bundle_dir.iterdir()) == sorted(REQUIRED_FILES)
+    names = {p.name for p in tiny_bundle_dir.iterdir()}
+    assert set(REQUIRED_FILES) <= names <= set(REQUIRED_FILES) | set(OPTIONAL_FILES)
     assert bundle.verify_hashes() == []
-    assert set(bundle.metadata["files"]) == set(REQUIRED_FILES) - {"metadata.json"}
+    assert set(bundle.metadata["files"]) == names - {"metadata.json"}
+    assert bundle.metadata["file_bytes"] == {
+        name: (tiny_bundle_dir / name).stat().st_size for name in names - {"metadata.json"}
+    }
     # atomic_directory left no scratch directory beside the bundle
     assert [p.name for p in tiny_bundle_dir.parent.iterdir()] == [tiny_bundle_dir.name]
 
@@ -66,10 +67,10 @@ def test_metadata_records_provenance_metrics_and_parity(
     assert created.utcoffset() == timedelta(0)
     assert abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
 
-    parity = metadata["parity"]
-    assert parity["rows"] == len(pd.read_parquet(tiny_splits["validation"]))
-    assert parity["argmax_agreement"] == 1.0
-    assert 0.0 <= parity["max_abs_diff"] <= onnx_export.PARITY_MAX_ABS_DIFF
+    report = metadata["parity"]
+    assert report["rows"] == len(pd.read_parquet(tiny_splits["validation"]))
+    assert report["argmax_agreement"] == 1.0 and report["passed"] is True
+    assert 0.0 <= report["max_abs_diff"] <= parity.PARITY_MAX_ABS_DIFF
 
 
 def test_artifact_metadata_is_flat_json_scalars(tiny_export: ExportResult) -> None:
@@ -167,7 +168,7 @@ def test_failed_parity_raises_and_leaves_no_bundle(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(onnx_export, "PARITY_MAX_ABS_DIFF", -1.0)
+    monkeypatch.setattr(parity, "PARITY_MAX_ABS_DIFF", -1.0)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ExportError, match=r"argmax agreement .* max abs logit difference"):
@@ -186,7 +187,7 @@ def test_failed_export_keeps_the_previous_bundle_at_the_path(
     previous = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, previous)
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
-    monkeypatch.setattr(onnx_export, "PARITY_MAX_ABS_DIFF", -1.0)
+    monkeypatch.setattr(parity, "PARITY_MAX_ABS_DIFF", -1.0)
     with pytest.raises(ExportError):
         _export(tiny_model_dir, tiny_splits, tiny_training_metadata, previous)
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before

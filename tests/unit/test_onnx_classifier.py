@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,13 @@ def test_a_single_string_is_refused(classifier: OnnxClassifier) -> None:
         classifier.predict("not a list")
 
 
-def test_int8_without_an_int8_model_is_refused(tiny_bundle_dir: Path) -> None:
+def test_int8_without_an_int8_model_is_refused(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "bundle"))
+    (bundle / "model.int8.onnx").unlink(missing_ok=True)  # whether or not export shipped one
     with pytest.raises(ModelNotFoundError, match="no INT8 model"):
-        OnnxClassifier.from_bundle(tiny_bundle_dir, int8=True)
+        OnnxClassifier.from_bundle(bundle, int8=True)
+    with pytest.raises(ModelNotFoundError, match="load it with precision='fp32'"):
+        OnnxClassifier.from_bundle(bundle, precision="int8")
 
 
 def test_label_map_of_the_wrong_size_is_refused(tiny_bundle_dir: Path) -> None:
@@ -127,3 +132,14 @@ def test_module_imports_neither_torch_nor_transformers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == ""
+
+
+def test_fp16_without_cuda_loads_with_a_warning(
+    tiny_bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    classifier = OnnxClassifier.from_bundle(
+        tiny_bundle_dir, precision="fp16", providers=["CPUExecutionProvider"]
+    )
+    assert classifier.model_path.name == "model.fp16.onnx"
+    assert "runs without CUDA" in caplog.text
+    assert classifier.logits(TEXTS).shape == (len(TEXTS), 2)

@@ -1,0 +1,247 @@
+"""Which graphs a bundle ships, each with the evidence that let it in (or kept it out).
+
+- `model.onnx`, fp32: the fused graph when fusion applies and it reproduces PyTorch, else the
+  unfused graph when that does; else nothing ships (ExportError).
+- `model.int8.onnx`, INT8 dynamic quantization for CPU serving: only if it loses at most
+  `parity.INT8_MAX_LOSS_POINTS` of accuracy and of macro-F1 against fp32 on true labels.
+- `model.fp16.onnx`, for GPU serving: judged like INT8 where a CUDA device runs it; without
+  one it ships unchecked, and the record says so.
+
+Every record lands in metadata.json under `fusion`, `int8` and `fp16`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textops.components.common.bundle import FP16_MODEL_FILE, INT8_MODEL_FILE
+from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.export import parity
+from textops.components.export.optimize import (
+    INT8_WEIGHT_TYPE,
+    FusionOutcome,
+    convert_fp16,
+    fuse_transformer,
+    quantize_int8,
+)
+from textops.components.export.parity import ParityReport
+
+logger = logging.getLogger(__name__)
+
+#: Which fp32 graph INT8 quantizes: "unfused" or "fused". Measured on all-MiniLM-L6-v2 with
+#: ONNX Runtime 1.32 on CPU (docs/benchmarks.md, "ONNX export"): INT8 from the unfused graph
+#: is as fast as from the fused one at batch 1 and 8-16% faster at batch 8 and 32.
+INT8_SOURCE = "unfused"
+#: Per-channel weight scales: within 1-5% of per-tensor speed (same measurement), and closer
+#: to fp32 (98.7% vs 98.0% equal verdicts on the fine-tuned model's validation split).
+INT8_PER_CHANNEL = True
+
+#: Opens an ONNX graph of the bundle with the given execution providers.
+GraphOpener = Callable[[Path, Sequence[str]], OnnxClassifier]
+
+_CPU = ("CPUExecutionProvider",)
+_CUDA = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ValidationRun:
+    """The validation split and PyTorch's logits on it: what every graph is judged against."""
+
+    texts: Sequence[str]
+    label_ids: np.ndarray
+    pytorch: np.ndarray
+    open_graph: GraphOpener
+
+
+@dataclass(frozen=True)
+class Fp32Graph:
+    """The fp32 graph that becomes model.onnx, and how it was chosen."""
+
+    path: Path
+    fused: bool
+    fusion: FusionOutcome
+    parity: ParityReport
+    logits: np.ndarray
+    fused_parity: ParityReport | None = None
+
+    def fusion_record(self) -> dict[str, Any]:
+        """metadata.json's `fusion`: applied or not, why, the fused operators, its parity."""
+        record = self.fusion.to_dict()
+        record["shipped"] = self.fused
+        record["parity"] = self.fused_parity.to_dict() if self.fused_parity else None
+        if self.fusion.applied and not self.fused and self.fused_parity is not None:
+            record["reason"] = (
+                f"the fused graph failed parity ({self.fused_parity.describe()}); model.onnx "
+                "is the unfused graph, which passed"
+            )
+        return record
+
+
+@dataclass(frozen=True)
+class OptionalGraph:
+    """An INT8 or fp16 graph: its file when it ships, and the record of why (not)."""
+
+    precision: str
+    path: Path | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shipped(self) -> bool:
+        return self.path is not None
+
+
+def choose_fp32(unfused: Path, work: Path, config: Any, validation: ValidationRun) -> Fp32Graph:
+    """Fuse the exported graph where ONNX Runtime supports the architecture, and prove it.
+
+    Args:
+        unfused: The graph `torch.onnx.export` wrote.
+        work: A scratch folder for the fused graph.
+        config: The model's Hugging Face config (model_type, heads, hidden size).
+        validation: The split and PyTorch's logits on it.
+
+    Raises:
+        ExportError: Neither the fused nor the unfused graph reproduces PyTorch.
+    """
+    fusion = fuse_transformer(
+        unfused,
+        work / "model.fused.onnx",
+        model_type=str(getattr(config, "model_type", "")),
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+    )
+    fused_report = None
+    if fusion.applied:
+        fused_path = work / "model.fused.onnx"
+        logits = parity.onnx_logits(
+            validation.open_graph(fused_path, _CPU), validation.texts, "parity fused"
+        )
+        fused_report = parity.parity_report(logits, validation.pytorch)
+        if fused_report.passed:
+            parity.require_parity(fused_report, "fused")
+            return Fp32Graph(fused_path, True, fusion, fused_report, logits, fused_report)
+        logger.warning("fused graph failed parity, trying the unfused one: %s", fused_report)
+
+    logits = parity.onnx_logits(
+        validation.open_graph(unfused, _CPU), validation.texts, "parity unfused"
+    )
+    report = parity.parity_report(logits, validation.pytorch)
+    parity.require_parity(report, "unfused")
+    return Fp32Graph(unfused, False, fusion, report, logits, fused_report)
+
+
+def build_int8(
+    fp32: Fp32Graph, unfused: Path, work: Path, validation: ValidationRun
+) -> OptionalGraph:
+    """Quantize to INT8 and keep it only if it loses at most the allowed accuracy and F1."""
+    source_name = "fused" if INT8_SOURCE == "fused" and fp32.fused else "unfused"
+    source = fp32.path if source_name == "fused" else unfused
+    target = work / INT8_MODEL_FILE
+    record: dict[str, Any] = {
+        "file": None,
+        "source_graph": source_name,
+        "weight_type": INT8_WEIGHT_TYPE,
+        "per_channel": INT8_PER_CHANNEL,
+    }
+    try:
+        quantize_int8(source, target, per_channel=INT8_PER_CHANNEL)
+    except Exception as e:  # the quantizer fails in many ways; fp32 still serves
+        logger.warning("INT8 quantization failed: %s: %s", type(e).__name__, e)
+        reason = f"quantization failed ({type(e).__name__}: {e})"
+        return OptionalGraph("int8", None, {**record, "shipped": False, "reason": reason})
+
+    logits = parity.onnx_logits(
+        validation.open_graph(target, _CPU), validation.texts, "int8 quality"
+    )
+    quality = parity.quality_report(
+        fp32.logits, logits, validation.label_ids, parity.INT8_MAX_LOSS_POINTS
+    )
+    record.update(
+        quality=quality.to_dict(),
+        agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
+        bytes=target.stat().st_size,
+        shipped=quality.passed,
+    )
+    if not quality.passed:
+        record["reason"] = f"INT8 loses too much against fp32: {quality.describe()}"
+        logger.warning("INT8 not shipped: %s", quality.describe())
+        return OptionalGraph("int8", None, record)
+    record.update(file=INT8_MODEL_FILE, reason=f"within the allowance: {quality.describe()}")
+    logger.info("INT8 ships: %s", quality.describe())
+    return OptionalGraph("int8", target, record)
+
+
+def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> OptionalGraph:
+    """Convert model.onnx to fp16 for GPU serving; judge it on CUDA when a device is here."""
+    target = work / FP16_MODEL_FILE
+    record: dict[str, Any] = {"file": None, "source_graph": "fused" if fp32.fused else "unfused"}
+    try:
+        convert_fp16(fp32.path, target)
+    except Exception as e:  # the converter fails in many ways; fp32 still serves
+        logger.warning("fp16 conversion failed: %s: %s", type(e).__name__, e)
+        reason = f"conversion failed ({type(e).__name__}: {e})"
+        return OptionalGraph("fp16", None, {**record, "shipped": False, "reason": reason})
+    record["bytes"] = target.stat().st_size
+
+    gpu = _cuda_classifier(target, validation)
+    if gpu is None:
+        # A run on CPU would prove only that the file loads: ONNX Runtime computes most fp16
+        # nodes there in fp32 behind inserted casts, not as a GPU rounds them.
+        failure = _smoke_failure(target, validation)
+        if failure is not None:
+            return OptionalGraph("fp16", None, {**record, "shipped": False, "reason": failure})
+        record.update(
+            shipped=True,
+            file=FP16_MODEL_FILE,
+            checked=False,
+            reason="not checked: no CUDA device here, and fp16 is judged only where it serves",
+        )
+        return OptionalGraph("fp16", target, record)
+
+    logits = parity.onnx_logits(gpu, validation.texts, "fp16 quality (cuda)")
+    quality = parity.quality_report(
+        fp32.logits, logits, validation.label_ids, parity.FP16_MAX_LOSS_POINTS
+    )
+    record.update(
+        checked=True,
+        provider=_CUDA,
+        quality=quality.to_dict(),
+        agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
+        shipped=quality.passed,
+    )
+    if not quality.passed:
+        record["reason"] = f"fp16 on CUDA loses too much against fp32: {quality.describe()}"
+        return OptionalGraph("fp16", None, record)
+    record.update(file=FP16_MODEL_FILE, reason=f"checked on CUDA: {quality.describe()}")
+    return OptionalGraph("fp16", target, record)
+
+
+def _cuda_classifier(path: Path, validation: ValidationRun) -> OnnxClassifier | None:
+    """The graph on CUDA, or None where this onnxruntime build or machine has no CUDA."""
+    import onnxruntime as ort
+
+    if _CUDA not in ort.get_available_providers():
+        return None
+    classifier = validation.open_graph(path, (_CUDA, *_CPU))
+    # onnxruntime-gpu falls back to CPU, with a warning only, when no device or driver is found.
+    return classifier if classifier.providers[0] == _CUDA else None
+
+
+def _smoke_failure(path: Path, validation: ValidationRun) -> str | None:
+    """Why the graph cannot serve (it fails to load or run, or gives non-finite logits), or None.
+
+    One batch on CPU, so a file ONNX Runtime cannot execute is never shipped.
+    """
+    try:
+        classifier = validation.open_graph(path, _CPU)
+        logits = classifier.run(classifier.encode(list(validation.texts[: parity.BATCH_SIZE])))
+    except Exception as e:  # ONNX Runtime's errors derive from Exception only
+        return f"the fp16 graph does not run on CPU ({type(e).__name__}: {e})"
+    if not np.isfinite(logits).all():
+        return "the fp16 graph gives non-finite logits on CPU: its values overflow fp16"
+    return None
