@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from machine import describe_machine
 
 SIZES = (100_000, 1_000_000)
 #: Targets from the issue: 1M rows validated and preprocessed in under 90 s, under 4 GiB of
@@ -156,25 +155,7 @@ def child_baseline(data: Path, workdir: Path) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Where the figures were measured."""
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in ("pandas", "pyarrow", "great_expectations", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        **versions,
-    }
+    return describe_machine(("pandas", "pyarrow", "great_expectations", "numpy"))
 
 
 def summarise(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 # The runs' module lies beside this script, which Python puts first on the import path.
+from machine import describe_machine
 from train_runs import SHARED
 
 #: Where each run happens, in a process of its own.
@@ -155,17 +156,9 @@ def machine_info(device: str) -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu_model = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     info: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        **describe_machine(()),
         "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
