@@ -6,6 +6,7 @@ tokenizer with a 2-layer, 32-wide BERT that is random but deterministic.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -153,3 +154,19 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def sample_bundle_dir(sample_run: tuple[Path, str]) -> Path:
     """The bundle the main job published (version 1 of textops-classifier)."""
     return sample_run[0] / "models" / "textops-classifier" / "1"
+
+
+def _tree_digest(path: Path) -> str:
+    """One hash over every name (files and directories) and every file's bytes below `path`."""
+    digest = hashlib.sha256()
+    for entry in sorted(path.rglob("*")):
+        digest.update(str(entry.relative_to(path)).encode())
+        if entry.is_file():
+            digest.update(entry.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def tree_digest() -> Callable[[Path], str]:
+    """A digest of a directory tree, to prove that something was left byte for byte."""
+    return _tree_digest

@@ -4,7 +4,6 @@ A first run publishes version 1; a second run whose model cannot clear the bar e
 EXIT_NOT_DEPLOYED, says why, and leaves the model repository byte for byte as it was.
 """
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -22,23 +21,16 @@ TextopsCli = Callable[..., subprocess.CompletedProcess[str]]
 MODEL_NAME = "gate-test"
 
 
-def tree_digest(path: Path) -> str:
-    """One hash over every name and every file's bytes below `path`."""
-    digest = hashlib.sha256()
-    for entry in sorted(path.rglob("*")):
-        digest.update(str(entry.relative_to(path)).encode())
-        if entry.is_file():
-            digest.update(entry.read_bytes())
-    return digest.hexdigest()
-
-
 def printed_path(stdout: str, key: str) -> Path:
     line = next(line for line in stdout.splitlines() if key in line)
     return Path(line.split(key, 1)[1].strip())
 
 
 def test_a_model_below_the_bar_is_not_published_and_production_stays(
-    tmp_path: Path, tiny_model_dir: Path, textops_cli: TextopsCli
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    textops_cli: TextopsCli,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     frame = pd.read_csv(sample_data_path())
     data = tmp_path / "reviews.csv"

@@ -1,6 +1,5 @@
 """The whole training pipeline through `textops run` and kfp.local, as a user runs it."""
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -16,15 +15,6 @@ from textops.components.common.onnx_classifier import OnnxClassifier
 pytestmark = pytest.mark.integration
 
 TextopsCli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def tree_digest(path: Path) -> str:
-    """One hash over every file's name and bytes below `path`."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def test_main_job_publishes_a_bundle_that_clears_the_accuracy_bar(
@@ -59,7 +49,10 @@ def test_published_onnx_model_reads_sentiment(sample_run: tuple[Path, str]) -> N
 
 
 def test_bad_data_stops_the_run_and_leaves_the_published_model_alone(
-    sample_run: tuple[Path, str], tmp_path: Path, textops_cli: TextopsCli
+    sample_run: tuple[Path, str],
+    tmp_path: Path,
+    textops_cli: TextopsCli,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     output, _ = sample_run
     models = output / "models"

@@ -2,9 +2,9 @@
 real local model repository. Each gate is shown both ways, and a rejected model leaves the
 repository byte for byte as it was."""
 
-import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,6 @@ MODEL_NAME = "textops-classifier"
 OPEN_GATE = GateSettings(
     min_accuracy=0.0, min_macro_f1=0.0, max_regression=0.01, enforce_production_labels=True
 )
-
-
-def tree_digest(path: Path) -> str:
-    """One hash over every name (files and directories) and every file's bytes below `path`."""
-    digest = hashlib.sha256()
-    for entry in sorted(path.rglob("*")):
-        digest.update(str(entry.relative_to(path)).encode())
-        if entry.is_file():
-            digest.update(entry.read_bytes())
-    return digest.hexdigest()
 
 
 def save_with_flipped_head(source: Path, target: Path) -> Path:
@@ -214,7 +204,11 @@ def test_a_model_below_the_accuracy_floor_does_not_ship(
 
 
 def test_a_challenger_as_good_as_the_champion_ships(
-    tmp_path: Path, tiny_model_dir: Path, champion_right_path: Path, repository: Path
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    champion_right_path: Path,
+    repository: Path,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     before = tree_digest(repository)
     outcome = evaluate(
@@ -231,7 +225,11 @@ def test_a_challenger_as_good_as_the_champion_ships(
 
 
 def test_a_challenger_worse_than_the_champion_does_not_ship_and_production_stays(
-    tmp_path: Path, flipped_model_dir: Path, champion_right_path: Path, repository: Path
+    tmp_path: Path,
+    flipped_model_dir: Path,
+    champion_right_path: Path,
+    repository: Path,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     before = tree_digest(repository)
     current = (repository / MODEL_NAME / "current.json").read_bytes()
@@ -289,6 +287,7 @@ def test_different_label_sets_refuse_with_both_sets_and_the_flag(
     tiny_model_dir: Path,
     tiny_splits: dict[str, Path],
     other_labels_repository: Path,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     before = tree_digest(other_labels_repository)
     outcome = evaluate(
@@ -360,6 +359,7 @@ def test_an_unreadable_champion_refuses_with_the_path_and_the_error(
     repository: Path,
     damage: Any,
     expected: str,
+    tree_digest: Callable[[Path], str],
 ) -> None:
     version = repository / MODEL_NAME / "1"
     damage(version)
