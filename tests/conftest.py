@@ -97,22 +97,35 @@ def tiny_training_metadata() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def export_tiny(
+    tiny_splits: dict[str, Path],
+) -> Callable[[Path, dict[str, Any], Path], ExportResult]:
+    """`export_bundle` on the tiny splits: call it with (model_dir, training, bundle_dir)."""
+    from textops.components.export.onnx_export import export_bundle
+
+    def export(model_dir: Path, training: dict[str, Any], bundle_dir: Path) -> ExportResult:
+        return export_bundle(
+            model_dir=model_dir,
+            validation_path=tiny_splits["validation"],
+            reference_source_path=tiny_splits["train"],
+            training=training,
+            evaluation={"accuracy": 0.5, "macro_f1": 0.4},
+            bundle_dir=bundle_dir,
+        )
+
+    return export
+
+
+@pytest.fixture(scope="session")
 def tiny_export(
     tiny_model_dir: Path,
-    tiny_splits: dict[str, Path],
     tiny_training_metadata: dict[str, Any],
+    export_tiny: Callable[[Path, dict[str, Any], Path], ExportResult],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> ExportResult:
     """`export_bundle`'s result for the tiny model; shared by the session, so never modify it."""
-    from textops.components.export.onnx_export import export_bundle
-
-    return export_bundle(
-        model_dir=tiny_model_dir,
-        validation_path=tiny_splits["validation"],
-        reference_source_path=tiny_splits["train"],
-        training=tiny_training_metadata,
-        evaluation={"accuracy": 0.5, "macro_f1": 0.4},
-        bundle_dir=tmp_path_factory.mktemp("tiny-export") / "bundle",
+    return export_tiny(
+        tiny_model_dir, tiny_training_metadata, tmp_path_factory.mktemp("tiny-export") / "bundle"
     )
 
 

@@ -17,4 +17,3 @@ def image(target: str) -> str:
 
 DATA_IMAGE = image("data")
 TRAIN_IMAGE = image("train")
-SERVE_IMAGE = image("serve")

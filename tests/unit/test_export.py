@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,25 +18,15 @@ from textops.components.common.bundle import OPTIONAL_FILES, REQUIRED_FILES, Mod
 from textops.components.common.errors import ExportError
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.export import parity
-from textops.components.export.onnx_export import ExportResult, export_bundle
+from textops.components.export.onnx_export import ExportResult
 from textops.components.export.parity import check_tokenization
 from textops.components.export.reference import reference_sample
 from textops.components.export.trace import load_fast_tokenizer
 
-EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4}  # what the tiny_export fixture passes
+#: What the `export_tiny` fixture records as test metrics.
+EVALUATION = {"accuracy": 0.5, "macro_f1": 0.4}
 
-
-def _export(
-    model_dir: Path, splits: dict[str, Path], training: dict[str, Any], bundle_dir: Path
-) -> ExportResult:
-    return export_bundle(
-        model_dir=model_dir,
-        validation_path=splits["validation"],
-        reference_source_path=splits["train"],
-        training=training,
-        evaluation=EVALUATION,
-        bundle_dir=bundle_dir,
-    )
+ExportTiny = Callable[[Path, dict[str, Any], Path], ExportResult]
 
 
 def test_bundle_is_complete_and_its_hashes_verify(tiny_bundle_dir: Path) -> None:
@@ -167,12 +158,13 @@ def test_failed_parity_raises_and_leaves_no_bundle(
     tiny_training_metadata: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    export_tiny: ExportTiny,
 ) -> None:
     monkeypatch.setattr(parity, "PARITY_MAX_ABS_DIFF", -1.0)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ExportError, match=r"argmax agreement .* max abs logit difference"):
-        _export(tiny_model_dir, tiny_splits, tiny_training_metadata, out / "bundle")
+        export_tiny(tiny_model_dir, tiny_training_metadata, out / "bundle")
     assert list(out.iterdir()) == []  # neither the bundle nor a .partial scratch directory
 
 
@@ -183,22 +175,26 @@ def test_failed_export_keeps_the_previous_bundle_at_the_path(
     tiny_bundle_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    export_tiny: ExportTiny,
 ) -> None:
     previous = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, previous)
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
     monkeypatch.setattr(parity, "PARITY_MAX_ABS_DIFF", -1.0)
     with pytest.raises(ExportError):
-        _export(tiny_model_dir, tiny_splits, tiny_training_metadata, previous)
+        export_tiny(tiny_model_dir, tiny_training_metadata, previous)
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
 def test_incomplete_training_metadata_is_refused(
-    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path,
+    tiny_splits: dict[str, Path],
+    tmp_path: Path,
+    export_tiny: ExportTiny,
 ) -> None:
     with pytest.raises(ExportError, match="data_fingerprint, max_seq_length"):
-        _export(tiny_model_dir, tiny_splits, {"base_model": "m"}, tmp_path / "bundle")
+        export_tiny(tiny_model_dir, {"base_model": "m"}, tmp_path / "bundle")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -207,12 +203,13 @@ def test_label_map_that_disagrees_with_the_model_is_refused(
     tiny_splits: dict[str, Path],
     tiny_training_metadata: dict[str, Any],
     tmp_path: Path,
+    export_tiny: ExportTiny,
 ) -> None:
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "labels.json").write_text(json.dumps({"labels": ["positive", "negative"]}))
     with pytest.raises(ExportError, match=r"does not match labels\.json"):
-        _export(model_dir, tiny_splits, tiny_training_metadata, tmp_path / "bundle")
+        export_tiny(model_dir, tiny_training_metadata, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,12 @@ from textops.components.common.bundle import (
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.export import parity, variants
-from textops.components.export.onnx_export import ExportResult, export_bundle
+from textops.components.export.onnx_export import ExportResult
 from textops.components.export.optimize import fuse_transformer, fused_op_counts
 
+ExportTiny = Callable[[Path, dict[str, Any], Path], ExportResult]
+
 CPU = ["CPUExecutionProvider"]
-
-
-def _export(
-    model_dir: Path, splits: dict[str, Path], training: dict[str, Any], bundle_dir: Path
-) -> ExportResult:
-    return export_bundle(
-        model_dir=model_dir,
-        validation_path=splits["validation"],
-        reference_source_path=splits["train"],
-        training=training,
-        evaluation={"accuracy": 0.5},
-        bundle_dir=bundle_dir,
-    )
 
 
 def _op_types(path: Path) -> Counter[str]:
@@ -59,13 +48,13 @@ def int8_bundle_dir(
     tiny_splits: dict[str, Path],
     tiny_training_metadata: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
+    export_tiny: ExportTiny,
 ) -> Iterator[Path]:
     """A tiny bundle whose INT8 model ships: the allowance is wide enough for a random model."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parity, "INT8_MAX_LOSS_POINTS", 100.0)
-        result = _export(
+        result = export_tiny(
             tiny_model_dir,
-            tiny_splits,
             tiny_training_metadata,
             tmp_path_factory.mktemp("int8-export") / "bundle",
         )
@@ -127,6 +116,7 @@ def test_a_fused_graph_that_fails_parity_ships_unfused(
     tiny_training_metadata: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    export_tiny: ExportTiny,
 ) -> None:
     real_fuse = variants.fuse_transformer
 
@@ -142,7 +132,7 @@ def test_a_fused_graph_that_fails_parity_ships_unfused(
         return outcome
 
     monkeypatch.setattr(variants, "fuse_transformer", fuse_then_damage)
-    result = _export(tiny_model_dir, tiny_splits, tiny_training_metadata, tmp_path / "bundle")
+    result = export_tiny(tiny_model_dir, tiny_training_metadata, tmp_path / "bundle")
 
     assert result.fused is False and result.parity.passed
     assert _op_types(result.bundle_dir / MODEL_FILE)["Attention"] == 0
@@ -163,10 +153,11 @@ def test_int8_that_loses_too_much_is_not_shipped_and_metadata_says_why(
     tiny_training_metadata: dict[str, Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    export_tiny: ExportTiny,
 ) -> None:
     # No loss is small enough for a negative allowance, so INT8 is refused whatever it scores.
     monkeypatch.setattr(parity, "INT8_MAX_LOSS_POINTS", -1.0)
-    result = _export(tiny_model_dir, tiny_splits, tiny_training_metadata, tmp_path / "bundle")
+    result = export_tiny(tiny_model_dir, tiny_training_metadata, tmp_path / "bundle")
 
     assert not (result.bundle_dir / INT8_MODEL_FILE).exists()
     bundle = ModelBundle.open(result.bundle_dir)
@@ -269,12 +260,13 @@ def test_fp16_on_cuda_is_checked_and_served_on_the_gpu(
     tiny_splits: dict[str, Path],
     tiny_training_metadata: dict[str, Any],
     tmp_path: Path,
+    export_tiny: ExportTiny,
 ) -> None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu (pip install textops[gpu]) and a CUDA device")
-    result = _export(tiny_model_dir, tiny_splits, tiny_training_metadata, tmp_path / "bundle")
+    result = export_tiny(tiny_model_dir, tiny_training_metadata, tmp_path / "bundle")
     record = result.fp16
     assert record["checked"] is True and record["provider"] == "CUDAExecutionProvider"
     assert record["quality"]["rows"] == len(pd.read_parquet(tiny_splits["validation"]))
