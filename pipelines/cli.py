@@ -1,8 +1,15 @@
-"""The `textops` command: `run` the training pipeline locally, `compile` it for Kubeflow."""
+"""The `textops` command: `run` the training pipeline locally, `compile` it for Kubeflow.
+
+The other commands (serve, collect, drift, submit, schedule, ...) live beside the code they
+drive: each module in `COMMAND_MODULES` has `register(commands)`, which adds its sub-parser with
+`set_defaults(handler=...)`, a function of the parsed arguments returning the exit status. Those
+modules import only light things at top level, so `textops --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import typing
@@ -22,6 +29,9 @@ CONFIG_FILE_ONLY = frozenset(
 #: Exit status of a run whose model the evaluation gate held back (0: published, 1: a step
 #: failed, 2: bad input or configuration).
 EXIT_NOT_DEPLOYED = 3
+
+#: Modules that register more sub-commands (see the module docstring).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 #: Where `textops compile` writes by default: the checked-in copy in this package.
 COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
@@ -73,14 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, help="YAML file of settings; flags override it")
     _add_config_flags(run)
+    run.set_defaults(handler=run_command)
 
     compile_ = commands.add_parser(
         "compile",
         help="compile the training pipeline to Kubeflow Pipelines IR YAML",
     )
+    compile_.set_defaults(handler=compile_command)
     compile_.add_argument(
         "--output", type=Path, default=COMPILED_PIPELINE, help=f"default: {COMPILED_PIPELINE}"
     )
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 
@@ -126,9 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from textops.pipelines.local import PipelineFailedError
 
     args = build_parser().parse_args(argv)
-    handlers = {"run": run_command, "compile": compile_command}
     try:
-        return handlers[args.command](args)
+        return int(args.handler(args))
     except PipelineFailedError as e:
         print(f"textops: error: {e}", file=sys.stderr)
         return 1

@@ -147,6 +147,21 @@ class TrainingConfig(BaseModel):
         le=64,
         description="GPUs the train step asks for on a cluster; more than one trains with DDP.",
     )
+    train_nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Nodes to train on, each with train_gpus GPUs; more than one submits a "
+        "Kubeflow Trainer TrainJob (needs shared_volume_claim).",
+    )
+    shared_volume_claim: str = Field(
+        "",
+        description="ReadWriteMany PersistentVolumeClaim that the train step and the "
+        "TrainJob's nodes share (multi-node training only).",
+    )
+    train_timeout_seconds: int = Field(
+        86400, ge=60, description="How long the train step waits for a multi-node TrainJob."
+    )
     seed: int = Field(42, ge=0, description="Seed for the split, initialisation and shuffling.")
     validation_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of rows held out for validation."
@@ -179,6 +194,37 @@ class TrainingConfig(BaseModel):
         "textops-classifier",
         pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
         description="Name of the model in the model repository and in KServe (DNS label).",
+    )
+    deploy_target: Literal["local", "kserve"] = Field(
+        "local",
+        description="Where deploy puts a model that passed the gate: 'local' publishes it to "
+        "the local model repository (and hot-loads it into serve_url); 'kserve' rolls it out "
+        "to an InferenceService.",
+    )
+    serve_url: str = Field(
+        "",
+        description="Base URL of a running local textops server that deploy hot-loads the "
+        "published version into (local target); empty: none.",
+    )
+    kserve_namespace: str = Field(
+        "",
+        description="Namespace of the InferenceService (kserve target); empty: the namespace "
+        "the pipeline runs in.",
+    )
+    canary_traffic_percent: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Share of traffic the new model gets before it is promoted (kserve "
+        "target); 0 or 100 rolls out at once.",
+    )
+    rollout_timeout_seconds: int = Field(
+        600, ge=10, description="How long deploy waits for the new model to become Ready."
+    )
+    champion_url: str = Field(
+        "",
+        description="Base URL of the model in production (an InferenceService) that evaluate "
+        "compares against; empty: the model repository's current version.",
     )
     output_dir: str = Field(
         ".textops", description="Where runs, reports and the local model repository live."

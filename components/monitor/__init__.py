@@ -1,0 +1,1 @@
+"""Monitoring: the payload collector, the drift job and the retraining trigger."""
