@@ -86,6 +86,10 @@ def training_pipeline(
     checkpoint_every_steps: int = _DEFAULTS.checkpoint_every_steps,
     checkpoint_dir: str = _DEFAULTS.checkpoint_dir,
     train_gpus: int = _DEFAULTS.train_gpus,
+    train_nodes: int = _DEFAULTS.train_nodes,
+    node_gpus: int = _DEFAULTS.node_gpus,
+    shared_storage: str = _DEFAULTS.shared_storage,
+    train_timeout_seconds: int = _DEFAULTS.train_timeout_seconds,
     seed: int = _DEFAULTS.seed,
     validation_fraction: float = _DEFAULTS.validation_fraction,
     test_fraction: float = _DEFAULTS.test_fraction,
@@ -143,6 +147,10 @@ def training_pipeline(
         checkpoint_dir=checkpoint_dir,
         seed=seed,
         device=device,
+        train_nodes=train_nodes,
+        node_gpus=node_gpus,
+        shared_storage=shared_storage,
+        train_timeout_seconds=train_timeout_seconds,
     ).set_display_name("train")
     request_training_resources(train, train_gpus)
     evaluate = evaluate_model(

@@ -151,13 +151,18 @@ class TrainingConfig(BaseModel):
         1,
         ge=1,
         le=64,
-        description="Nodes to train on, each with train_gpus GPUs; more than one submits a "
-        "Kubeflow Trainer TrainJob (needs shared_volume_claim).",
+        description="Nodes to train on; more than one submits a Kubeflow Trainer TrainJob "
+        "with node_gpus GPUs per node (needs shared_storage, and train_gpus 0: the step's own "
+        "pod then only waits).",
     )
-    shared_volume_claim: str = Field(
+    node_gpus: int = Field(
+        1, ge=0, le=16, description="GPUs per node of a multi-node TrainJob; 0 trains on CPU."
+    )
+    shared_storage: str = Field(
         "",
-        description="ReadWriteMany PersistentVolumeClaim that the train step and the "
-        "TrainJob's nodes share (multi-node training only).",
+        description="Object-store URI (s3://bucket/prefix, gs://...) where the train step "
+        "hands a multi-node TrainJob its data and gets the model back; the artifact store's "
+        "credentials reach both.",
     )
     train_timeout_seconds: int = Field(
         86400, ge=60, description="How long the train step waits for a multi-node TrainJob."
@@ -236,6 +241,21 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"min_text_chars ({self.min_text_chars}) exceeds max_text_chars "
                 f"({self.max_text_chars})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> TrainingConfig:
+        if self.train_nodes > 1 and self.train_gpus > 0:
+            raise ValueError(
+                f"train_nodes is {self.train_nodes}, so the TrainJob's nodes train with "
+                f"node_gpus GPUs each, while the train step's own pod only waits for them: set "
+                f"train_gpus to 0 (it is {self.train_gpus}) so that pod holds no GPU"
+            )
+        if self.train_nodes > 1 and not self.shared_storage:
+            raise ValueError(
+                f"train_nodes is {self.train_nodes}: give shared_storage, an object-store URI "
+                "(s3://bucket/prefix) where the step and the nodes exchange data and model"
             )
         return self
 

@@ -26,16 +26,24 @@ def train_model(
     checkpoint_dir: str,
     seed: int,
     device: str,
+    train_nodes: int,
+    node_gpus: int,
+    shared_storage: str,
+    train_timeout_seconds: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
     """Fine-tune `base_model` on the train split, keeping the epoch best on validation.
 
-    With several GPUs in the pod it trains with one DDP process per GPU (torchrun).
+    With several GPUs in the pod it trains with one DDP process per GPU (torchrun); with
+    `train_nodes` > 1 it runs a Kubeflow Trainer TrainJob and waits for it (multinode.py).
     """
+    from textops.components.common.images import TRAIN_IMAGE
+    from textops.components.common.kubernetes_api import custom_objects_api, pod_namespace
     from textops.components.common.labels import LabelMap
     from textops.components.common.logs import configure_logging
     from textops.components.train.launch import run_training
+    from textops.components.train.multinode import train_on_nodes
     from textops.components.train.trainer import TrainSettings
 
     configure_logging()
@@ -57,15 +65,36 @@ def train_model(
         seed=seed,
         device=device,
     )
-    metadata = run_training(
-        train_path=train_data.path,
-        validation_path=validation_data.path,
-        labels=LabelMap.from_dict(train_data.metadata),
-        settings=settings,
-        output_dir=model.path,
-        data_fingerprint=str(train_data.metadata.get("fingerprint", "")),
-        checkpoint_dir=checkpoint_dir or None,
-    )
+    labels = LabelMap.from_dict(train_data.metadata)
+    fingerprint = str(train_data.metadata.get("fingerprint", ""))
+    if train_nodes > 1:
+        metadata = train_on_nodes(
+            train_path=train_data.path,
+            validation_path=validation_data.path,
+            labels=labels,
+            settings=settings,
+            output_dir=model.path,
+            data_fingerprint=fingerprint,
+            nodes=train_nodes,
+            gpus_per_node=node_gpus,
+            shared_storage=shared_storage,
+            namespace=pod_namespace(),
+            image=TRAIN_IMAGE,
+            cpu="8",
+            memory="32Gi",
+            timeout_s=train_timeout_seconds,
+            api=custom_objects_api(),
+        )
+    else:
+        metadata = run_training(
+            train_path=train_data.path,
+            validation_path=validation_data.path,
+            labels=labels,
+            settings=settings,
+            output_dir=model.path,
+            data_fingerprint=fingerprint,
+            checkpoint_dir=checkpoint_dir or None,
+        )
     model.framework = "pytorch"
     model.metadata.update(metadata)
     for name, value in metadata.items():

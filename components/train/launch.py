@@ -2,7 +2,9 @@
 
 The train step calls `run_training`; with more than one GPU in the pod it starts
 `torchrun --standalone` on `python -m textops.components.train`, whose rank 0 writes the model
-and a result file that this process reads back.
+and a result file that this process reads back. On several nodes (`multinode.py`) the job
+description, the splits, the model and the result file live on shared object storage: a
+worker reads them through fsspec and works on local copies.
 """
 
 from __future__ import annotations
@@ -49,15 +51,15 @@ def run_training(
             over gloo, which is slower than one process and exists to test the DDP path.
     """
     processes = processes or default_processes()
-    job = {
-        "train_path": str(train_path),
-        "validation_path": str(validation_path),
-        "labels": labels.to_dict(),
-        "settings": asdict(settings),
-        "output_dir": str(output_dir),
-        "data_fingerprint": data_fingerprint,
-        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
-    }
+    job = job_description(
+        train_path=train_path,
+        validation_path=validation_path,
+        labels=labels,
+        settings=settings,
+        output_dir=output_dir,
+        data_fingerprint=data_fingerprint,
+        checkpoint_dir=checkpoint_dir,
+    )
     if processes == 1:
         return train_job(job)
     with tempfile.TemporaryDirectory(prefix="textops-ddp-") as scratch:
@@ -75,6 +77,32 @@ def run_training(
             )
         metadata: dict[str, Any] = json.loads(result_path.read_text("utf-8"))
         return metadata
+
+
+def job_description(
+    *,
+    train_path: str | Path,
+    validation_path: str | Path,
+    labels: LabelMap,
+    settings: TrainSettings,
+    output_dir: str | Path,
+    data_fingerprint: str = "",
+    checkpoint_dir: str | Path | None = None,
+    result_path: str | None = None,
+) -> dict[str, Any]:
+    """What a worker needs to train: paths (or URIs), labels and settings, as plain JSON."""
+    job: dict[str, Any] = {
+        "train_path": str(train_path),
+        "validation_path": str(validation_path),
+        "labels": labels.to_dict(),
+        "settings": asdict(settings),
+        "output_dir": str(output_dir),
+        "data_fingerprint": data_fingerprint,
+        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+    }
+    if result_path is not None:
+        job["result_path"] = result_path
+    return job
 
 
 def torchrun_command(job_path: Path, processes: int) -> list[str]:
@@ -101,7 +129,12 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(job_path: str) -> None:
-    """Entry point of one torchrun worker: join the process group, train, rank 0 reports."""
+    """Entry point of one torchrun worker: join the process group, train, rank 0 reports.
+
+    `job_path` and the paths in the job may be fsspec URIs (s3://, gs://, file://): the splits
+    are then copied to local scratch first, and rank 0 uploads the model and the result.
+    """
+    import fsspec
     import torch
     import torch.distributed as dist
 
@@ -110,9 +143,41 @@ def worker_main(job_path: str) -> None:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     try:
-        job = json.loads(Path(job_path).read_text("utf-8"))
-        metadata = train_job(job)
-        if dist.get_rank() == 0:
-            Path(job["result_path"]).write_text(json.dumps(metadata), encoding="utf-8")
+        with fsspec.open(job_path, "r", encoding="utf-8") as f:
+            job = json.load(f)
+        with tempfile.TemporaryDirectory(prefix="textops-worker-") as scratch:
+            local, remote_output = _local_copy(job, Path(scratch))
+            metadata = train_job(local)
+            if dist.get_rank() == 0:
+                if remote_output is not None:
+                    fs, remote = fsspec.core.url_to_fs(remote_output)
+                    fs.put(local["output_dir"], remote, recursive=True)
+                with fsspec.open(job["result_path"], "w", encoding="utf-8") as f:
+                    json.dump(metadata, f)
     finally:
         dist.destroy_process_group()
+
+
+def _local_copy(job: dict[str, Any], scratch: Path) -> tuple[dict[str, Any], str | None]:
+    """The job with remote splits downloaded to `scratch` and a remote output dir made local.
+
+    Returns the local job and the remote output dir to upload the model to (None: local).
+    Checkpoints stay where the job says: a remote store cannot take their atomic renames.
+    """
+    from fsspec.core import url_to_fs
+    from fsspec.implementations.local import LocalFileSystem
+
+    local = dict(job)
+    for key in ("train_path", "validation_path"):
+        fs, path = url_to_fs(job[key])
+        if isinstance(fs, LocalFileSystem):
+            local[key] = path
+        else:
+            local[key] = str(scratch / f"{key}.parquet")
+            fs.get_file(path, local[key])
+    fs, path = url_to_fs(job["output_dir"])
+    if isinstance(fs, LocalFileSystem):
+        local["output_dir"] = path
+        return local, None
+    local["output_dir"] = str(scratch / "model")
+    return local, job["output_dir"]

@@ -25,6 +25,7 @@ import time
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from textops.components.common.artifact_store import ARTIFACT_STORE_KEYS
 from textops.components.common.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def trainjob_manifest(
     shared_mount_path: str = "/mnt/textops",
     run_as_user: int | None = 1000,
     active_deadline_s: int | None = None,
+    credentials_secret: str = "",
 ) -> dict[str, Any]:
     """A TrainJob that trains the job description at `job_path` on `nodes` nodes.
 
@@ -111,8 +113,8 @@ def trainjob_manifest(
         nodes: Number of nodes (pods), each running torchrun.
         gpus_per_node: GPUs each node asks for; one worker process per GPU. 0 trains on CPU
             with one process per node.
-        job_path: Absolute path, inside the pods, of the job description that
-            `launch.run_training` wrote; every node must be able to read it.
+        job_path: Where every node reads the job description (`launch.job_description`):
+            an absolute path inside the pods, or an object-store URI (s3://...).
         cpu: CPU request per node (a Kubernetes quantity, "8" or "7500m"). No CPU limit is
             set: a throttled data loader or NCCL thread stalls every GPU of the job.
         memory: Memory request and limit per node ("32Gi"); the /dev/shm volume counts in it.
@@ -127,6 +129,8 @@ def trainjob_manifest(
             OpenShift, to the namespace's assigned range.
         active_deadline_s: Seconds after which the Trainer stops the job and marks it Failed
             (DeadlineExceeded); None for no deadline.
+        credentials_secret: A Secret whose `ARTIFACT_STORE_KEYS` become the nodes'
+            environment (each optional), so they can read and write object-store URIs.
 
     Raises:
         ConfigError: An invalid name, namespace, count, quantity or path.
@@ -154,7 +158,10 @@ def trainjob_manifest(
             "image": image,
             # torchrun takes its node count, rank and rendezvous from the runtime's PET_* env.
             "command": ["torchrun", "--module", "textops.components.train", "--job", job_path],
-            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],  # log lines as they happen
+            "env": [
+                {"name": "PYTHONUNBUFFERED", "value": "1"},  # log lines as they happen
+                *_secret_env(credentials_secret),
+            ],
             "numNodes": nodes,
             "numProcPerNode": max(1, gpus_per_node),
             "resourcesPerNode": {"requests": requests, "limits": limits},
@@ -186,6 +193,19 @@ def trainjob_manifest(
         },
         "spec": spec,
     }
+
+
+def _secret_env(secret: str) -> list[dict[str, Any]]:
+    """Environment variables read from the credentials Secret, by reference only."""
+    if not secret:
+        return []
+    return [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}},
+        }
+        for key in ARTIFACT_STORE_KEYS
+    ]
 
 
 def _node_patch(
@@ -273,11 +293,18 @@ def _check_manifest_inputs(
             raise ConfigError(
                 f"{field} {value!r} is not a Kubernetes quantity: write e.g. '8', '7500m', '32Gi'"
             )
+    if "://" in job_path:
+        if shared_claim:
+            raise ConfigError(
+                f"job_path {job_path} is a URI, but a shared claim ({shared_claim}) is mounted "
+                "for the job file: give a path under the claim, or no claim"
+            )
+        return
     path = PurePosixPath(job_path)
     if not path.is_absolute():
         raise ConfigError(
             f"job_path {job_path!r} must be an absolute path inside the pods, on storage every "
-            "node can read"
+            "node can read, or an object-store URI"
         )
     if shared_claim and not path.is_relative_to(shared_mount_path):
         raise ConfigError(
