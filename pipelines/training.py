@@ -100,6 +100,12 @@ def training_pipeline(
     behaviour_tests: list = _DEFAULT_VALUES["behaviour_tests"],
     device: str = _DEFAULTS.device,
     model_name: str = _DEFAULTS.model_name,
+    deploy_target: str = _DEFAULTS.deploy_target,
+    serve_url: str = _DEFAULTS.serve_url,
+    kserve_namespace: str = _DEFAULTS.kserve_namespace,
+    canary_traffic_percent: int = _DEFAULTS.canary_traffic_percent,
+    rollout_timeout_seconds: int = _DEFAULTS.rollout_timeout_seconds,
+    champion_url: str = _DEFAULTS.champion_url,
     model_repository: str = str(_DEFAULTS.model_repository),
 ) -> TrainingOutputs:
     validate = validate_data(
@@ -158,6 +164,7 @@ def training_pipeline(
         test_data=preprocess.outputs["test_data"],
         model_repository=model_repository,
         model_name=model_name,
+        champion_url=champion_url,
         min_accuracy=min_accuracy,
         min_macro_f1=min_macro_f1,
         max_regression=max_regression,
@@ -179,6 +186,11 @@ def training_pipeline(
             bundle=export.outputs["bundle"],
             model_repository=model_repository,
             model_name=model_name,
+            deploy_target=deploy_target,
+            serve_url=serve_url,
+            kserve_namespace=kserve_namespace,
+            canary_traffic_percent=canary_traffic_percent,
+            rollout_timeout_seconds=rollout_timeout_seconds,
         ).set_display_name("deploy")
         # Publishing has an effect outside the pipeline: never answer it from a cache.
         deploy.set_caching_options(False)

@@ -33,3 +33,27 @@ class PublishError(TextopsError):
 
 class TrainingError(TextopsError):
     """Training could not go on: out of GPU memory, or a loss that is no longer a number."""
+
+
+class EventFormatError(TextopsError):
+    """A CloudEvent, or the inference payload it carries, is not in a shape the collector reads."""
+
+
+class PayloadStoreError(TextopsError):
+    """The payload store cannot be opened, written or read."""
+
+
+class DeployError(TextopsError):
+    """A model could not be rolled out or loaded; the message says which model still serves."""
+
+
+class RemoteModelError(TextopsError):
+    """A model server could not be reached, or answered something that is not a prediction."""
+
+
+class KubeflowError(TextopsError):
+    """The Kubeflow Pipelines API could not be reached, or refused or failed a request."""
+
+
+class DriftInputError(TextopsError):
+    """The traffic window or the reference sample cannot be compared for drift."""

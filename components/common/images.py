@@ -17,3 +17,5 @@ def image(target: str) -> str:
 
 DATA_IMAGE = image("data")
 TRAIN_IMAGE = image("train")
+SERVE_IMAGE = image("serve")
+MONITOR_IMAGE = image("monitor")

@@ -14,21 +14,31 @@ if TYPE_CHECKING:
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def pod_namespace(namespace: str = "", namespace_file: Path = NAMESPACE_FILE) -> str:
-    """`namespace` when given, else the namespace of the pod this runs in.
+def resolve_namespace(
+    configured: str, setting: str = "namespace", namespace_file: Path = NAMESPACE_FILE
+) -> str:
+    """The configured namespace, else the namespace of the pod this runs in.
+
+    Args:
+        configured: The namespace a setting names; empty or blank for "the pod's own".
+        setting: The setting's name, for the error message.
+        namespace_file: Where Kubernetes tells a pod its namespace.
 
     Raises:
-        ConfigError: No namespace was given and this does not run in a pod.
+        ConfigError: Nothing is configured and this is not running in a pod.
     """
-    if namespace:
-        return namespace
+    if configured.strip():
+        return configured.strip()
     try:
-        return namespace_file.read_text(encoding="utf-8").strip()
+        namespace = namespace_file.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise ConfigError(
-            f"no Kubernetes namespace given and {namespace_file} is unreadable ({e.strerror}): "
-            "outside a pod, name the namespace explicitly"
+            f"{setting} is empty and {namespace_file} cannot be read ({e.strerror}): outside "
+            f"a Kubernetes pod, set {setting}"
         ) from e
+    if not namespace:
+        raise ConfigError(f"{setting} is empty and {namespace_file} is empty too: set {setting}")
+    return namespace
 
 
 def custom_objects_api() -> CustomObjectsApi:

@@ -1,1 +1,1 @@
-"""The deploy step: publish the model bundle where serving picks it up."""
+"""The deploy step: publish the bundle locally (and hot-load it), or roll it out to KServe."""

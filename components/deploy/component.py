@@ -1,4 +1,4 @@
-"""KFP component for the deploy step; the logic is in `publish.py`."""
+"""KFP component for the deploy step; the logic is in `deployment.py`."""
 
 from kfp import dsl
 from kfp.dsl import Input, Model
@@ -7,11 +7,36 @@ from textops.components.common.images import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def deploy_model(bundle: Input[Model], model_repository: str, model_name: str) -> str:
-    """Publish the bundle as the next version of `model_name`; return the version's path."""
+def deploy_model(
+    bundle: Input[Model],
+    model_repository: str,
+    model_name: str,
+    # The pipeline passes every setting. These defaults, TrainingConfig's, keep a pipeline
+    # that passes only the first three working as before; they are literals because kfp
+    # runs this signature's source on its own.
+    deploy_target: str = "local",
+    serve_url: str = "",
+    kserve_namespace: str = "",
+    canary_traffic_percent: int = 10,
+    rollout_timeout_seconds: int = 600,
+) -> str:
+    """Deploy the bundle: publish it locally (and hot-load it), or roll it out to KServe.
+
+    Returns the published version's directory (local) or the InferenceService's URL (kserve).
+    """
     from textops.components.common.logs import configure_logging
-    from textops.components.deploy.publish import publish_bundle
+    from textops.components.deploy.deployment import deploy_bundle
 
     configure_logging()
 
-    return str(publish_bundle(bundle.path, model_repository, model_name).path)
+    return deploy_bundle(
+        bundle_path=bundle.path,
+        bundle_uri=bundle.uri,
+        model_repository=model_repository,
+        model_name=model_name,
+        deploy_target=deploy_target,
+        serve_url=serve_url,
+        kserve_namespace=kserve_namespace,
+        canary_traffic_percent=canary_traffic_percent,
+        rollout_timeout_seconds=rollout_timeout_seconds,
+    )

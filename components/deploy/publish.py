@@ -55,6 +55,7 @@ __all__ = [
     "current_version",
     "list_versions",
     "publish_bundle",
+    "verified_bundle",
 ]
 
 
@@ -76,7 +77,7 @@ def publish_bundle(
             do not match the hashes in its metadata.json. Nothing in the repository changes.
     """
     model_root = model_repository.model_root(repository, model_name)
-    bundle, files = _verified_bundle(bundle_dir)
+    bundle, files = verified_bundle(bundle_dir)
 
     model_root.mkdir(parents=True, exist_ok=True)
     with _publish_lock(model_root):
@@ -102,11 +103,14 @@ def publish_bundle(
     return PublishedVersion(model_name, version, target)
 
 
-def _verified_bundle(bundle_dir: str | Path) -> tuple[ModelBundle, list[str]]:
+def verified_bundle(bundle_dir: str | Path) -> tuple[ModelBundle, list[str]]:
     """Open the bundle and check every file against its recorded hash.
 
     Returns:
         The bundle and the files to copy: those metadata.json vouches for, plus itself.
+
+    Raises:
+        PublishError: The bundle is incomplete, or a file differs from its recorded hash.
     """
     try:
         bundle = ModelBundle.open(bundle_dir)

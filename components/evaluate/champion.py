@@ -1,8 +1,10 @@
 """Find the model in production and score it on the challenger's test texts.
 
-The champion is the bundle `current.json` points to in the local model repository, run with
-ONNX Runtime exactly as serving runs it. Whatever keeps it from being scored (a damaged
-pointer, a missing or altered file, a graph ONNX Runtime cannot load) becomes an
+The champion is either the bundle `current.json` points to in the local model repository,
+run with ONNX Runtime exactly as serving runs it, or, given the base URL of the server that
+serves it (a KServe InferenceService), the model behind that server's V2 infer route.
+Whatever keeps it from being scored (a damaged pointer, a missing or altered file, a graph
+ONNX Runtime cannot load; a server that does not answer, or answers nonsense) becomes an
 `unreadable` result with the error, which the gate turns into a refusal: a champion that
 cannot be compared never lets a challenger through unchecked.
 """
@@ -14,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from textops.components.common.bundle import ModelBundle
-from textops.components.common.errors import ModelNotFoundError, PublishError
+from textops.components.common.errors import ModelNotFoundError, PublishError, RemoteModelError
 from textops.components.common.model_repository import current_version
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.evaluate.classifiers import RemoteClassifier, v2_model_url
 from textops.components.evaluate.gate import ChampionResult
 from textops.components.evaluate.scoring import score_model
 
@@ -47,20 +50,28 @@ def score_champion(
     texts: Sequence[str],
     true_labels: Sequence[str],
     challenger_labels: Sequence[str],
+    champion_url: str = "",
 ) -> ChampionResult:
     """Score the model in production on the same texts the challenger was scored on.
 
     Args:
         repository: The local model repository's root.
-        model_name: The model's name in it.
+        model_name: The model's name in the repository or on the server.
         texts: The test split's texts.
         true_labels: Their labels, as names (the champion may order its classes differently).
         challenger_labels: The new model's classes; the champion must have the same set.
+        champion_url: The base URL (http:// or https://) of the server that serves the
+            model in production (an InferenceService); when given, it is scored there
+            instead of from the repository.
 
     Returns:
         `none` when nothing is published, `labels_differ` when the champion's label set is not
         the challenger's, `unreadable` with the error when it cannot be scored, else `scored`.
     """
+    if champion_url.strip():
+        return score_served_champion(
+            champion_url.strip(), model_name, texts, true_labels, challenger_labels
+        )
     try:
         published = current_version(repository, model_name)
     except PublishError as e:
@@ -95,3 +106,80 @@ def score_champion(
     return ChampionResult(
         "scored", published.version, published.path, labels=labels.names, scores=scores
     )
+
+
+def score_served_champion(
+    base_url: str,
+    model_name: str,
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    challenger_labels: Sequence[str],
+    *,
+    batch_size: int = 64,
+    timeout_seconds: float = 60.0,
+) -> ChampionResult:
+    """Score the model a server answers for, through its V2 infer route.
+
+    Args:
+        base_url: The server's base URL, e.g. the InferenceService's URL.
+        model_name: The model's name on the server.
+        texts: The test split's texts.
+        true_labels: Their labels, as names.
+        challenger_labels: The new model's classes; the champion must have the same set.
+        batch_size: Texts per infer request.
+        timeout_seconds: Longest wait for one answer.
+
+    Returns:
+        As `score_champion`; the result's path is the model's route without the scheme
+        (host/v2/models/<name>), its version the one the server reports.
+    """
+    url = v2_model_url(base_url, model_name)
+    where = Path(url.split("://", 1)[1])
+    remote: RemoteClassifier | None = None
+    try:
+        remote = RemoteClassifier.connect(
+            base_url, model_name, batch_size=batch_size, timeout_seconds=timeout_seconds
+        )
+        # The labels come with the metadata or, from the textops predictor, with every
+        # answer: a label set known up front spares scoring a model of other classes.
+        if remote.labels.names and set(remote.labels.names) != set(challenger_labels):
+            return _labels_differ(remote, where)
+        probabilities = remote.predict_proba(list(texts))
+        labels = remote.labels
+        if set(labels.names) != set(challenger_labels):
+            return _labels_differ(remote, where)
+    except RemoteModelError as e:
+        logger.warning("champion unreadable url=%s error=%s", url, e)
+        return ChampionResult(
+            "unreadable",
+            _version(remote.version) if remote is not None else None,
+            where,
+            error=f"RemoteModelError: {e}. Check that the model serves at {base_url} "
+            "(`kubectl get inferenceservice`); before the first deploy there is no model to "
+            "compare with: leave champion_url empty",
+        )
+    scores = score_model([labels.index(n) for n in true_labels], probabilities, labels.names)
+    logger.info(
+        "champion scored url=%s version=%s macro_f1=%.4f accuracy=%.4f",
+        url,
+        remote.version,
+        scores.macro_f1,
+        scores.accuracy,
+    )
+    return ChampionResult(
+        "scored", _version(remote.version), where, labels=labels.names, scores=scores
+    )
+
+
+def _labels_differ(remote: RemoteClassifier, where: Path) -> ChampionResult:
+    return ChampionResult(
+        "labels_differ", _version(remote.version), where, labels=remote.labels.names
+    )
+
+
+def _version(reported: str | None) -> int | None:
+    """The served version as a number, when the server reports one that is."""
+    try:
+        return int(reported) if reported is not None else None
+    except ValueError:
+        return None

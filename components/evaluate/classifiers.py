@@ -1,25 +1,39 @@
-"""The two kinds of model the gate scores, behind one interface: texts in, probabilities out.
+"""The kinds of model the gate scores, behind one interface: texts in, probabilities out.
 
-The challenger is the train step's Hugging Face model directory, run with PyTorch; the
-champion is a published ONNX bundle, run with ONNX Runtime (`OnnxClassifier` already fits
-`ProbabilisticClassifier`). A champion behind a KServe InferenceService would be a third
-implementation that posts the texts to its V2 infer route.
+The challenger is the train step's Hugging Face model directory, run with PyTorch. The
+champion is either a published ONNX bundle, run with ONNX Runtime (`OnnxClassifier` already
+fits `ProbabilisticClassifier`), or the model a server answers for: `RemoteClassifier` posts
+the texts to its Open Inference Protocol (V2) infer route, as a KServe InferenceService or a
+local `textops serve` exposes it.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from textops.components.common.errors import ModelNotFoundError
+from textops.components.common.errors import ModelNotFoundError, RemoteModelError
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import softmax
 
 if TYPE_CHECKING:
     import torch
+
+#: Prefix of the X-Request-Id of every request the evaluate step sends; the payload logger
+#: makes it the events' Ce-Id, so the monitor can tell evaluation traffic from real traffic.
+EVALUATION_REQUEST_PREFIX = "textops-evaluate-"
+# A row's probabilities may sum to 1 give or take FP32 rounding over a few classes.
+_SUM_TOLERANCE = 1e-3
+# Top two probabilities closer than this make the served label a legitimate tie-break.
+_TIE = 1e-6
 
 
 class ProbabilisticClassifier(Protocol):
@@ -105,3 +119,215 @@ class TorchClassifier:
             batch_size=self.batch_size,
         )
         return softmax(logits)
+
+
+class RemoteClassifier:
+    """A model behind a V2 (Open Inference Protocol) endpoint: texts in, probabilities out.
+
+    Requests `POST <base_url>/v2/models/<name>/infer` with the BYTES input `text`; the answer
+    carries `label` (BYTES) and `probabilities` (FP32, one column per label). The column order
+    is the list the `probabilities` output names in its `parameters.labels` (as the textops
+    predictor answers), else the `labels` of the model metadata. Each answer is checked:
+    shapes, finite probabilities that sum to one, each `label` equal to the label of its row's
+    highest probability (which shows the columns really are in that order), and one label
+    order and one model version across all answers (a canary in progress would mix two).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        labels: LabelMap | None = None,
+        version: str | None = None,
+        *,
+        batch_size: int = 64,
+        timeout_seconds: float = 60.0,
+    ) -> None:
+        """Wrap an endpoint; `labels` None: learn them from the metadata or the answers."""
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model_name
+        self.labels = labels if labels is not None else LabelMap(())
+        self.version = version
+        self.batch_size = batch_size
+        self.timeout_seconds = timeout_seconds
+        self._answered_versions: set[str] = set()
+
+    @property
+    def model_url(self) -> str:
+        """The model's V2 route: its metadata; `/infer` below it scores."""
+        return v2_model_url(self.base_url, self.model_name)
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        model_name: str,
+        *,
+        batch_size: int = 64,
+        timeout_seconds: float = 60.0,
+    ) -> RemoteClassifier:
+        """Read the model's metadata (`GET /v2/models/<name>`): its version, labels if listed.
+
+        Raises:
+            RemoteModelError: No answer, an error status, or an answer that is not JSON.
+        """
+        remote = cls(base_url, model_name, batch_size=batch_size, timeout_seconds=timeout_seconds)
+        metadata = _request_json(remote.model_url, None, timeout_seconds)
+        if not isinstance(metadata, dict):
+            raise RemoteModelError(f"{remote.model_url} answered metadata that is not an object")
+        parameters = metadata.get("parameters")
+        names = _label_list(metadata.get("labels")) or _label_list(
+            parameters.get("labels") if isinstance(parameters, dict) else None
+        )
+        if names:
+            remote.labels = LabelMap(tuple(names))
+        versions = metadata.get("versions")
+        if isinstance(versions, list) and versions:
+            remote.version = str(versions[-1])
+        return remote
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(labels)), batch by batch.
+
+        Raises:
+            RemoteModelError: A request got no answer or an error status, or an answer that
+                is not a valid prediction for its texts, or answers disagree on labels or
+                model version.
+        """
+        if isinstance(texts, str):
+            raise TypeError("pass a list of texts, not a single string")
+        rows = [
+            self._infer(list(texts[start : start + self.batch_size]))
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        if not rows:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(rows).astype(np.float32)
+
+    def _infer(self, texts: list[str]) -> np.ndarray:
+        request_id = f"{EVALUATION_REQUEST_PREFIX}{uuid.uuid4().hex}"
+        body = {
+            "id": request_id,
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
+        }
+        answer = _request_json(
+            f"{self.model_url}/infer", body, self.timeout_seconds, request_id=request_id
+        )
+        try:
+            outputs = {output["name"]: output for output in answer["outputs"]}
+            self._adopt_labels(outputs["probabilities"])
+            probabilities = self._read_answer(outputs, len(texts))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise RemoteModelError(
+                f"{self.model_url}/infer answered something that is not a V2 inference "
+                f"response with label and probabilities outputs ({type(e).__name__}: {e})"
+            ) from e
+        version = answer.get("model_version")
+        if version is not None:
+            self._answered_versions.add(str(version))
+            if len(self._answered_versions) > 1:
+                raise RemoteModelError(
+                    f"{self.model_url} answered from model versions "
+                    f"{', '.join(sorted(self._answered_versions))}: a rollout is in progress; "
+                    "evaluate again once it is done"
+                )
+            self.version = str(version)
+        return probabilities
+
+    def _adopt_labels(self, probabilities_output: dict[str, Any]) -> None:
+        """Take the answer's label order; it must match every earlier one and the metadata's."""
+        parameters = probabilities_output.get("parameters")
+        named = _label_list(parameters.get("labels") if isinstance(parameters, dict) else None)
+        if named is None:
+            if not self.labels.names:
+                raise RemoteModelError(
+                    f"{self.model_url}/infer names no labels for its probabilities (parameters."
+                    "labels) and the model metadata lists none: cannot tell which probability "
+                    "belongs to which class"
+                )
+            return
+        if self.labels.names and tuple(named) != self.labels.names:
+            raise RemoteModelError(
+                f"{self.model_url}/infer orders its probabilities as {named}, but earlier "
+                f"(or in its metadata) as {list(self.labels.names)}"
+            )
+        self.labels = LabelMap(tuple(named))
+
+    def _read_answer(self, outputs: dict[str, Any], rows: int) -> np.ndarray:
+        width = len(self.labels)
+        probabilities = np.asarray(outputs["probabilities"]["data"], dtype=np.float64)
+        if probabilities.size != rows * width:
+            raise RemoteModelError(
+                f"{self.model_url}/infer answered {probabilities.size} probabilities for "
+                f"{rows} texts and {width} labels; expected {rows * width}"
+            )
+        probabilities = probabilities.reshape(rows, width)
+        labels = [str(v) for v in np.asarray(outputs["label"]["data"], dtype=object).reshape(-1)]
+        if len(labels) != rows:
+            raise RemoteModelError(
+                f"{self.model_url}/infer answered {len(labels)} labels for {rows} texts"
+            )
+        sums = probabilities.sum(axis=1)
+        if not np.isfinite(probabilities).all() or (np.abs(sums - 1.0) > _SUM_TOLERANCE).any():
+            raise RemoteModelError(
+                f"{self.model_url}/infer answered probabilities that are not finite or do not "
+                "sum to 1 per text"
+            )
+        ordered = np.sort(probabilities, axis=1)
+        decided = ordered[:, -1] - (ordered[:, -2] if width > 1 else 0.0) > _TIE
+        best = [self.labels.names[i] for i in probabilities.argmax(axis=1)]
+        wrong = [i for i in range(rows) if decided[i] and labels[i] != best[i]]
+        if wrong:
+            i = wrong[0]
+            raise RemoteModelError(
+                f"{self.model_url}/infer labelled a text {labels[i]!r} while its highest "
+                f"probability is {best[i]!r} ({len(wrong)} of {rows} texts): the probability "
+                f"columns are not in the label order {list(self.labels.names)}"
+            )
+        return probabilities
+
+
+def v2_model_url(base_url: str, model_name: str) -> str:
+    """The V2 route of a model on a server: `<base_url>/v2/models/<name>`."""
+    return f"{base_url.rstrip('/')}/v2/models/{urllib.parse.quote(model_name, safe='')}"
+
+
+def _label_list(value: Any) -> list[str] | None:
+    """Class names given as a list, or as a JSON-encoded list (V2 parameters are scalars)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, list) and value:
+        return [str(name) for name in value]
+    return None
+
+
+def _request_json(
+    url: str, body: Any | None, timeout_seconds: float, *, request_id: str | None = None
+) -> Any:
+    """GET (`body` None) or POST JSON; return the parsed answer.
+
+    Raises:
+        RemoteModelError: No answer, an HTTP error status, or a body that is not JSON.
+    """
+    headers = {"Content-Type": "application/json"}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    data = json.dumps(body).encode("utf-8") if body is not None else None
+    method = "POST" if body is not None else "GET"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace").strip()[:300]
+        message = f"{method} {url} answered HTTP {e.code}: {detail or e.reason}"
+        raise RemoteModelError(message) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise RemoteModelError(f"no answer from {method} {url}: {getattr(e, 'reason', e)}") from e
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise RemoteModelError(f"{method} {url} answered something that is not JSON") from e

@@ -33,8 +33,13 @@ def evaluate_model(
     report: Output[HTML],
     summary: Output[Markdown],
     decision: Output[Artifact],
+    # Last, as the one input with a default: empty compares with the model repository.
+    champion_url: str = "",
 ) -> bool:
     """Score the new model and the one in production on the test split; decide what ships.
+
+    The model in production is the model repository's current version, or, when
+    `champion_url` is set, the model the server at that URL (an InferenceService) answers for.
 
     Returns whether the new model may ship; the reasons are in `decision`'s metadata. (A single
     output, because kfp.local cannot branch on one field of a NamedTuple output.)
@@ -62,6 +67,7 @@ def evaluate_model(
         report_path=report.path,
         summary_path=summary.path,
         decision_path=decision.path,
+        champion_url=champion_url,
     )
     scalars = outcome.scalars()
     for name, value in scalars.items():

@@ -164,6 +164,7 @@ def evaluate_challenger(
     report_path: str | Path,
     summary_path: str | Path,
     decision_path: str | Path,
+    champion_url: str = "",
 ) -> EvaluationOutcome:
     """Score the new model and the one in production on the test split; decide what ships.
 
@@ -178,6 +179,8 @@ def evaluate_challenger(
         report_path: Where the HTML report goes.
         summary_path: Where the Markdown summary goes.
         decision_path: Where the decision goes, as JSON.
+        champion_url: The base URL of the server (an InferenceService) that serves the model
+            in production; empty: the repository's current version is the champion.
 
     Returns:
         The scores, the champion's fate and the decision.
@@ -230,6 +233,7 @@ def evaluate_challenger(
         texts,
         [labels.names[i] for i in y_true],
         labels.names,
+        champion_url=champion_url,
     )
     outcome = EvaluationOutcome(
         model_name=model_name,
