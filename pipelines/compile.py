@@ -15,3 +15,15 @@ def compile_training_pipeline(output: str | Path) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(training_pipeline, str(output))
     return output
+
+
+def compile_monitoring_pipeline(output: str | Path) -> Path:
+    """Write the monitoring pipeline's IR YAML (drift, then training on drift) to `output`."""
+    from kfp import compiler
+
+    from textops.pipelines.monitoring import monitoring_pipeline
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(monitoring_pipeline, str(output))
+    return output

@@ -1,0 +1,108 @@
+"""`textops collect` (the payload collector) and `textops labels` (load ground truth).
+
+Only light imports here: the collector's HTTP stack loads when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+#: Environment variable that gives the store URL when --store is not given (the Kubernetes
+#: manifests set it from a Secret).
+STORE_URL_ENV = "TEXTOPS_STORE_URL"
+#: Store used when neither --store nor the environment names one: SQLite under ./.textops.
+DEFAULT_STORE_URL = "sqlite:///.textops/monitor/payloads.db"
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8088
+#: Largest request body accepted (4 MiB): a batch of a few thousand texts.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def default_store_url() -> str:
+    """$TEXTOPS_STORE_URL, else the local SQLite file."""
+    return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+
+
+def _add_store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="payload store: sqlite:///relative.db, sqlite:////absolute.db or "
+        f"postgresql://user:password@host:port/db (default: ${STORE_URL_ENV}, else "
+        f"{DEFAULT_STORE_URL})",
+    )
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
+    """The collector's flags (shared by `textops collect` and `python -m ...collector`)."""
+    _add_store_argument(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT} (0: any free)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"larger request bodies get 413 (default: {DEFAULT_MAX_BODY_BYTES})",
+    )
+    parser.add_argument("--log-level", default=None, help="default: $TEXTOPS_LOG_LEVEL, else INFO")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `collect` and `labels` commands to the `textops` command."""
+    collect = commands.add_parser(
+        "collect",
+        help="run the payload collector (KServe payload-logger CloudEvents -> payload store)",
+        description="Receive the CloudEvents of KServe's payload logger (POST /events), "
+        "redact personal data and store request, response and later labels (POST /labels) "
+        "joined by Ce-Id. GET /healthz, GET /metrics.",
+    )
+    add_collect_arguments(collect)
+    collect.set_defaults(handler=collect_command)
+
+    labels = commands.add_parser(
+        "labels",
+        help="load ground-truth labels for logged requests into the payload store",
+        description="Read a CSV, TSV, JSONL or Parquet file with columns id (the request's "
+        "Ce-Id), label and optionally item (the text's index in the request, default 0) and "
+        "record the labels in the payload store.",
+    )
+    _add_store_argument(labels)
+    labels.add_argument("file", type=Path, help="the label file")
+    labels.set_defaults(handler=labels_command)
+
+
+def collect_command(args: argparse.Namespace) -> int:
+    """Run the collector until it is stopped."""
+    from textops.components.common.logs import configure_logging
+    from textops.components.monitor.collector import serve
+
+    configure_logging(args.log_level)
+    serve(
+        args.store or default_store_url(),
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+    )
+    return 0
+
+
+def labels_command(args: argparse.Namespace) -> int:
+    """Load a label file into the store and say how many labels matched logged texts."""
+    from textops.components.monitor.labels import read_label_file
+    from textops.components.monitor.store import mask_url, open_store
+
+    url = args.store or default_store_url()
+    rows = read_label_file(str(args.file))
+    with open_store(url) as store:
+        matched = store.add_labels(rows)
+    print(
+        f"textops: stored {len(rows)} labels from {args.file} in {mask_url(url)}; "
+        f"{matched} match logged texts"
+    )
+    return 0

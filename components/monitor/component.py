@@ -1,0 +1,104 @@
+"""KFP component of the drift job; the logic is in `drift_job.py`."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Metrics, Output
+
+from textops.components.common.images import MONITOR_IMAGE
+
+
+@dsl.component(base_image=MONITOR_IMAGE, install_kfp_package=False)
+def detect_drift(
+    store_url: str,
+    model_repository: str,
+    model_name: str,
+    bundle: str,
+    since: str,
+    until: str,
+    last: int,
+    min_window_rows: int,
+    family_alpha: float,
+    drift_share: float,
+    min_labelled_rows: int,
+    max_accuracy_drop: float,
+    max_macro_f1_drop: float,
+    workspace: str,
+    pushgateway: str,
+    report: Output[HTML],
+    summary: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
+    """Compare a window of logged traffic with the model bundle's reference sample.
+
+    The store is `store_url`, else $TEXTOPS_STORE_URL (the pipeline sets it from a Secret),
+    else the local SQLite file. The bundle is `bundle` when given, else the current version of
+    `model_name` in `model_repository`. The window is `model_name`'s traffic in the store
+    between `since` and `until` (ISO 8601 or a duration back from now such as 24h; empty:
+    unbounded), the most recent `last` texts of it when `last` > 0. Empty `workspace` and
+    `pushgateway` skip them.
+
+    Returns whether drift was found; the reasons are in `summary`'s metadata and file.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from textops.components.common.logs import configure_logging
+    from textops.components.monitor.collector_cli import default_store_url
+    from textops.components.monitor.drift_job import (
+        OutputPaths,
+        WindowSpec,
+        fetch_traffic,
+        parse_moment,
+        resolve_bundle,
+        run_drift_job,
+    )
+    from textops.components.monitor.drift_settings import load_drift_settings
+    from textops.components.monitor.store import mask_url
+
+    configure_logging()
+
+    settings = load_drift_settings(
+        None,
+        {
+            "min_window_rows": min_window_rows,
+            "family_alpha": family_alpha,
+            "drift_share": drift_share,
+            "min_labelled_rows": min_labelled_rows,
+            "max_accuracy_drop": max_accuracy_drop,
+            "max_macro_f1_drop": max_macro_f1_drop,
+        },
+    )
+    bundle_dir = resolve_bundle(bundle or None, model_repository or None, model_name)
+    spec = WindowSpec(
+        since=parse_moment(since) if since else None,
+        until=parse_moment(until) if until else None,
+        last=last if last > 0 else None,
+    )
+    store_url = store_url or default_store_url()
+    window = fetch_traffic(store_url, model_name, spec)
+    # The gauges reach Prometheus through the Pushgateway; the file is for local runs.
+    gauges = Path(tempfile.mkdtemp(prefix="textops-drift-")) / "drift.prom"
+    job = run_drift_job(
+        bundle_dir=bundle_dir,
+        window=window,
+        settings=settings,
+        paths=OutputPaths(report=Path(report.path), summary=Path(summary.path), gauges=gauges),
+        model_name=model_name,
+        workspace=workspace or None,
+        pushgateway=pushgateway or None,
+        window_spec=spec,
+        source=mask_url(store_url),
+    )
+    result = job.result
+    metrics.log_metric("drifted", float(result.drifted))
+    metrics.log_metric("window_rows", float(result.window_rows))
+    metrics.log_metric("labelled_rows", float(result.labelled_rows))
+    scores = {test.name: test.value for test in result.tests if test.value is not None}
+    for name, value in scores.items():
+        metrics.log_metric(name, float(value))
+    with open(metrics.path, "w", encoding="utf-8") as f:
+        json.dump({"status": result.status, **scores}, f, indent=2)
+    summary.metadata.update(
+        {"status": result.status, "drifted": result.drifted, "reasons": list(result.reasons)}
+    )
+    return result.drifted

@@ -1,0 +1,251 @@
+"""`textops drift`: compare a window of logged traffic with the model bundle's reference sample.
+
+Exit status: 0 no drift (or not enough data to tell), 4 drift found (whether or not `--trigger`
+started a retraining), 2 bad input or configuration, 1 the retraining pipeline failed.
+
+Only light imports here: Evidently loads when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from textops.components.common.config import TrainingConfig
+from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
+from textops.components.monitor.drift_settings import DATA_TESTS, DriftSettings
+
+#: Exit status of a run that found drift.
+EXIT_DRIFT = 4
+#: When no window is given: the last day of traffic.
+DEFAULT_SINCE = "24h"
+_DEFAULTS = TrainingConfig()
+#: Settings that have a flag of their own (the tests are set in the file or with --threshold).
+_SETTING_FLAGS = (
+    "min_window_rows",
+    "family_alpha",
+    "drift_share",
+    "min_labelled_rows",
+    "max_accuracy_drop",
+    "max_macro_f1_drop",
+)
+
+
+def _test_threshold(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or name.strip() not in DATA_TESTS:
+        raise argparse.ArgumentTypeError(
+            f"expected TEST=VALUE with TEST one of {', '.join(DATA_TESTS)}, got {text!r}"
+        )
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+
+
+def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `textops drift`."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--bundle", type=Path, help="the model bundle to compare with")
+    model.add_argument(
+        "--model-repository",
+        type=Path,
+        default=_DEFAULTS.model_repository,
+        help="without --bundle: the local model repository whose current version is compared "
+        f"with (default: {_DEFAULTS.model_repository})",
+    )
+    model.add_argument(
+        "--model-name",
+        default=_DEFAULTS.model_name,
+        help=f"the model whose traffic is fetched (default: {_DEFAULTS.model_name})",
+    )
+
+    window = parser.add_argument_group("window")
+    source = window.add_mutually_exclusive_group()
+    source.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"payload store to fetch traffic from (default: ${STORE_URL_ENV}, else "
+        "sqlite:///.textops/monitor/payloads.db)",
+    )
+    source.add_argument(
+        "--window-file",
+        type=Path,
+        help="a CSV, Parquet or JSONL file of traffic (text, prediction[, confidence, label]) "
+        "instead of the store",
+    )
+    window.add_argument(
+        "--since",
+        help=f"ISO 8601 time or a duration back from now: 30m, 24h, 7d (default: "
+        f"{DEFAULT_SINCE} when no bound is given)",
+    )
+    window.add_argument("--until", help="ISO 8601 time or a duration back from now")
+    window.add_argument("--last", type=int, metavar="N", help="only the most recent N texts")
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where report.html, summary.json and drift.prom go (default: "
+        ".textops/drift/<model-name>)",
+    )
+    out.add_argument(
+        "--workspace",
+        type=Path,
+        help="Evidently workspace the run is added to; `evidently ui --workspace DIR` shows "
+        "the history (default: <output-dir>/workspace)",
+    )
+    out.add_argument("--no-workspace", action="store_true", help="add the run to no workspace")
+    out.add_argument("--pushgateway", metavar="URL", help="also push the gauges to this URL")
+
+    tests = parser.add_argument_group("tests")
+    tests.add_argument("--drift-config", type=Path, help="YAML file of drift settings")
+    for name in _SETTING_FLAGS:
+        field = DriftSettings.model_fields[name]
+        tests.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=field.annotation,  # type: ignore[arg-type]
+            metavar=str(getattr(field.annotation, "__name__", "X")).upper(),
+            help=f"{field.description} (default: {field.default})",
+        )
+    tests.add_argument(
+        "--threshold",
+        type=_test_threshold,
+        action="append",
+        default=[],
+        metavar="TEST=VALUE",
+        help=f"one test's threshold (repeatable); TEST: {', '.join(DATA_TESTS)}",
+    )
+
+    retrain = parser.add_argument_group("retraining")
+    retrain.add_argument(
+        "--trigger", action="store_true", help="when drift is found, start the training pipeline"
+    )
+    retrain.add_argument(
+        "--config", type=Path, help="training settings for the retraining (the YAML of textops run)"
+    )
+    retrain.add_argument(
+        "--kubeflow-host",
+        metavar="URL",
+        help="submit the retraining to this Kubeflow Pipelines API (default: "
+        "$KF_PIPELINES_ENDPOINT; when neither is set, the retraining runs here through "
+        "kfp.local); a bearer token is read from $KF_PIPELINES_TOKEN",
+    )
+    retrain.add_argument("--namespace", help="Kubeflow profile namespace (multi-user Kubeflow)")
+    retrain.add_argument("--experiment", default="textops", help="Kubeflow experiment")
+    retrain.add_argument(
+        "--training-package",
+        type=Path,
+        help="compiled training pipeline to submit (default: the checked-in training.yaml)",
+    )
+
+
+def drift_command(args: argparse.Namespace) -> int:
+    """Run the drift job; retrain on drift when asked. Returns the exit status."""
+    from textops.components.common.config import load_config
+    from textops.components.monitor.drift_job import OutputPaths, resolve_bundle, run_drift_job
+    from textops.components.monitor.drift_settings import load_drift_settings
+
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in _SETTING_FLAGS}
+    if args.threshold:
+        overrides["tests"] = {name: {"threshold": value} for name, value in args.threshold}
+    settings = load_drift_settings(args.drift_config, overrides)
+    # A bad training config fails now, not after the drift run.
+    training = load_config(args.config) if args.trigger else None
+    bundle_dir = resolve_bundle(args.bundle, args.model_repository, args.model_name)
+
+    window, spec, source = _load_window(args)
+    output_dir = args.output_dir or Path(_DEFAULTS.output_dir) / "drift" / args.model_name
+    workspace = None if args.no_workspace else (args.workspace or output_dir / "workspace")
+    job = run_drift_job(
+        bundle_dir=bundle_dir,
+        window=window,
+        settings=settings,
+        paths=OutputPaths.in_dir(output_dir),
+        model_name=args.model_name,
+        workspace=workspace,
+        pushgateway=args.pushgateway,
+        window_spec=spec,
+        source=source,
+    )
+    result = job.result
+    headline = {
+        "drift": "drift found",
+        "no_drift": "no drift",
+        "not_enough_data": "not enough data",
+    }[result.status]
+    lines = [
+        f"textops: {headline} in {result.window_rows} rows of {args.model_name} traffic "
+        f"({result.labelled_rows} labelled) against {bundle_dir}",
+        *[f"  reason:     {reason}" for reason in result.reasons],
+        f"  report:     {job.paths.report}",
+        f"  summary:    {job.paths.summary}",
+        f"  gauges:     {job.paths.gauges}",
+    ]
+    if workspace is not None:
+        lines.append(f"  workspace:  {workspace} (evidently ui --workspace {workspace})")
+    push = job.summary.get("pushgateway")
+    if push and push["error"]:
+        lines.append(f"  pushgateway: not pushed: {push['error']}")
+    print("\n".join(lines))
+    if job.drifted and training is not None:
+        from textops.components.monitor.trigger import trigger_retraining
+        from textops.pipelines.kubeflow import ENDPOINT_ENV
+
+        outcome = trigger_retraining(
+            training,
+            kubeflow_host=args.kubeflow_host or os.environ.get(ENDPOINT_ENV) or None,
+            package=args.training_package,
+            experiment=args.experiment,
+            namespace=args.namespace,
+        )
+        print(f"  retraining: {outcome.detail}")
+    return EXIT_DRIFT if job.drifted else 0
+
+
+def _load_window(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The traffic window, its bounds and where it came from."""
+    from textops.components.common.errors import DriftInputError
+    from textops.components.monitor.drift_job import WindowSpec, fetch_traffic, parse_moment
+
+    if args.window_file is not None:
+        if args.since or args.until or args.last is not None:
+            raise DriftInputError(
+                "--since, --until and --last select traffic in the store; a --window-file is "
+                "compared as a whole"
+            )
+        from textops.components.common.dataio import read_table
+
+        return read_table(str(args.window_file)), WindowSpec(), str(args.window_file)
+    from textops.components.monitor.store import mask_url
+
+    since = args.since
+    if since is None and args.until is None and args.last is None:
+        since = DEFAULT_SINCE
+    spec = WindowSpec(
+        since=parse_moment(since) if since else None,
+        until=parse_moment(args.until) if args.until else None,
+        last=args.last,
+    )
+    if spec.last is not None and spec.last < 1:
+        raise DriftInputError(f"--last must be at least 1, not {spec.last}")
+    store_url = args.store or default_store_url()
+    return fetch_traffic(store_url, args.model_name, spec), spec, mask_url(store_url)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `textops drift`."""
+    parser = commands.add_parser(
+        "drift",
+        help="compare logged traffic with the model's reference sample (Evidently)",
+        description="Fetch a window of logged traffic, test it for drift against the model "
+        "bundle's reference sample, write the HTML report, a JSON summary and Prometheus "
+        "gauges, add the run to an Evidently workspace, and optionally start retraining. "
+        "Exit status: 0 no drift or not enough data, 4 drift found, 2 bad input, "
+        "1 the retraining failed.",
+    )
+    add_drift_arguments(parser)
+    parser.set_defaults(handler=drift_command)

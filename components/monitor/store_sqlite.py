@@ -1,0 +1,114 @@
+"""The payload store in one SQLite file, for one machine (see `store.py` for the model).
+
+WAL mode lets the drift job read while the collector writes; `synchronous=FULL` makes each
+commit reach the disk before it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from textops.components.common.errors import PayloadStoreError
+from textops.components.monitor.store import (
+    EVENTS_TABLE,
+    INSERT_EVENT_SQL,
+    ITEMS_TABLE,
+    UPSERT_LABEL_SQL,
+    PayloadEvent,
+    SqlPayloadStore,
+)
+
+_SQLITE_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (event_id, kind)
+    ) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS {ITEMS_TABLE} (
+        event_id TEXT NOT NULL,
+        item INTEGER NOT NULL,
+        received_at REAL,
+        model_name TEXT,
+        model_version TEXT,
+        text TEXT,
+        prediction TEXT,
+        confidence REAL,
+        label TEXT,
+        PRIMARY KEY (event_id, item)
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
+)
+
+
+class SqlitePayloadStore(SqlPayloadStore):
+    """The store in one SQLite file, in WAL mode: readers never block the collector's writes.
+
+    `synchronous=FULL` makes each commit reach the disk before it returns, so an acknowledged
+    event survives a crash of the process and of the machine.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are begun and committed explicitly below.
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            for statement in _SQLITE_SCHEMA:
+                self._conn.execute(statement)
+        except (sqlite3.Error, OSError) as e:
+            raise PayloadStoreError(f"cannot open the SQLite payload store {self.path}: {e}") from e
+        if str(mode).lower() != "wal":
+            self._conn.close()
+            raise PayloadStoreError(
+                f"SQLite cannot use WAL mode for {self.path} (it reports {mode!r}): put the "
+                "store on a local filesystem"
+            )
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        cursor = self._conn.cursor()
+        try:
+            # A writer takes the lock at once; a reader reads a snapshot and blocks no one.
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield cursor
+            cursor.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise PayloadStoreError(f"SQLite payload store {self.path}: {e}") from e
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()
+
+    def _db_time(self, epoch: float) -> float:
+        return float(epoch)
+
+    def _insert_events(self, cursor: Any, events: Sequence[PayloadEvent]) -> list[bool]:
+        new = []
+        for event in events:
+            cursor.execute(INSERT_EVENT_SQL, (event.event_id, event.kind))
+            new.append(cursor.rowcount == 1)
+        return new
+
+    def _upsert_labels(self, cursor: Any, rows: list[tuple[str, int, str]]) -> int:
+        matched = 0
+        for row in rows:
+            cursor.execute(UPSERT_LABEL_SQL, row)
+            matched += cursor.fetchone()[0] is not None
+        return matched
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
