@@ -134,6 +134,7 @@ class OnnxClassifier:
         *,
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
         """Open an ONNX Runtime session for `model_path`.
 
@@ -146,6 +147,9 @@ class OnnxClassifier:
                 choose (all cores). Set it when several workers share one machine.
             providers: Execution providers in order of preference; None picks CUDA when
                 available, else CPU.
+            session_config: ONNX Runtime session configuration entries, e.g.
+                {"session.intra_op.allow_spinning": "0"} for a server, whose event loop needs
+                the CPU that idle intra-op threads would spin on.
 
         Raises:
             ModelNotFoundError: A file is missing, or the model does not fit the label map
@@ -164,6 +168,8 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(
             str(model_path),
             sess_options=options,
@@ -187,6 +193,7 @@ class OnnxClassifier:
         int8: bool = False,
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
+        session_config: Mapping[str, str] | None = None,
     ) -> OnnxClassifier:
         """Load the classifier of a complete model bundle.
 
@@ -197,6 +204,7 @@ class OnnxClassifier:
             int8: Same as `precision="int8"`; kept for callers written before `precision`.
             intra_op_threads: See `OnnxClassifier.__init__`.
             providers: See `OnnxClassifier.__init__`.
+            session_config: See `OnnxClassifier.__init__`.
 
         Raises:
             ModelNotFoundError: The bundle is incomplete, has no model of the precision asked
@@ -233,6 +241,7 @@ class OnnxClassifier:
             int(max_seq_length),
             intra_op_threads=intra_op_threads,
             providers=providers,
+            session_config=session_config,
         )
 
     @property

@@ -1,0 +1,51 @@
+"""The predictor's own Prometheus metrics, beside KServe's `request_*_seconds` histograms.
+
+They live in prometheus_client's default registry, which KServe's `/metrics` route exports.
+The dashboard and the alerts use these names; change them only together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREDICTIONS = Counter(
+    "textops_predictions",
+    "Texts classified, by predicted label.",
+    ["model_name", "label"],
+)
+REQUEST_ERRORS = Counter(
+    "textops_request_errors",
+    "Requests the predictor answered with a 4xx or 5xx status.",
+    ["model_name", "status"],
+)
+MODEL_VERSION = Gauge(
+    "textops_model_version_info",
+    "1 for the model version being served.",
+    ["model_name", "version"],
+)
+INFERENCE_BATCH_TEXTS = Histogram(
+    "textops_inference_batch_texts",
+    "Texts per ONNX Runtime call, after coalescing concurrent requests.",
+    ["model_name"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+PAYLOAD_EVENTS_SENT = Counter(
+    "textops_payload_events_sent",
+    "CloudEvents the payload logger delivered, by type (request or response).",
+    ["model_name", "type"],
+)
+PAYLOAD_EVENTS_DROPPED = Counter(
+    "textops_payload_events_dropped",
+    "CloudEvents the payload logger gave up on: queue_full, send_failed or rejected.",
+    ["model_name", "reason"],
+)
+
+
+def set_served_version(model_name: str, version: str, previous: str | None) -> None:
+    """Point `textops_model_version_info` at `version` (and drop `previous`)."""
+    if previous is not None and previous != version:
+        with contextlib.suppress(KeyError):  # never exported in this process
+            MODEL_VERSION.remove(model_name, previous)
+    MODEL_VERSION.labels(model_name=model_name, version=version).set(1)

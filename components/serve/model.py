@@ -1,0 +1,241 @@
+"""The KServe model: texts in, label, probabilities and model version out.
+
+`TextClassifierModel` is a plain `kserve.Model`: `preprocess` checks the request and takes its
+texts, `predict` runs them through the process's `InferenceBatcher` (ONNX Runtime on its own
+thread, never on the event loop), `postprocess` writes the V1 or V2 body, and `explain` scores
+each word by occlusion.
+
+KServe's `--workers N` starts N processes and hands each a pickled copy of the model. An ONNX
+Runtime session cannot be pickled, so `__getstate__` leaves it out and `__setstate__` loads the
+bundle again: every worker builds its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kserve import Model
+from kserve.errors import ModelNotReady
+
+from textops.components.common.logs import configure_logging
+from textops.components.serve import explain as occlusion
+from textops.components.serve import metrics
+from textops.components.serve.batching import BatchResult, InferenceBatcher
+from textops.components.serve.payloads import (
+    BatchTooLargeError,
+    ParsedRequest,
+    input_metadata,
+    output_metadata,
+    parse_request,
+    predicted_labels,
+    v1_response,
+    v2_response,
+)
+from textops.components.serve.runtime import ClassifierRuntime, load_runtime
+from textops.components.serve.settings import ServeSettings, resolve_source
+
+logger = logging.getLogger(__name__)
+
+#: The V2 metadata `platform` of an ONNX model (the name Triton uses).
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What `predict` hands to `postprocess`."""
+
+    request: ParsedRequest
+    result: BatchResult
+
+
+class TextClassifierModel(Model):
+    """A model bundle served over KServe's V1 and V2 protocols."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        """Set up the model; `load()` opens the bundle.
+
+        Args:
+            settings: What to serve and the request limits.
+        """
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self._runtime: ClassifierRuntime | None = None
+        self._batcher: InferenceBatcher | None = None
+        self._reload_lock: asyncio.Lock | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Open the bundle `settings` names (blocking) and become ready.
+
+        Raises:
+            ModelNotFoundError: The bundle is incomplete or nothing is published.
+        """
+        runtime = load_runtime(
+            resolve_source(self.settings),
+            self.settings.intra_op_threads,
+            spinning=self.settings.intra_op_spinning,
+        )
+        self._install(runtime)
+        self.ready = True
+        return self.ready
+
+    async def reload(self) -> ClassifierRuntime:
+        """Load the bundle the settings name now and swap it in; requests never wait on it.
+
+        The new session is built and warmed up on a worker thread while the old one keeps
+        serving; the swap itself is one reference assignment, so every request is answered
+        entirely by one version. In repository mode a reload is skipped when current.json
+        still names the version being served.
+
+        Returns:
+            The runtime serving from now on.
+
+        Raises:
+            ModelNotFoundError: The new bundle cannot be loaded; the old version keeps serving.
+        """
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            source = resolve_source(self.settings)
+            current = self._runtime
+            if (
+                current is not None
+                and self.settings.model_repository is not None
+                and (current.path, current.version, current.precision)
+                == (source.path, source.version, source.precision)
+            ):
+                logger.info("reload skipped: version %s is already served", current.version)
+                self.ready = True
+                return current
+            loop = asyncio.get_running_loop()
+            runtime = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    load_runtime,
+                    source,
+                    self.settings.intra_op_threads,
+                    spinning=self.settings.intra_op_spinning,
+                ),
+            )
+            self._install(runtime)
+            self.ready = True
+            logger.info(
+                "swapped in version %s (was %s)", runtime.version, current and current.version
+            )
+            return runtime
+
+    def stop(self) -> None:
+        """Stop serving: close this process's inference thread (waiting requests get 503)."""
+        if self._batcher is not None:
+            self._batcher.close(ModelNotReady(self.name, "the model was unloaded"))
+            self._batcher = None
+        self.ready = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # Per-process things: an ORT session cannot be pickled, asyncio objects belong to one
+        # event loop, a thread to one process.
+        state.update(_runtime=None, _batcher=None, _reload_lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.ready:  # a KServe worker process: build this process's own session
+            configure_logging()
+            self.load()
+
+    @property
+    def runtime(self) -> ClassifierRuntime:
+        """The version being served."""
+        if self._runtime is None:
+            raise ModelNotReady(self.name, "the model bundle is not loaded")
+        return self._runtime
+
+    @property
+    def served_version(self) -> str | None:
+        """The version being served; None before the first load."""
+        return self._runtime.version if self._runtime is not None else None
+
+    def _install(self, runtime: ClassifierRuntime) -> None:
+        previous = self._runtime.version if self._runtime is not None else None
+        self._runtime = runtime
+        metrics.set_served_version(self.name, runtime.version, previous)
+
+    def _get_batcher(self) -> InferenceBatcher:
+        if self._batcher is None:
+            histogram = metrics.INFERENCE_BATCH_TEXTS.labels(model_name=self.name)
+            self._batcher = InferenceBatcher(
+                lambda: self.runtime,
+                max_texts=self.settings.inference_batch_size,
+                on_batch=histogram.observe,
+            )
+        return self._batcher
+
+    # -- KServe handlers ------------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        """`preprocess` has already checked the request; KServe's generic check is skipped."""
+        return payload
+
+    async def preprocess(
+        self, payload: Any, headers: dict[str, str] | None = None
+    ) -> ParsedRequest:
+        """Check the decoded V1 or V2 request and take its texts (400 or 413 when wrong)."""
+        return parse_request(payload, headers, self.settings.max_batch_size)
+
+    async def predict(
+        self,
+        payload: ParsedRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Prediction:
+        """Classify the texts, batched with concurrent requests, off the event loop."""
+        result = await self._get_batcher().classify(payload.texts)
+        return Prediction(payload, result)
+
+    async def postprocess(
+        self,
+        result: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Write the V1 body or the V2 response and count the predicted labels."""
+        if not isinstance(result, Prediction):
+            return result  # an explanation, already written by `explain`
+        prediction = result
+        probabilities = prediction.result.probabilities
+        runtime = prediction.result.runtime
+        for label in predicted_labels(probabilities, runtime.labels):
+            metrics.PREDICTIONS.labels(model_name=self.name, label=label).inc()
+        if prediction.request.protocol == "v1":
+            return v1_response(probabilities, runtime)
+        return v2_response(prediction.request, probabilities, runtime, self.name)
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Word importance by occlusion: how much each word's removal lowers the prediction."""
+        parsed: ParsedRequest = payload
+        limit = min(self.settings.max_batch_size, occlusion.MAX_TEXTS)
+        if len(parsed.texts) > limit:
+            raise BatchTooLargeError(
+                f"an explain request may hold at most {limit} texts, got {len(parsed.texts)}"
+            )
+        variants, spans = occlusion.occlusion_batch(parsed.texts)
+        result = await self._get_batcher().classify(variants)
+        return occlusion.explanations(spans, result.probabilities, result.runtime)
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """V2 metadata: one BYTES tensor `text` of shape [-1]."""
+        return input_metadata()
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """V2 metadata: `label` BYTES [-1] and `probabilities` FP32 [-1, labels]."""
+        return output_metadata(self.runtime.labels)
+
+    def metadata_extras(self) -> dict[str, Any]:
+        """The V2 metadata fields KServe leaves out: the served version and the platform."""
+        return {"versions": [self.runtime.version], "platform": PLATFORM}

@@ -1,0 +1,212 @@
+"""Start the predictor: `python -m textops.components.serve --bundle DIR` (or `textops serve`).
+
+The command line is KServe's own (`kserve.model_server.parser`: --http_port, --workers,
+--model_name, ...) plus the textops flags; see `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kserve import ModelServer
+from kserve.model_server import app
+from kserve.model_server import parser as kserve_parser
+
+from textops.components.common.errors import TextopsError
+from textops.components.common.logs import configure_logging
+from textops.components.serve.dataplane import TextopsDataPlane
+from textops.components.serve.middleware import install_http_hooks
+from textops.components.serve.model import TextClassifierModel
+from textops.components.serve.repository import BundleRepository, TextopsRepositoryExtension
+from textops.components.serve.settings import (
+    DEFAULT_INFERENCE_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PAYLOAD_QUEUE_SIZE,
+    PayloadLoggerSettings,
+    ServeSettings,
+    default_model_name,
+    usable_cores,
+)
+
+logger = logging.getLogger(__name__)
+
+PROG = "python -m textops.components.serve"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """KServe's model server parser extended with the textops flags."""
+    # A copy, so that changing defaults here leaves KServe's own parser as it was.
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a textops model bundle with KServe (V1 and V2 protocols).",
+        parents=[copy.deepcopy(kserve_parser)],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # --model_name defaults to the bundle's name; gRPC is off unless asked for, since the
+    # body limit, the error contract and the payload logger apply to the REST routes.
+    parser.set_defaults(model_name=None, enable_grpc=False)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="the model bundle directory to serve")
+    source.add_argument(
+        "--model-repository",
+        type=Path,
+        help="a local model repository: serve the version <repo>/<model_name>/current.json "
+        "names; the load route swaps to the version it names then",
+    )
+    parser.add_argument(
+        "--model-version",
+        help="version to report in --bundle mode (default: metadata.json's "
+        "version, else the folder name)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "fp16"),
+        help="model file to run (default: int8 when the bundle has model.int8.onnx, else fp32)",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="ONNX Runtime threads per call (default: usable cores / --workers)",
+    )
+    parser.add_argument(
+        "--intra-op-spinning",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="let idle ONNX Runtime threads spin-wait for the next call (faster lone calls, "
+        "but the spinning takes CPU from the event loop and concurrent requests)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="texts one request may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="bytes one request body may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--inference-batch-size",
+        type=int,
+        default=DEFAULT_INFERENCE_BATCH_SIZE,
+        help="texts per ONNX Runtime call; concurrent requests are coalesced up to this",
+    )
+    logging_group = parser.add_argument_group("payload logger (KServe agent CloudEvents)")
+    logging_group.add_argument(
+        "--payload-logger-url", help="send request and response CloudEvents to this URL"
+    )
+    logging_group.add_argument(
+        "--payload-logger-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="Ce-Namespace of the events",
+    )
+    logging_group.add_argument(
+        "--payload-logger-endpoint", default="default", help="Ce-Endpoint of the events"
+    )
+    logging_group.add_argument(
+        "--payload-logger-queue-size",
+        type=int,
+        default=DEFAULT_PAYLOAD_QUEUE_SIZE,
+        help="events waiting to be sent; more are dropped and counted",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """The `ServeSettings` of parsed arguments.
+
+    Raises:
+        ConfigError: A flag's value is out of range, or both or neither source is given.
+    """
+    name = args.model_name or default_model_name(args.bundle)
+    threads = args.intra_op_threads or max(1, usable_cores() // max(1, args.workers))
+    payload_logger = None
+    if args.payload_logger_url:
+        payload_logger = PayloadLoggerSettings(
+            url=args.payload_logger_url,
+            source=f"http://localhost:{args.http_port}/",
+            namespace=args.payload_logger_namespace,
+            endpoint=args.payload_logger_endpoint,
+            queue_size=args.payload_logger_queue_size,
+        )
+    return ServeSettings(
+        model_name=name,
+        bundle=args.bundle,
+        model_repository=args.model_repository,
+        model_version=args.model_version,
+        precision=args.precision,
+        intra_op_threads=threads,
+        intra_op_spinning=args.intra_op_spinning,
+        max_batch_size=args.max_batch_size,
+        max_body_bytes=args.max_body_bytes,
+        inference_batch_size=args.inference_batch_size,
+        payload_logger=payload_logger,
+    )
+
+
+class TextopsModelServer(ModelServer):
+    """KServe's `ModelServer` with the predictor's data plane and repository extension."""
+
+    def __init__(self, repository: BundleRepository, args: argparse.Namespace) -> None:
+        super().__init__(
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            max_threads=args.max_threads,
+            max_asyncio_workers=args.max_asyncio_workers,
+            registered_models=repository,
+            enable_grpc=args.enable_grpc,
+            enable_docs_url=args.enable_docs_url,
+            enable_latency_logging=args.enable_latency_logging,
+            access_log_format=args.access_log_format,
+            event_loop=args.event_loop,
+            timeout_keep_alive=args.timeout_keep_alive,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
+        self.dataplane = TextopsDataPlane(model_registry=repository)
+        self.model_repository_extension = TextopsRepositoryExtension(model_registry=repository)
+
+
+def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
+    """Parse the command line, load the bundle and serve until stopped.
+
+    Raises:
+        TextopsError: The bundle or repository cannot be served, or a flag is invalid.
+    """
+    args = build_parser(prog).parse_args(argv)
+    settings = settings_from_args(args)
+    repository = BundleRepository(settings)
+    model = TextClassifierModel(settings)
+    model.load()
+    server = TextopsModelServer(repository, args)
+    install_http_hooks(app, settings, repository)
+    logger.info(
+        "serving %s version %s on port %d (workers=%d, threads=%s)",
+        settings.model_name,
+        model.runtime.version,
+        args.http_port,
+        args.workers,
+        settings.intra_op_threads,
+    )
+    server.start([model])
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Entry point: serve, or print a textops error and return 2."""
+    configure_logging()
+    try:
+        serve(argv, prog)
+    except TextopsError as e:
+        print(f"textops: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,167 @@
+"""What the predictor serves and its limits, resolved from the command line.
+
+This module stays light (no kserve, no onnxruntime): the `textops` command imports it, and the
+predictor's objects carry a `ServeSettings` into every KServe worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from textops.components.common.bundle import INT8_MODEL_FILE, METADATA_FILE
+from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.common.model_repository import current_version
+
+#: The model name when neither --model_name nor the bundle's folder gives one.
+DEFAULT_MODEL_NAME = "textops-classifier"
+#: Texts one request may hold (V1 instances, V2 tensor elements); more gets 413.
+DEFAULT_MAX_BATCH_SIZE = 256
+#: Bytes one request body may hold; more gets 413.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: Texts per ONNX Runtime call; concurrent requests are coalesced up to this many texts.
+DEFAULT_INFERENCE_BATCH_SIZE = 64
+#: CloudEvents the payload logger holds while its sender catches up; more are dropped.
+DEFAULT_PAYLOAD_QUEUE_SIZE = 1000
+
+ServePrecision = Literal["fp32", "int8", "fp16"]
+_VERSION_DIR = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class PayloadLoggerSettings:
+    """Where and how the predictor sends request and response CloudEvents.
+
+    Attributes:
+        url: The collector's URL.
+        source: The `Ce-Source` of every event.
+        namespace: The `Ce-Namespace` of every event.
+        endpoint: The `Ce-Endpoint` of every event (`default` or `canary` in KServe).
+        component: The `Ce-Component` of every event.
+        queue_size: Events waiting to be sent; the next one is dropped when it is full.
+        timeout_seconds: Time allowed for one event's POST.
+    """
+
+    url: str
+    source: str
+    namespace: str = "default"
+    endpoint: str = "default"
+    component: str = "predictor"
+    queue_size: int = DEFAULT_PAYLOAD_QUEUE_SIZE
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the predictor needs to know besides KServe's own flags.
+
+    Attributes:
+        model_name: The name in the URL paths (`/v1/models/<name>:predict`).
+        bundle: The bundle directory served in bundle mode.
+        model_repository: The local model repository served in repository mode.
+        model_version: The version to report in bundle mode; None reads it from the bundle.
+        precision: Which model file to run; None picks int8 when the bundle has it.
+        intra_op_threads: ONNX Runtime threads per call; None uses the usable cores.
+        intra_op_spinning: Let idle intra-op threads spin-wait for the next call.
+        max_batch_size: Texts one request may hold.
+        max_body_bytes: Bytes one request body may hold.
+        inference_batch_size: Texts per ONNX Runtime call.
+        payload_logger: Where to send CloudEvents; None sends none.
+    """
+
+    model_name: str
+    bundle: Path | None = None
+    model_repository: Path | None = None
+    model_version: str | None = None
+    precision: ServePrecision | None = None
+    intra_op_threads: int | None = None
+    intra_op_spinning: bool = False
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    inference_batch_size: int = DEFAULT_INFERENCE_BATCH_SIZE
+    payload_logger: PayloadLoggerSettings | None = None
+
+    def __post_init__(self) -> None:
+        if (self.bundle is None) == (self.model_repository is None):
+            raise ConfigError("give exactly one of --bundle DIR and --model-repository DIR")
+        for name in ("max_batch_size", "max_body_bytes", "inference_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise ConfigError("--intra-op-threads must be at least 1")
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """The bundle to serve now: its directory, its version and the model file precision."""
+
+    path: Path
+    version: str
+    precision: ServePrecision
+
+
+def default_model_name(bundle: Path | None) -> str:
+    """The served name when --model_name is not given.
+
+    A bundle inside a model repository (`<repo>/<name>/<n>/`) takes the repository's model
+    name; any other bundle takes its folder's name; a repository serves `textops-classifier`.
+    """
+    if bundle is None:
+        return DEFAULT_MODEL_NAME
+    path = bundle.resolve()
+    if _VERSION_DIR.fullmatch(path.name) and path.parent.name:
+        return path.parent.name
+    return path.name or DEFAULT_MODEL_NAME
+
+
+def bundle_version(bundle: Path) -> str:
+    """A bundle's version: metadata.json's `version` when it has one, else its folder's name."""
+    try:
+        metadata = json.loads((bundle / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metadata = {}
+    recorded = metadata.get("version") if isinstance(metadata, dict) else None
+    if isinstance(recorded, str | int) and not isinstance(recorded, bool) and str(recorded):
+        return str(recorded)
+    return bundle.resolve().name
+
+
+def resolve_source(settings: ServeSettings) -> BundleSource:
+    """The bundle to serve now: the --bundle folder, or the version current.json names.
+
+    Raises:
+        ModelNotFoundError: The repository has no published version of the model, or the
+            bundle asked for lacks the model file of the precision asked for.
+        PublishError: current.json cannot be read.
+    """
+    if settings.model_repository is not None:
+        published = current_version(settings.model_repository, settings.model_name)
+        if published is None:
+            raise ModelNotFoundError(
+                f"model repository {settings.model_repository} has no published version of "
+                f"{settings.model_name!r}; publish one (textops run) or pass --model_name"
+            )
+        path, version = published.path, str(published.version)
+    else:
+        assert settings.bundle is not None
+        path = settings.bundle
+        version = settings.model_version or bundle_version(path)
+    return BundleSource(path, version, choose_precision(path, settings.precision))
+
+
+def choose_precision(bundle: Path, asked: ServePrecision | None) -> ServePrecision:
+    """The precision asked for, else int8 when the bundle ships model.int8.onnx, else fp32."""
+    if asked is not None:
+        return asked
+    return "int8" if (bundle / INT8_MODEL_FILE).is_file() else "fp32"
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

@@ -1,0 +1,431 @@
+"""Benchmark: the textops predictor against a KServe model running a transformers pipeline.
+
+    .venv/bin/python tests/benchmarks/bench_serve.py --output bench-results/serve.json
+    .venv/bin/python tests/benchmarks/bench_serve.py --quick      # a smoke run, minutes
+
+One fine-tuned model serves both ways on the same machine in one run: all-MiniLM-L6-v2
+fine-tuned briefly on the sample data with textops's own trainer (or `--model-dir`, a train
+step output), exported with the export step (`export_bundle`). The baseline is a
+`kserve.Model` whose `predict` calls `transformers.pipeline("text-classification")` in
+PyTorch, as KServe's Hugging Face runtime runs an encoder; the textops predictor serves the
+bundle with its defaults (int8 when the export shipped it, idle ONNX Runtime threads not
+spinning). Both use KServe's defaults otherwise (one worker, all cores); the baseline's
+OpenMP threads wait passively too (`BASELINE_ENV`).
+
+Each server starts in a fresh process and is timed from the start to its model's ready route
+answering 200; then a load generator in a process of its own runs closed-loop V1 requests (one
+real sample sentence each) at concurrency 1, 8 and 32 over keep-alive connections: requests/s,
+p50, p99 and errors. `import kserve` alone and the bare ONNX Runtime call (tokenize and
+`session.run` for one text, `OnnxClassifier.predict_proba`, with the predictor's model
+file and session settings; ONNX Runtime's defaults are reported beside) are timed in this
+process for the targets:
+- at every concurrency: >= 3x the baseline's requests/s, <= half its p99, zero errors;
+- time to ready <= a third of the baseline's and <= `import kserve` + 1 s;
+- p50 at concurrency 1 <= 1.5x the bare ONNX Runtime call.
+The exit status is 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from machine import describe_machine
+from serve_runs import MODEL_NAME
+
+#: The baseline server and the load generator, each run in a process of its own.
+RUNS_SCRIPT = Path(__file__).resolve().parent / "serve_runs.py"
+#: PyTorch's OpenMP threads wait passively between calls, as the predictor's ONNX Runtime
+#: threads do: with the default active wait, the baseline ran 50x slower on a loaded 2-core
+#: machine (its spinning threads starve the event loop), which would flatter the predictor.
+BASELINE_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+CONCURRENCY = (1, 8, 32)
+SEED = 0
+TARGET_RPS_RATIO = 3.0
+TARGET_P99_RATIO = 0.5
+TARGET_READY_RATIO = 1 / 3
+TARGET_READY_OVER_IMPORT_S = 1.0
+TARGET_P50_OVER_BARE = 1.5
+#: Sizes of a full run and of a `--quick` smoke run.
+FULL: dict[str, Any] = {
+    "train_rows": 600,
+    "validation_rows": 200,
+    "max_seq_length": 128,
+    "seconds": 15.0,
+    "warmup_seconds": 3.0,
+    "startups": 3,
+    "bare_calls": 2000,
+}
+QUICK: dict[str, Any] = {
+    "train_rows": 64,
+    "validation_rows": 32,
+    "max_seq_length": 64,
+    "seconds": 3.0,
+    "warmup_seconds": 1.0,
+    "startups": 1,
+    "bare_calls": 200,
+}
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+def fine_tune_and_export(work: Path, sizes: dict[str, Any], model_dir: Path | None) -> Path:
+    """A briefly fine-tuned model (unless `model_dir` is given) and its bundle; the bundle path."""
+    import pandas as pd
+
+    from textops.components.common.config import DEFAULT_BASE_MODEL, sample_data_path
+    from textops.components.common.labels import LabelMap
+    from textops.components.export.onnx_export import export_bundle
+
+    frame = pd.read_csv(sample_data_path(), dtype=str).sample(frac=1.0, random_state=SEED)
+    train, rest = sizes["train_rows"], sizes["validation_rows"]
+    frame.iloc[:train].to_parquet(work / "train.parquet", index=False)
+    frame.iloc[train : train + rest].to_parquet(work / "validation.parquet", index=False)
+    if model_dir is None:
+        from textops.components.train.trainer import TrainSettings, train_classifier
+
+        model_dir = work / "model"
+        train_classifier(
+            train_path=work / "train.parquet",
+            validation_path=work / "validation.parquet",
+            labels=LabelMap.from_values(frame["label"]),
+            settings=TrainSettings(
+                base_model=DEFAULT_BASE_MODEL,
+                max_seq_length=sizes["max_seq_length"],
+                epochs=1,
+                batch_size=16,
+                learning_rate=5e-5,
+                seed=SEED,
+                device="cpu",
+            ),
+            output_dir=model_dir,
+        )
+    export_bundle(
+        model_dir=model_dir,
+        validation_path=work / "validation.parquet",
+        reference_source_path=work / "train.parquet",
+        training={
+            "base_model": DEFAULT_BASE_MODEL,
+            "data_fingerprint": "bench-serve",
+            "max_seq_length": sizes["max_seq_length"],
+            "seed": SEED,
+        },
+        evaluation={},
+        bundle_dir=work / "bundle",
+    )
+    (work / "model_dir.txt").write_text(str(model_dir))
+    return work / "bundle"
+
+
+def load_texts(count: int = 500) -> list[str]:
+    """Real sentences of the sample data (the file's last rows)."""
+    import pandas as pd
+
+    from textops.components.common.config import sample_data_path
+
+    return pd.read_csv(sample_data_path(), dtype=str)["text"].tolist()[-count:]
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(
+    command: list[str], log: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    """Start a server on a free port; (process, port, seconds from start to model ready)."""
+    import httpx
+
+    port = _free_port()
+    started = time.perf_counter()
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [*command, "--http_port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready"
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return process, port, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.005)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def load(port: int, concurrency: int, seconds: float, texts_file: Path) -> dict[str, Any]:
+    """One closed-loop load run, in a process of its own."""
+    output = subprocess.run(
+        [
+            sys.executable,
+            str(RUNS_SCRIPT),
+            "load",
+            str(port),
+            str(concurrency),
+            str(seconds),
+            str(texts_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(output)
+    return result
+
+
+def measure_server(
+    name: str,
+    command: list[str],
+    work: Path,
+    sizes: dict[str, Any],
+    texts_file: Path,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Time to ready (median of several starts), then load at every concurrency."""
+    ready: list[float] = []
+    for attempt in range(sizes["startups"]):
+        process, port, seconds = start(command, work / f"{name}.log", env or {})
+        ready.append(seconds)
+        if attempt < sizes["startups"] - 1:
+            stop(process)
+    try:
+        load(port, 8, sizes["warmup_seconds"], texts_file)
+        levels = {str(c): load(port, c, sizes["seconds"], texts_file) for c in CONCURRENCY}
+        import httpx
+
+        sample = json.loads(texts_file.read_text())[:50]
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict",
+            json={"instances": sample},
+            timeout=60,
+        ).json()
+    finally:
+        stop(process)
+    labels = [p["label"] for p in answer["predictions"]]
+    return {
+        "ready_seconds": statistics.median(ready),
+        "ready_runs": ready,
+        "load": levels,
+        "labels": labels,
+    }
+
+
+def time_import_kserve(runs: int) -> float:
+    """Seconds from starting a Python process to `import kserve` done (its exit not counted,
+    as a server's time to ready counts no exit either); the median of `runs`."""
+    times = []
+    for _ in range(runs):
+        started = time.time()
+        done = subprocess.run(
+            [sys.executable, "-c", "import kserve, time; print(time.time())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        times.append(float(done) - started)
+    return statistics.median(times)
+
+
+def time_bare_call(bundle: Path, texts: list[str], calls: int) -> dict[str, Any]:
+    """p50 of one text through tokenization and session.run, as the predictor runs it.
+
+    The target uses the predictor's session settings (its threads, intra-op spinning off);
+    ONNX Runtime's defaults (spinning on) are timed too, for reference.
+    """
+    from textops.components.common.onnx_classifier import OnnxClassifier
+    from textops.components.serve.runtime import session_config
+    from textops.components.serve.settings import choose_precision, usable_cores
+
+    precision = choose_precision(bundle, None)
+    figures: dict[str, Any] = {"precision": precision, "threads": usable_cores()}
+    for name, spinning in (("", False), ("ort_defaults_", True)):
+        classifier = OnnxClassifier.from_bundle(
+            bundle,
+            precision=precision,
+            intra_op_threads=usable_cores(),
+            providers=["CPUExecutionProvider"] if precision == "int8" else None,
+            session_config=session_config(spinning),
+        )
+        for text in texts[:50]:
+            classifier.predict_proba([text])
+        whole, run_only = [], []
+        for i in range(calls):
+            text = texts[i % len(texts)]
+            started = time.perf_counter()
+            classifier.predict_proba([text])
+            whole.append(time.perf_counter() - started)
+            features = classifier.encode([text])
+            started = time.perf_counter()
+            classifier.run(features)
+            run_only.append(time.perf_counter() - started)
+        figures[f"{name}p50_ms"] = 1000 * statistics.median(whole)
+        figures[f"{name}session_run_p50_ms"] = 1000 * statistics.median(run_only)
+    return figures
+
+
+def check_targets(
+    textops: dict[str, Any], baseline: dict[str, Any], import_s: float, bare: dict[str, Any]
+) -> dict[str, bool]:
+    targets = {}
+    for c in CONCURRENCY:
+        ours, theirs = textops["load"][str(c)], baseline["load"][str(c)]
+        targets[f"c{c}_requests_per_s_at_least_{TARGET_RPS_RATIO}x"] = (
+            ours["requests_per_s"] >= TARGET_RPS_RATIO * theirs["requests_per_s"]
+        )
+        targets[f"c{c}_p99_at_most_{TARGET_P99_RATIO}x"] = (
+            ours["p99_ms"] is not None
+            and theirs["p99_ms"] is not None
+            and ours["p99_ms"] <= TARGET_P99_RATIO * theirs["p99_ms"]
+        )
+        targets[f"c{c}_zero_errors"] = ours["errors"] == 0
+    targets["ready_at_most_a_third_of_baseline"] = (
+        textops["ready_seconds"] <= TARGET_READY_RATIO * baseline["ready_seconds"]
+    )
+    targets[f"ready_at_most_import_kserve_plus_{TARGET_READY_OVER_IMPORT_S}s"] = (
+        textops["ready_seconds"] <= import_s + TARGET_READY_OVER_IMPORT_S
+    )
+    targets[f"c1_p50_at_most_{TARGET_P50_OVER_BARE}x_bare_onnxruntime"] = (
+        textops["load"]["1"]["p50_ms"] <= TARGET_P50_OVER_BARE * bare["p50_ms"]
+    )
+    return targets
+
+
+def print_table(textops: dict[str, Any], baseline: dict[str, Any]) -> None:
+    print(f"\n{'server':>10} {'conc':>5} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for name, result in (("textops", textops), ("baseline", baseline)):
+        for c, r in result["load"].items():
+            print(
+                f"{name:>10} {c:>5} {r['requests_per_s']:9.1f} {r['p50_ms']:9.2f} "
+                f"{r['p99_ms']:9.2f} {r['errors']:7d}"
+            )
+        print(f"{name:>10} ready in {result['ready_seconds']:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, help="where the JSON figures go")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="a fine-tuned train step output to serve (default: fine-tune one)",
+    )
+    parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+        work = Path(scratch)
+        started = time.perf_counter()
+        bundle = fine_tune_and_export(work, sizes, args.model_dir)
+        model_dir = Path((work / "model_dir.txt").read_text())
+        bundle_int8 = json.loads((bundle / "metadata.json").read_text()).get("int8")
+        prepare_seconds = time.perf_counter() - started
+        texts = load_texts()
+        texts_file = work / "texts.json"
+        texts_file.write_text(json.dumps(texts))
+        import_s = time_import_kserve(3)
+        bare = time_bare_call(bundle, texts, sizes["bare_calls"])
+        textops = measure_server(
+            "textops",
+            [
+                sys.executable,
+                "-m",
+                "textops.components.serve",
+                "--bundle",
+                str(bundle),
+                "--model_name",
+                MODEL_NAME,
+            ],
+            work,
+            sizes,
+            texts_file,
+        )
+        baseline = measure_server(
+            "baseline",
+            [
+                sys.executable,
+                str(RUNS_SCRIPT),
+                "baseline",
+                "--serve-baseline",
+                str(model_dir),
+                "--model_name",
+                MODEL_NAME,
+                "--max-seq-length",
+                str(sizes["max_seq_length"]),
+            ],
+            work,
+            sizes,
+            texts_file,
+            BASELINE_ENV,
+        )
+    agreement = statistics.mean(
+        a == b for a, b in zip(textops.pop("labels"), baseline.pop("labels"), strict=True)
+    )
+    report = {
+        "benchmark": "KServe serving: textops predictor (ONNX Runtime) against a "
+        "transformers pipeline in PyTorch",
+        "model": "all-MiniLM-L6-v2 fine-tuned 1 epoch on sample rows"
+        if args.model_dir is None
+        else str(args.model_dir),
+        "quick": args.quick,
+        "sizes": sizes,
+        "machine": describe_machine(
+            ("kserve", "onnxruntime", "torch", "transformers", "tokenizers", "uvicorn")
+        ),
+        "prepare_seconds": prepare_seconds,
+        "bundle_int8": bundle_int8,
+        "import_kserve_seconds": import_s,
+        "bare_onnxruntime": bare,
+        "textops": textops,
+        "baseline": baseline,
+        "label_agreement": agreement,
+        "baseline_env": BASELINE_ENV,
+    }
+    report["targets"] = check_targets(textops, baseline, import_s, bare)
+    print_table(textops, baseline)
+    print(
+        f"import kserve {import_s:.2f} s; bare ONNX Runtime call ({bare['precision']}) "
+        f"p50 {bare['p50_ms']:.2f} ms; label agreement {agreement:.2f}"
+    )
+    print(
+        "targets: "
+        + ", ".join(f"{k}={'pass' if v else 'FAIL'}" for k, v in report["targets"].items())
+    )
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"figures written to {args.output}")
+    return 0 if all(report["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

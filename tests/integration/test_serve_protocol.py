@@ -1,0 +1,288 @@
+"""What clients send and what they get back, on a real predictor: no request causes a 5xx.
+
+- Every malformed request of the corpus tests/data/bad_requests/cases.yaml gets its 4xx
+  status and a JSON error that says what was wrong.
+- The V2 routes against the Open Inference Protocol REST spec (../shared/reference):
+  responses of real requests validate against the spec's JSON schemas, and schemathesis
+  sends requests generated from the spec and checks that every answer is a documented one
+  (a status the spec lists, JSON, the spec's schema) and never a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+MODEL = "tiny-classifier"
+VERSION = "3"
+MAX_BODY_BYTES = 65536
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad_requests" / "cases.yaml"
+CASES: list[dict[str, Any]] = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
+SPEC = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "reference"
+    / "kserve"
+    / "rest_predict_v2.yaml"
+)
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """The spec, with its `${NAME}` path templates written as OpenAPI's `{NAME}`."""
+    if not SPEC.is_file():
+        pytest.skip(f"the Open Inference Protocol spec is not here: {SPEC}")
+    loaded: dict[str, Any] = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    loaded["paths"] = {path.replace("${", "{"): item for path, item in loaded["paths"].items()}
+    return loaded
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve-protocol") / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "textops.components.serve"),
+                *("--bundle", str(tiny_bundle_dir), "--http_port", str(port)),
+                *("--model_name", MODEL, "--model-version", VERSION),
+                *("--max-batch-size", "8", "--max-body-bytes", str(MAX_BODY_BYTES)),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"{url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def _validate(spec: dict[str, Any], schema_name: str, document: Any) -> None:
+    schema = {"components": spec["components"], "$ref": f"#/components/schemas/{schema_name}"}
+    jsonschema.Draft7Validator(schema).validate(document)
+
+
+def _infer(server_url: str, body: Any) -> httpx.Response:
+    return httpx.post(f"{server_url}/v2/models/{MODEL}/versions/{VERSION}/infer", json=body)
+
+
+def test_responses_follow_the_spec_schemas(spec: dict[str, Any], server_url: str) -> None:
+    _validate(spec, "metadata_server_response", httpx.get(f"{server_url}/v2").json())
+    metadata = httpx.get(f"{server_url}/v2/models/{MODEL}/versions/{VERSION}").json()
+    _validate(spec, "metadata_model_response", metadata)
+
+    request = {
+        "id": "42",
+        "inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["b"]]}],
+        "outputs": [{"name": "probabilities"}],
+    }
+    _validate(spec, "inference_request", request)
+    answer = _infer(server_url, request)
+    assert answer.status_code == 200, answer.text
+    _validate(spec, "inference_response", answer.json())
+    assert [o["name"] for o in answer.json()["outputs"]] == ["probabilities"]
+    plain = _infer(server_url, {"inputs": [request["inputs"][0] | {"shape": [2]}]}).json()
+    _validate(spec, "inference_response", plain)
+
+    refused = _infer(server_url, {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]})
+    assert refused.status_code == 400
+    _validate(spec, "inference_error_response", refused.json())
+    assert isinstance(refused.json()["error"], str)
+
+
+def test_binary_data_extension_round_trip(server_url: str) -> None:
+    """BYTES in the binary extension (4-byte little-endian length, then UTF-8), both ways."""
+    texts = [b"great food", "caf\u00e9 bien".encode()]
+    raw = b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    answer = httpx.post(
+        f"{server_url}/v2/models/{MODEL}/infer",
+        content=header + raw,
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(header)),
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    from kserve import InferResponse
+
+    length = int(answer.headers["inference-header-content-length"])
+    outputs = json.loads(answer.content[:length])["outputs"]
+    assert all("data" not in o and o["parameters"]["binary_data_size"] > 0 for o in outputs)
+    decoded = InferResponse.from_bytes(answer.content, length)
+    tensor = {
+        "name": "text",
+        "shape": [2],
+        "datatype": "BYTES",
+        "data": [t.decode() for t in texts],
+    }
+    json_answer = _infer(server_url, {"inputs": [tensor]}).json()
+    labels = [
+        x.decode() if isinstance(x, bytes) else x
+        for x in decoded.get_output_by_name("label").as_numpy().tolist()
+    ]
+    assert labels == json_answer["outputs"][0]["data"]
+
+
+def _narrowed_to_this_model(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with inputs this model takes (one BYTES `text` of strings): mostly 200s."""
+    narrowed = copy.deepcopy(spec)
+    schemas = narrowed["components"]["schemas"]
+    schemas["request_input"]["properties"].update(
+        name={"type": "string", "enum": ["text"]},
+        datatype={"type": "string", "enum": ["BYTES"]},
+        shape={
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 3},
+            "minItems": 1,
+            "maxItems": 1,
+        },
+        data={"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
+    )
+    schemas["inference_request"]["properties"]["inputs"].update(minItems=1, maxItems=1)
+    schemas["inference_request"]["properties"].pop("outputs")
+    schemas["inference_request"]["properties"].pop("parameters")
+    return narrowed
+
+
+@pytest.mark.parametrize("inputs", ["any", "this_model"])
+def test_generated_requests_get_documented_answers(
+    spec: dict[str, Any], server_url: str, inputs: str
+) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    spec = _narrowed_to_this_model(spec) if inputs == "this_model" else copy.deepcopy(spec)
+    # Only the model this server serves: other names and versions are 404s, which the spec
+    # does not list.
+    for item in spec["paths"].values():
+        for parameter in item.get("parameters", []):
+            value = MODEL if parameter["name"] == "MODEL_NAME" else VERSION
+            parameter["schema"] = {"type": "string", "enum": [value]}
+    schema = schemathesis.openapi.from_dict(spec)
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    statuses: list[int] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            response = case.call_and_validate(base_url=server_url, checks=checks)
+            statuses.append(response.status_code)
+
+        check()
+    assert 400 in statuses if inputs == "any" else statuses.count(200) > 10
+
+
+def _body(case: dict[str, Any]) -> bytes | Iterator[bytes] | None:
+    if "json" in case:
+        return json.dumps(case["json"]).encode()
+    if "text" in case:
+        return str(case["text"]).encode()
+    if "base64" in case:
+        return base64.b64decode(case["base64"])
+    if "generate" not in case:
+        return None
+    kind, size = case["generate"]["kind"], case["generate"].get("bytes", 0)
+    depth = case["generate"].get("depth", 0)
+    tensor = '{"name": "text", "datatype": "BYTES", "shape": [1], "data": '
+    generated = {
+        "nested": '{"instances": ' + "[" * depth + "]" * depth + "}",
+        "nested_v2": '{"inputs": [' + tensor + "[" * depth + "]" * depth + "}]}",
+        "long_text": json.dumps({"instances": ["x" * size]}),
+        "long_text_chunked": json.dumps({"instances": ["x" * size]}),
+        "long_text_v2": json.dumps({"inputs": [json.loads(tensor + '["' + "x" * size + '"]}')]}),
+    }[kind].encode()
+    if kind.endswith("_chunked"):  # no Content-Length: the limit must hold while reading
+        return iter([generated[i : i + 8192] for i in range(0, len(generated), 8192)])
+    return generated
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_malformed_request_gets_a_4xx_json_error(server_url: str, case: dict[str, Any]) -> None:
+    path = case["path"].format(model=MODEL, version=VERSION)
+    headers = {"content-type": "application/json"} if "json" in case else {}
+    headers.update(case.get("headers", {}))
+    response = httpx.request(
+        case.get("method", "POST"),
+        server_url + path,
+        content=_body(case),
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == case["status"], response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert isinstance(error, str)
+    for fragment in case["fragments"]:
+        assert fragment.lower() in error.lower(), error
+
+
+def test_after_the_corpus_the_server_still_serves_and_answered_no_5xx(server_url: str) -> None:
+    ok = httpx.post(f"{server_url}/v1/models/{MODEL}:predict", json={"instances": ["fine"]})
+    assert ok.status_code == 200
+    metrics = httpx.get(f"{server_url}/metrics").text
+    errors = [
+        line for line in metrics.splitlines() if line.startswith("textops_request_errors_total")
+    ]
+    assert errors, "no refused request was counted"
+    assert not [line for line in errors if 'status="5' in line], errors

@@ -1,0 +1,220 @@
+"""The KServe model in-process: loading, pickling for --workers, batching, swapping, logging."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from prometheus_client import REGISTRY
+
+from textops.components.serve.batching import InferenceBatcher
+from textops.components.serve.model import TextClassifierModel
+from textops.components.serve.payload_logger import (
+    REQUEST_EVENT,
+    PayloadLogger,
+    cloudevent_headers,
+    event_id,
+)
+from textops.components.serve.runtime import ClassifierRuntime
+from textops.components.serve.settings import PayloadLoggerSettings, ServeSettings
+
+TEXTS = ["great food", "awful service", "it was fine", "never again"]
+
+
+@pytest.fixture
+def model(tiny_bundle_dir: Path) -> TextClassifierModel:
+    loaded = TextClassifierModel(
+        ServeSettings(model_name="unit-model", bundle=tiny_bundle_dir, model_version="4")
+    )
+    loaded.load()
+    return loaded
+
+
+def test_load_makes_the_model_ready_with_its_version(model: TextClassifierModel) -> None:
+    assert model.ready
+    assert model.metadata_extras() == {"versions": ["4"], "platform": "onnxruntime_onnx"}
+    labels = model.runtime.labels
+    assert model.get_output_types()[1] == {
+        "name": "probabilities",
+        "datatype": "FP32",
+        "shape": [-1, len(labels)],
+    }
+    gauge = REGISTRY.get_sample_value(
+        "textops_model_version_info", {"model_name": "unit-model", "version": "4"}
+    )
+    assert gauge == 1
+
+
+def test_idle_onnxruntime_threads_do_not_spin_unless_asked(
+    model: TextClassifierModel, tiny_bundle_dir: Path
+) -> None:
+    entry = "session.intra_op.allow_spinning"
+    options = model.runtime.classifier.session.get_session_options()
+    assert options.get_session_config_entry(entry) == "0"
+    spinning = TextClassifierModel(
+        ServeSettings(model_name="spin", bundle=tiny_bundle_dir, intra_op_spinning=True)
+    )
+    spinning.load()
+    options = spinning.runtime.classifier.session.get_session_options()
+    assert options.get_session_config_entry(entry) == "1"
+
+
+def test_pickled_model_builds_its_own_session(model: TextClassifierModel) -> None:
+    blob = pickle.dumps(model)  # an ORT session cannot be pickled: it must not be in there
+    copy = pickle.loads(blob)
+    assert copy.ready
+    assert copy.runtime.classifier is not model.runtime.classifier
+    assert copy.runtime.classifier.session is not model.runtime.classifier.session
+    np.testing.assert_allclose(
+        copy.runtime.predict_proba(TEXTS, 8), model.runtime.predict_proba(TEXTS, 8)
+    )
+
+
+def test_kserve_call_answers_v1_and_v2(model: TextClassifierModel) -> None:
+    async def both() -> tuple[Any, Any]:
+        v1, _ = await model({"instances": TEXTS}, headers={})
+        request = InferRequest("unit-model", [InferInput("text", [2], "BYTES", TEXTS[:2])])
+        v2, _ = await model(request, headers={})
+        return v1, v2
+
+    v1, v2 = asyncio.run(both())
+    expected = model.runtime.predict_proba(TEXTS, 8)
+    labels = model.runtime.labels
+    assert [p["label"] for p in v1["predictions"]] == [labels[i] for i in expected.argmax(1)]
+    assert isinstance(v2, InferResponse) and v2.model_version == "4"
+    np.testing.assert_allclose(v2.get_output_by_name("probabilities").data, expected[:2], atol=1e-6)
+
+
+def test_concurrent_requests_share_batches(model: TextClassifierModel) -> None:
+    sizes: list[int] = []
+
+    async def run() -> list[Any]:
+        batcher = InferenceBatcher(lambda: model.runtime, max_texts=64, on_batch=sizes.append)
+        results = await asyncio.gather(*(batcher.classify([t]) for t in TEXTS * 5))
+        batcher.close()
+        return results
+
+    results = asyncio.run(run())
+    assert sum(sizes) == 20 and len(sizes) < 20
+    alone = model.runtime.predict_proba(TEXTS * 5, 8)
+    for result, row in zip(results, alone, strict=True):
+        np.testing.assert_allclose(result.probabilities[0], row, atol=1e-6)
+
+
+class _SlowRuntime:
+    """The real runtime, with each call held for a while (blocking, as a big batch would)."""
+
+    def __init__(self, runtime: ClassifierRuntime) -> None:
+        self.runtime = runtime
+
+    def predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        time.sleep(0.3)
+        return self.runtime.predict_proba(texts, batch_size)
+
+
+def test_inference_never_blocks_the_event_loop(model: TextClassifierModel) -> None:
+    slow = _SlowRuntime(model.runtime)
+
+    async def run() -> int:
+        batcher = InferenceBatcher(lambda: slow, max_texts=64)  # type: ignore[arg-type,return-value]
+        ticks = 0
+        task = asyncio.ensure_future(batcher.classify(TEXTS))
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        batcher.close()
+        return ticks
+
+    assert asyncio.run(run()) > 10  # the loop kept turning during the 0.3 s call
+
+
+def test_closing_fails_waiting_requests_instead_of_leaving_them_hanging(
+    model: TextClassifierModel,
+) -> None:
+    slow = _SlowRuntime(model.runtime)
+
+    async def run() -> list[Any]:
+        batcher = InferenceBatcher(lambda: slow, max_texts=1)  # type: ignore[arg-type,return-value]
+        waiting = [asyncio.ensure_future(batcher.classify([t])) for t in TEXTS]
+        await asyncio.sleep(0.05)  # the first batch is running, the others queued
+        batcher.close(RuntimeError("unloaded"))
+        return await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=5)
+
+    outcomes = asyncio.run(run())
+    assert [str(o) for o in outcomes] == ["unloaded"] * len(TEXTS)
+
+
+def test_reload_swaps_the_runtime_and_the_version_gauge(
+    model: TextClassifierModel, tiny_bundle_dir: Path
+) -> None:
+    old = model.runtime
+    model.settings = ServeSettings(
+        model_name="unit-model", bundle=tiny_bundle_dir, model_version="5"
+    )
+    new = asyncio.run(model.reload())
+    assert new is model.runtime and new is not old and new.version == "5"
+    gauge = "textops_model_version_info"
+    assert REGISTRY.get_sample_value(gauge, {"model_name": "unit-model", "version": "5"}) == 1
+    assert REGISTRY.get_sample_value(gauge, {"model_name": "unit-model", "version": "4"}) is None
+
+
+def test_cloudevent_headers_are_the_agents() -> None:
+    settings = PayloadLoggerSettings(url="http://c/events", source="http://localhost:8080/")
+    headers = cloudevent_headers(
+        settings, model_name="m", event_type=REQUEST_EVENT, event_id="id-1", content_type=""
+    )
+    assert headers == {
+        "Ce-Specversion": "1.0",
+        "Ce-Id": "id-1",
+        "Ce-Type": "org.kubeflow.serving.inference.request",
+        "Ce-Source": "http://localhost:8080/",
+        "Ce-Time": headers["Ce-Time"],
+        "Ce-Inferenceservicename": "m",
+        "Ce-Namespace": "default",
+        "Ce-Component": "predictor",
+        "Ce-Endpoint": "default",
+        "Ce-Metadata": "{}",
+        "Content-Type": "application/json",
+    }
+    assert headers["Ce-Time"].endswith("Z") and "T" in headers["Ce-Time"]
+    assert event_id({"ce-id": "a", "x-request-id": "b"}) == "a"
+    assert event_id({"x-request-id": "b"}) == "b"
+    assert len(event_id({})) == 36
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/events"
+    settings = PayloadLoggerSettings(url=dead, source="s", queue_size=1, timeout_seconds=1)
+
+    def dropped(reason: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "textops_payload_events_dropped_total", {"model_name": "q", "reason": reason}
+        )
+        return value or 0.0
+
+    async def run() -> float:
+        logger = PayloadLogger(settings, "q")
+        started = time.perf_counter()
+        for i in range(5):
+            logger.log_request(str(i), b"{}", "application/json")
+        elapsed = time.perf_counter() - started
+        deadline = time.monotonic() + 10
+        while dropped("send_failed") < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await logger.aclose()
+        return elapsed
+
+    before = dropped("queue_full")
+    elapsed = asyncio.run(run())
+    assert elapsed < 0.5  # queueing never waited on the collector
+    assert dropped("queue_full") - before == 4
+    assert dropped("send_failed") >= 1

@@ -1,0 +1,135 @@
+"""What the predictor serves, from its command line (KServe's parser, extended)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.serve.command import register
+from textops.components.serve.settings import (
+    ServeSettings,
+    bundle_version,
+    choose_precision,
+    default_model_name,
+    resolve_source,
+)
+
+
+def test_default_model_name_follows_the_bundle_folder(tmp_path: Path) -> None:
+    assert default_model_name(None) == "textops-classifier"
+    assert default_model_name(tmp_path / "models" / "reviews" / "3") == "reviews"
+    assert default_model_name(tmp_path / "my-bundle") == "my-bundle"
+
+
+def test_bundle_version_from_metadata_else_folder(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle-a"
+    bundle.mkdir()
+    assert bundle_version(bundle) == "bundle-a"  # no metadata.json at all
+    (bundle / "metadata.json").write_text(json.dumps({"version": 12}))
+    assert bundle_version(bundle) == "12"
+    (bundle / "metadata.json").write_text(json.dumps({"created_at": "x"}))
+    assert bundle_version(bundle) == "bundle-a"
+
+
+def test_repository_mode_serves_the_current_version(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    from textops.components.deploy.publish import publish_bundle
+
+    settings = ServeSettings(model_name="m", model_repository=tmp_path / "repo")
+    with pytest.raises(ModelNotFoundError, match="no published version of 'm'"):
+        resolve_source(settings)
+    publish_bundle(tiny_bundle_dir, tmp_path / "repo", "m")
+    published = publish_bundle(tiny_bundle_dir, tmp_path / "repo", "m")
+    source = resolve_source(settings)
+    assert (source.path, source.version) == (published.path, "2")
+    assert source.precision == choose_precision(published.path, None)
+
+
+def test_precision_defaults_to_int8_when_the_bundle_has_it(
+    tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle_dir, bundle)
+    (bundle / "model.int8.onnx").unlink(missing_ok=True)
+    assert choose_precision(bundle, None) == "fp32"
+    (bundle / "model.int8.onnx").write_bytes(b"")
+    assert choose_precision(bundle, None) == "int8"
+    assert choose_precision(bundle, "fp32") == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of --bundle"),
+        ({"bundle": Path("a"), "model_repository": Path("b")}, "exactly one of --bundle"),
+        ({"bundle": Path("a"), "max_batch_size": 0}, "--max-batch-size must be at least 1"),
+        ({"bundle": Path("a"), "intra_op_threads": 0}, "--intra-op-threads"),
+    ],
+)
+def test_settings_refuse_contradictions(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServeSettings(model_name="m", **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_parser_extends_kserves_own(tmp_path: Path) -> None:
+    from kserve.model_server import parser as kserve_parser
+
+    from textops.components.serve.server import build_parser, settings_from_args
+
+    args = build_parser().parse_args(
+        [
+            *("--bundle", str(tmp_path / "reviews"), "--http_port", "9000", "--workers", "2"),
+            *("--intra-op-threads", "3", "--payload-logger-url", "http://collector/events"),
+        ]
+    )
+    assert (args.http_port, args.workers, args.enable_grpc) == (9000, 2, False)
+    settings = settings_from_args(args)
+    assert settings.model_name == "reviews"
+    assert settings.intra_op_threads == 3
+    assert settings.intra_op_spinning is False
+    spinning = build_parser().parse_args(["--bundle", "b", "--intra-op-spinning"])
+    assert settings_from_args(spinning).intra_op_spinning is True
+    assert settings.payload_logger is not None
+    assert settings.payload_logger.source == "http://localhost:9000/"
+    # Our defaults live in a copy: KServe's parser keeps its own.
+    assert kserve_parser.get_default("model_name") == "model"
+    assert kserve_parser.get_default("enable_grpc") is True
+
+    repository = build_parser().parse_args(["--model-repository", str(tmp_path), "--workers", "4"])
+    chosen = settings_from_args(repository)
+    assert chosen.model_name == "textops-classifier"
+    assert chosen.intra_op_threads is not None and chosen.intra_op_threads >= 1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--bundle", "a", "--model-repository", "b"])
+
+
+def test_textops_serve_hands_every_argument_to_the_predictor() -> None:
+    parser = argparse.ArgumentParser(prog="textops")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--bundle", "b", "--http_port", "1", "--help"])
+    assert args.serve_args == ["--bundle", "b", "--http_port", "1", "--help"]
+
+
+def test_registering_textops_serve_imports_neither_kserve_nor_onnxruntime() -> None:
+    code = (
+        "import argparse, sys; from textops.components.serve.command import register; "
+        "register(argparse.ArgumentParser().add_subparsers()); "
+        "print('kserve' in sys.modules, 'onnxruntime' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_the_serving_path_imports_neither_torch_nor_transformers() -> None:
+    code = (
+        "import sys, textops.components.serve.server; "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "False"], result.stderr
