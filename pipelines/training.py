@@ -15,6 +15,7 @@ from textops.components.export.component import export_model
 from textops.components.preprocess.component import preprocess_data
 from textops.components.train.component import train_model
 from textops.components.validate.component import validate_data
+from textops.pipelines.cluster import use_artifact_store_credentials
 
 PIPELINE_NAME = "textops-training"
 TRAIN_CPU_REQUEST = "4"
@@ -128,6 +129,7 @@ def training_pipeline(
     ).set_display_name("validate")
     # The published model's label set is read afresh on every run.
     validate.set_caching_options(False)
+    use_artifact_store_credentials(validate)  # the data may be an s3:// URI
     preprocess = preprocess_data(
         validated_data=validate.outputs["validated_data"],
         validation_fraction=validation_fraction,
@@ -159,6 +161,7 @@ def training_pipeline(
         train_timeout_seconds=train_timeout_seconds,
     ).set_display_name("train")
     request_training_resources(train, train_gpus)
+    use_artifact_store_credentials(train)  # multi-node training hands over through the store
     evaluate = evaluate_model(
         model=train.outputs["model"],
         test_data=preprocess.outputs["test_data"],
@@ -174,6 +177,7 @@ def training_pipeline(
     ).set_display_name("evaluate")
     # The model in production may have changed since the last run: never answer from a cache.
     evaluate.set_caching_options(False)
+    use_artifact_store_credentials(evaluate)  # the model repository the champion is read from
     export = export_model(
         model=train.outputs["model"],
         validation_data=preprocess.outputs["validation_data"],
@@ -194,6 +198,7 @@ def training_pipeline(
         ).set_display_name("deploy")
         # Publishing has an effect outside the pipeline: never answer it from a cache.
         deploy.set_caching_options(False)
+        use_artifact_store_credentials(deploy)
     return TrainingOutputs(
         bundle=export.outputs["bundle"],
         test_metrics=evaluate.outputs["metrics"],
@@ -210,5 +215,9 @@ def pipeline_arguments(config: TrainingConfig) -> dict[str, object]:
     arguments = {
         name: values[name] for name in training_pipeline.component_spec.inputs if name in values
     }
-    arguments["model_repository"] = str(config.model_repository)
+    arguments["model_repository"] = (
+        f"{config.output_dir.rstrip('/')}/models"
+        if "://" in config.output_dir
+        else str(config.model_repository)
+    )
     return arguments

@@ -39,7 +39,7 @@ def train_model(
     `train_nodes` > 1 it runs a Kubeflow Trainer TrainJob and waits for it (multinode.py).
     """
     from textops.components.common.images import TRAIN_IMAGE
-    from textops.components.common.kubernetes_api import custom_objects_api, pod_namespace
+    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.labels import LabelMap
     from textops.components.common.logs import configure_logging
     from textops.components.train.launch import run_training
@@ -78,7 +78,7 @@ def train_model(
             nodes=train_nodes,
             gpus_per_node=node_gpus,
             shared_storage=shared_storage,
-            namespace=pod_namespace(),
+            namespace=resolve_namespace("", "the TrainJob namespace"),
             image=TRAIN_IMAGE,
             cpu="8",
             memory="32Gi",

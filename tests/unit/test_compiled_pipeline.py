@@ -6,14 +6,17 @@ import yaml
 
 from textops.components.common.config import TrainingConfig
 from textops.components.common.images import DATA_IMAGE, TRAIN_IMAGE
-from textops.pipelines.cli import COMPILED_PIPELINE, main
+from textops.pipelines.cli import COMPILED_MONITORING, COMPILED_PIPELINE, main
 
 
 def test_checked_in_yaml_matches_a_fresh_compile(tmp_path: Path) -> None:
-    fresh = tmp_path / "training.yaml"
-    assert main(["compile", "--output", str(fresh)]) == 0
+    fresh, monitoring = tmp_path / "training.yaml", tmp_path / "monitoring.yaml"
+    assert main(["compile", "--output", str(fresh), "--monitoring-output", str(monitoring)]) == 0
     assert fresh.read_text() == COMPILED_PIPELINE.read_text(), (
         "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
+    )
+    assert monitoring.read_text() == COMPILED_MONITORING.read_text(), (
+        "pipelines/compiled/monitoring.yaml is stale: run `make compile` and commit it"
     )
 
 
