@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException
 
 from textops.components.common.errors import TextopsError
 from textops.components.serve import metrics
-from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.payload_logger import PayloadLogger, event_id
 from textops.components.serve.payloads import BadRequestError, BatchTooLargeError
 from textops.components.serve.settings import ServeSettings
@@ -265,8 +264,9 @@ def install_http_hooks(app: FastAPI, settings: ServeSettings, registry: ModelRep
     app.state.textops_hooks = True
 
     def served_version(name: str) -> str | None:
-        model = registry.get_model(name)
-        return model.served_version if isinstance(model, TextClassifierModel) else None
+        # The predictor's model and the Triton transformer both say which version they serve.
+        served = getattr(registry.get_model(name), "served_version", None)
+        return served if isinstance(served, str) else None
 
     payload_logger = (
         PayloadLogger(settings.payload_logger, settings.model_name)

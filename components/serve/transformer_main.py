@@ -1,0 +1,226 @@
+"""Start the Triton transformer: `python -m textops.components.serve.transformer --bundle DIR`.
+
+The command line is KServe's own (`kserve.model_server.parser`: --model_name, --predictor_host,
+--predictor_protocol, --http_port, --predictor_request_timeout_seconds, ...) plus the textops
+flags; see `build_parser`. The server is the predictor's (same middleware, error answers and
+repository routes) with `transformer.TritonTransformer` as its model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from kserve import context as kserve_context
+from kserve.errors import ModelNotFound
+from kserve.model_server import app
+from kserve.model_server import parser as kserve_parser
+from kserve.predictor_config import PredictorConfig
+
+from textops.components.common.errors import ConfigError, TextopsError
+from textops.components.common.logs import configure_logging
+from textops.components.serve.dataplane import TextopsDataPlane
+from textops.components.serve.middleware import install_http_hooks
+from textops.components.serve.repository import BundleRepository
+from textops.components.serve.server import TextopsModelServer
+from textops.components.serve.settings import (
+    DEFAULT_INFERENCE_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_BYTES,
+    ServeSettings,
+    default_model_name,
+)
+from textops.components.serve.transformer import PredictorError, TritonTransformer
+
+logger = logging.getLogger(__name__)
+
+PROG = "python -m textops.components.serve.transformer"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """KServe's model server parser extended with the transformer's flags."""
+    # A copy, so that changing defaults here leaves KServe's own parser as it was.
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Tokenize for a textops model.onnx served by Triton, and label its logits "
+        "(KServe transformer, V1 and V2 protocols).",
+        parents=[copy.deepcopy(kserve_parser)],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # Triton speaks V2; gRPC is off unless asked for, since the body limit and the error
+    # contract apply to the REST routes.
+    parser.set_defaults(model_name=None, enable_grpc=False, predictor_protocol="v2")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        required=True,
+        help="the model bundle directory: its tokenizer.json, labels.json and metadata.json",
+    )
+    parser.add_argument(
+        "--model-version",
+        help="version to report (default: metadata.json's version, else the folder name)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="texts one request may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="bytes one request body may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--inference-batch-size",
+        type=int,
+        default=DEFAULT_INFERENCE_BATCH_SIZE,
+        help="texts per Triton request, at most the Triton model's max batch size (the "
+        "overlay's --backend-config=default-max-batch-size)",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[ServeSettings, PredictorConfig]:
+    """The transformer's settings and Triton's address, from parsed arguments.
+
+    Raises:
+        ConfigError: A flag is missing or out of range.
+    """
+    if not args.predictor_host:
+        raise ConfigError(
+            "--predictor_host HOST[:PORT] is required: the Triton predictor (KServe sets it)"
+        )
+    if args.predictor_protocol != "v2":
+        raise ConfigError(
+            f"--predictor_protocol {args.predictor_protocol} is not supported: the transformer "
+            "calls Triton over REST with the V2 protocol (--predictor_protocol v2)"
+        )
+    if args.predictor_request_timeout_seconds < 1:
+        raise ConfigError("--predictor_request_timeout_seconds must be at least 1")
+    settings = ServeSettings(
+        model_name=args.model_name or default_model_name(args.bundle),
+        bundle=args.bundle,
+        model_version=args.model_version,
+        max_batch_size=args.max_batch_size,
+        max_body_bytes=args.max_body_bytes,
+        inference_batch_size=args.inference_batch_size,
+    )
+    predictor = PredictorConfig(
+        predictor_host=args.predictor_host,
+        predictor_protocol=args.predictor_protocol,
+        predictor_use_ssl=args.predictor_use_ssl,
+        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+        predictor_request_retries=args.predictor_request_retries,
+        predictor_health_check=args.enable_predictor_health_check,
+    )
+    return settings, predictor
+
+
+class TransformerRepository(BundleRepository):
+    """The transformer's one model; the repository load route reads the bundle's files again."""
+
+    def __init__(self, settings: ServeSettings, predictor: PredictorConfig) -> None:
+        super().__init__(settings)
+        self.predictor = predictor
+
+    async def load(self, name: str) -> bool:
+        """Read the bundle's files again (or bring back an unloaded transformer).
+
+        Raises:
+            ModelNotFound: `name` is not the model this transformer serves.
+            ModelNotFoundError: The files cannot be read; the ones read before keep serving.
+        """
+        if name != self.settings.model_name:
+            raise ModelNotFound(name)
+        model = self.get_model(name)
+        if not isinstance(model, TritonTransformer):
+            model = TritonTransformer(self.settings, self.predictor)
+            await model.reload()
+            self.update(model)
+        else:
+            await model.reload()
+        return True
+
+
+async def _predictor_failed(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PredictorError)
+    logger.warning("predictor call failed: status=%d error=%s", exc.status_code, exc)
+    return JSONResponse(status_code=exc.status_code, content={"error": str(exc)})
+
+
+def install_transformer_hooks(
+    fastapi_app: FastAPI, settings: ServeSettings, registry: BundleRepository
+) -> None:
+    """The predictor's limits, error answers and metrics, plus the answers to Triton failures."""
+    install_http_hooks(fastapi_app, settings, registry)
+    if not getattr(fastapi_app.state, "textops_transformer_hooks", False):
+        fastapi_app.state.textops_transformer_hooks = True
+        fastapi_app.add_exception_handler(PredictorError, _predictor_failed)
+
+
+class TransformerDataPlane(TextopsDataPlane):
+    """The predictor's data plane; every `--workers` process also answers Triton failures."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        install_transformer_hooks(app, self.bundles.settings, self.bundles)
+
+
+class TransformerServer(TextopsModelServer):
+    """The predictor's model server with the transformer's data plane and Triton's address."""
+
+    def __init__(
+        self,
+        repository: TransformerRepository,
+        args: argparse.Namespace,
+        predictor: PredictorConfig,
+    ) -> None:
+        super().__init__(repository, args)
+        # KServe's data plane reads Triton's address (for --enable_predictor_health_check)
+        # from its context, which the base class filled from sys.argv rather than `args`.
+        kserve_context.set_predictor_config(predictor)
+        self.dataplane = TransformerDataPlane(model_registry=repository)
+
+
+def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
+    """Parse the command line, read the bundle and serve until stopped.
+
+    Raises:
+        TextopsError: The bundle cannot be read, or a flag is invalid.
+    """
+    args = build_parser(prog).parse_args(argv)
+    settings, predictor = settings_from_args(args)
+    repository = TransformerRepository(settings, predictor)
+    model = TritonTransformer(settings, predictor)
+    model.load()
+    server = TransformerServer(repository, args, predictor)
+    install_transformer_hooks(app, settings, repository)
+    logger.info(
+        "transformer for %s version %s on port %d: Triton at %s, %d texts per call",
+        settings.model_name,
+        model.served_version,
+        args.http_port,
+        predictor.predictor_base_url,
+        settings.inference_batch_size,
+    )
+    server.start([model])
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Entry point: serve, or print a textops error and return 2."""
+    configure_logging()
+    try:
+        serve(argv, prog)
+    except TextopsError as e:
+        print(f"textops: error: {e}", file=sys.stderr)
+        return 2
+    return 0
