@@ -23,13 +23,11 @@ import numpy as np
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import softmax
+from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
 
 if TYPE_CHECKING:
     import torch
 
-#: Prefix of the X-Request-Id of every request the evaluate step sends; the payload logger
-#: makes it the events' Ce-Id, so the monitor can tell evaluation traffic from real traffic.
-EVALUATION_REQUEST_PREFIX = "textops-evaluate-"
 # A row's probabilities may sum to 1 give or take FP32 rounding over a few classes.
 _SUM_TOLERANCE = 1e-3
 # Top two probabilities closer than this make the served label a legitimate tie-break.

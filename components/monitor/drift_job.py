@@ -127,12 +127,17 @@ def resolve_bundle(
 
 
 def fetch_traffic(store_url: str, model_name: str | None, spec: WindowSpec) -> pd.DataFrame:
-    """The window of logged traffic from the payload store."""
+    """The window of logged traffic from the payload store, without the evaluate step's."""
+    from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
     from textops.components.monitor.store import open_store
 
     with open_store(store_url) as store:
         return store.fetch_window(
-            model_name=model_name, since=spec.since, until=spec.until, last=spec.last
+            model_name=model_name,
+            since=spec.since,
+            until=spec.until,
+            last=spec.last,
+            exclude_event_prefix=EVALUATION_REQUEST_PREFIX,
         )
 
 

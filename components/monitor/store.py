@@ -150,6 +150,7 @@ class PayloadStore(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         last: int | None = None,
+        exclude_event_prefix: str = "",
     ) -> pd.DataFrame:
         """Logged texts, one row per text, sorted by `received_at`.
 
@@ -161,6 +162,8 @@ class PayloadStore(ABC):
             since: Only rows received at or after this time (naive times are UTC).
             until: Only rows received before this time (naive times are UTC).
             last: Only the most recent `last` rows of those selected.
+            exclude_event_prefix: Leave out events whose id starts with this (e.g. the
+                evaluate step's requests, `common.traffic.EVALUATION_REQUEST_PREFIX`).
 
         Returns:
             A frame with the columns of `WINDOW_COLUMNS`: `received_at` tz-aware UTC, `item`
@@ -302,9 +305,13 @@ class SqlPayloadStore(PayloadStore):
         since: datetime | None = None,
         until: datetime | None = None,
         last: int | None = None,
+        exclude_event_prefix: str = "",
     ) -> pd.DataFrame:
         clauses = ["text IS NOT NULL"]
         params: list[Any] = []
+        if exclude_event_prefix:
+            clauses.append("substr(event_id, 1, ?) <> ?")
+            params.extend([len(exclude_event_prefix), exclude_event_prefix])
         if model_name is not None:
             clauses.append("model_name = ?")
             params.append(model_name)

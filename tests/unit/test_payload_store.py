@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from textops.components.common.errors import PayloadStoreError
+from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
 from textops.components.monitor.store import (
     WINDOW_COLUMNS,
     PayloadEvent,
@@ -203,6 +204,20 @@ def test_window_filters(store: PayloadStore) -> None:
     assert store.fetch_window(model_name="n", last=2)["text"].tolist() == ["t2", "t4"]
     empty = store.fetch_window(model_name="absent")
     assert empty.empty and list(empty.columns) == list(WINDOW_COLUMNS)
+
+
+def test_a_window_can_leave_out_the_evaluate_steps_traffic(store: PayloadStore) -> None:
+    store.write_events(
+        [
+            request("textops-evaluate-1", 0, "scored by evaluate"),
+            request("real-1", 1, "a customer"),
+            request("real-2", 2, "another customer"),
+        ]
+    )
+    window = store.fetch_window(exclude_event_prefix=EVALUATION_REQUEST_PREFIX, last=2)
+    assert window["text"].tolist() == ["a customer", "another customer"]
+    assert len(store.fetch_window(exclude_event_prefix=EVALUATION_REQUEST_PREFIX)) == 2
+    assert len(store.fetch_window()) == 3
 
 
 def test_labels_before_and_after_and_corrected(store: PayloadStore) -> None:
