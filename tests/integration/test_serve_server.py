@@ -331,8 +331,12 @@ def test_workers_build_their_own_sessions_and_a_dead_collector_costs_nothing(
                 for i in range(30)
             ]
         assert statuses == [200] * 30
+        # The parent loads once to check the bundle; each worker builds its own session (the
+        # second worker may still be starting while the first answers).
+        deadline = time.monotonic() + 60
+        while running.log_text().count("runtime ready:") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
         log = running.log_text()
-        # The parent loads once to check the bundle; each worker builds its own session.
         assert log.count("runtime ready:") == 3, log
         assert "payload events not delivered" in log
     finally:
