@@ -222,14 +222,21 @@ def create_app(
     store: PayloadStore,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_commit_batch: int | None = None,
     metrics: CollectorMetrics | None = None,
 ) -> Starlette:
     """The collector as an ASGI app; it owns `store`, which it closes when it shuts down.
 
     The store's writer thread runs between the app's startup and shutdown (its lifespan).
+    `max_commit_batch` bounds the events one store transaction takes (None: the writer's
+    default, `MAX_BATCH_EVENTS`; 1: one transaction per event).
     """
     metrics = metrics or CollectorMetrics()
-    writer = GroupCommitWriter(store, on_batch=metrics.batch.observe)
+    writer = GroupCommitWriter(
+        store,
+        on_batch=metrics.batch.observe,
+        max_batch_events=MAX_BATCH_EVENTS if max_commit_batch is None else max_commit_batch,
+    )
     collector = Collector(writer, metrics, max_body_bytes)
 
     @asynccontextmanager
@@ -270,8 +277,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(store_url: str, *, host: str, port: int, max_body_bytes: int) -> None:
+def serve(
+    store_url: str,
+    *,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_commit_batch: int | None = None,
+) -> None:
     """Run the collector until SIGINT or SIGTERM; in-flight events are committed first.
+
+    `max_commit_batch` is as in `create_app`.
 
     Raises:
         PayloadStoreError: The store cannot be opened.
@@ -285,9 +301,15 @@ def serve(store_url: str, *, host: str, port: int, max_body_bytes: int) -> None:
     except TextopsError:
         store.close()
         raise
-    app = create_app(store, max_body_bytes=max_body_bytes)
+    app = create_app(store, max_body_bytes=max_body_bytes, max_commit_batch=max_commit_batch)
     bound = sock.getsockname()[1]
-    logger.info("collector listening url=http://%s:%d store=%s", host, bound, mask_url(store_url))
+    logger.info(
+        "collector listening url=http://%s:%d store=%s max_commit_batch=%d",
+        host,
+        bound,
+        mask_url(store_url),
+        app.state.collector.writer.max_batch_events,
+    )
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", server_header=False
     )

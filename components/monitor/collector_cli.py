@@ -50,7 +50,27 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"larger request bodies get 413 (default: {DEFAULT_MAX_BODY_BYTES})",
     )
+    parser.add_argument(
+        "--max-commit-batch",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="most queued events one store transaction takes; a smaller N shortens each "
+        "commit, and so the wait of the events in it, but costs more transactions (one disk "
+        "flush each) under load; 1: one transaction per event, no group commit (default: "
+        "the writer's own bound, 2048)",
+    )
     parser.add_argument("--log-level", default=None, help="default: $TEXTOPS_LOG_LEVEL, else INFO")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -88,6 +108,7 @@ def collect_command(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         max_body_bytes=args.max_body_bytes,
+        max_commit_batch=args.max_commit_batch,
     )
     return 0
 

@@ -5,6 +5,13 @@ cost one flush to disk each; here a single writer thread owns the store and take
 queued while the previous commit was flushing, writes them all in one transaction, commits,
 and only then resolves each waiting request. Under load, batches grow by themselves; with one
 request at a time, each is committed alone, with no timer adding delay.
+
+`max_batch_events` (the collector's `--max-commit-batch`) bounds how many queued events one
+commit takes: writes that do not fit wait, in order, for the next commit. A smaller bound makes
+each commit shorter, so a write waits less for the commit it joins, at the price of more
+transactions (and disk flushes) under load; 1 commits every event alone, which is the
+collector without group commit. One request's events are never split: a request with more
+events than the bound is committed alone.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from textops.components.monitor.store import PayloadEvent, PayloadStore
 
 logger = logging.getLogger(__name__)
 
-#: Most events written in one transaction.
+#: Most events written in one transaction unless the writer is given another bound.
 MAX_BATCH_EVENTS = 2048
 
 
@@ -46,12 +53,27 @@ class GroupCommitWriter:
         store: The store; the writer's thread uses it alone while the writer runs.
         on_batch: Called in the writer's thread after each committed batch of events with the
             number of events in it (for metrics).
+        max_batch_events: Most queued events one transaction takes (see the module's
+            docstring); 1 gives one transaction per event.
+
+    Raises:
+        ValueError: `max_batch_events` is less than 1.
     """
 
-    def __init__(self, store: PayloadStore, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: PayloadStore,
+        on_batch: Callable[[int], None] | None = None,
+        max_batch_events: int = MAX_BATCH_EVENTS,
+    ) -> None:
+        if max_batch_events < 1:
+            raise ValueError(f"max_batch_events must be 1 or more, not {max_batch_events}")
         self.store = store
+        self.max_batch_events = max_batch_events
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # A write taken from the queue that did not fit in the last batch: the next one's first.
+        self._held: Any = None
         self._thread = threading.Thread(target=self._run, name="payload-store-writer", daemon=True)
         self.batches = 0
 
@@ -96,21 +118,34 @@ class GroupCommitWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            pending = [self._queue.get()]
-            count = len(getattr(pending[0], "events", ()))
-            # Everything that queued up during the last commit joins this batch.
-            while count < MAX_BATCH_EVENTS:
-                try:
-                    pending.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-                count += len(getattr(pending[-1], "events", ()))
+            pending = self._next_batch()
             stopping = any(item is _STOP for item in pending)
             writes = [item for item in pending if item is not _STOP]
             self._commit_events([w for w in writes if w.labels is None])
             for write in writes:
                 if write.labels is not None:
                     self._commit_labels(write)
+
+    def _next_batch(self) -> list[Any]:
+        """The oldest queued write, then those queued after it while they fit the bound."""
+        if self._held is not None:
+            pending, self._held = [self._held], None
+        else:
+            pending = [self._queue.get()]
+        count = _event_count(pending[0])
+        # What queued up during the last commit joins this batch, in order, up to the bound;
+        # nothing queued after stop()'s marker is taken.
+        while count < self.max_batch_events and pending[-1] is not _STOP:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if count + _event_count(item) > self.max_batch_events:
+                self._held = item
+                break
+            pending.append(item)
+            count += _event_count(item)
+        return pending
 
     def _commit_events(self, writes: list[_Write]) -> None:
         if not writes:
@@ -139,6 +174,11 @@ class GroupCommitWriter:
             _settle(write, error=e)
         else:
             _settle(write, result=matched)
+
+
+def _event_count(item: Any) -> int:
+    """Events in a queued item (labels and the stop marker hold none)."""
+    return len(item.events) if isinstance(item, _Write) else 0
 
 
 def _settle(write: _Write, *, result: Any = None, error: BaseException | None = None) -> None:

@@ -12,8 +12,14 @@ traffic. A short warm-up comes first. The rate is the events acknowledged (2xx) 
 timed phase over its wall time. Then the collector is stopped and the store is read back:
 zero loss means every acknowledged event is in the store, and no event was refused.
 
-Targets (issue 8): at least 1,000 events/s, zero loss. The exit status is 1 when one is missed.
-`--quick` sends a few thousand events: a smoke run, not a measurement.
+The baseline, measured in the same run, is the same collector under the same load (event count,
+concurrency, bodies) with group commit turned off: `--max-commit-batch 1`, one transaction, and
+so one flush to disk, per event. It runs first, then textops's default, each collector on a
+fresh store; the report gives both rates and `default_over_baseline`, the default's rate over
+the baseline's.
+
+Targets (issue 8), on the default: at least 1,000 events/s, zero loss. The exit status is 1
+when one is missed. `--quick` sends a few thousand events: a smoke run, not a measurement.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ EVENTS = 40_000
 QUICK_EVENTS = 4_000
 WARMUP_EVENTS = 1_000
 CONCURRENCY = 32
+#: The baseline's --max-commit-batch: one event per transaction, no group commit.
+BASELINE_MAX_COMMIT_BATCH = 1
 SEED = 0
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -183,13 +191,20 @@ def load_child(port: int, events: int, concurrency: int, acked_file: Path) -> No
     print(json.dumps({"warmup": warmup, "timed": timed}))
 
 
-def start_collector(store_url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The collector on a free loopback port, as a separate process; (process, port)."""
+def start_collector(
+    store_url: str, log: Path, max_commit_batch: int | None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The collector on a free loopback port, as a separate process; (process, port).
+
+    `max_commit_batch` None runs it with its default group commit.
+    """
     handle = log.open("wb")
+    bound = () if max_commit_batch is None else ("--max-commit-batch", str(max_commit_batch))
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "textops.components.monitor.collector"),
             *("--store", store_url, "--host", "127.0.0.1", "--port", "0"),
+            *bound,
         ],
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -231,10 +246,14 @@ def check_store(store_url: str, acked_file: Path) -> dict[str, Any]:
     return {"acknowledged": len(acked), "missing_from_store": len(missing), "stored_texts": rows}
 
 
-def run(events: int, concurrency: int, workdir: Path) -> dict[str, Any]:
+def run(
+    events: int, concurrency: int, workdir: Path, max_commit_batch: int | None
+) -> dict[str, Any]:
+    """One collector on a fresh store in `workdir` under the load; its figures."""
+    workdir.mkdir(parents=True)
     # An absolute path after sqlite:/// makes the four slashes of an absolute SQLite URL.
     store_url = f"sqlite:///{workdir.resolve() / 'payloads.db'}"
-    process, port = start_collector(store_url, workdir / "collector.log")
+    process, port = start_collector(store_url, workdir / "collector.log", max_commit_batch)
     acked_file = workdir / "acked.txt"
     try:
         load = subprocess.run(
@@ -256,6 +275,7 @@ def run(events: int, concurrency: int, workdir: Path) -> dict[str, Any]:
     store = check_store(store_url, acked_file)
     batches = metrics.get("textops_collector_commit_batch_events_count", 0.0)
     return {
+        "max_commit_batch": max_commit_batch,
         **figures,
         "collector": {
             "events_received": metrics.get("textops_collector_events_received_total"),
@@ -277,6 +297,34 @@ def run(events: int, concurrency: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+def zero_loss(result: dict[str, Any]) -> bool:
+    """Every acknowledged event is in the store, and no event was refused or failed."""
+    store, collector = result["store"], result["collector"]
+    return (
+        store["missing_from_store"] == 0
+        and not result["timed"]["failed_statuses"]
+        and not result["warmup"]["failed_statuses"]
+        and collector["events_rejected"] == 0
+        and collector["events_stored"] == store["acknowledged"]
+    )
+
+
+def print_run(name: str, result: dict[str, Any]) -> None:
+    """Two lines on one run: rate, latency and transactions; what the store holds."""
+    timed, store, collector = result["timed"], result["store"], result["collector"]
+    print(
+        f"{name}: {timed['events_acknowledged']} events in {timed['seconds']:.2f} s = "
+        f"{timed['events_per_second']:.0f} events/s (p50 {timed['latency_ms_p50']:.1f} ms, "
+        f"p99 {timed['latency_ms_p99']:.1f} ms), {collector['transactions']:.0f} transactions, "
+        f"{collector['mean_events_per_transaction'] or 0:.1f} events per transaction"
+    )
+    print(
+        f"  store: {store['acknowledged']} acknowledged, {store['missing_from_store']} missing, "
+        f"{collector['events_rejected']:.0f} rejected",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, help="where the JSON figures go")
@@ -295,15 +343,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-        result = run(events, args.concurrency, Path(scratch))
-    timed, store, collector = result["timed"], result["store"], result["collector"]
-    zero_loss = (
-        store["missing_from_store"] == 0
-        and not timed["failed_statuses"]
-        and not result["warmup"]["failed_statuses"]
-        and collector["events_rejected"] == 0
-        and collector["events_stored"] == store["acknowledged"]
-    )
+        baseline = run(
+            events, args.concurrency, Path(scratch) / "baseline", BASELINE_MAX_COMMIT_BATCH
+        )
+        print_run("baseline (--max-commit-batch 1)", baseline)
+        result = run(events, args.concurrency, Path(scratch) / "default", None)
+        print_run("default", result)
+    rates = {
+        "default": result["timed"]["events_per_second"],
+        "baseline": baseline["timed"]["events_per_second"],
+    }
     report = {
         "benchmark": "payload collector into SQLite on loopback",
         "quick": args.quick,
@@ -312,21 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe_machine(("starlette", "uvicorn", "uvloop", "httptools")),
         "sqlite": sqlite3.sqlite_version,
         **result,
+        "baseline": {**baseline, "zero_loss": zero_loss(baseline)},
+        "events_per_second": rates,
+        "default_over_baseline": rates["default"] / rates["baseline"],
         "targets": {
-            "events_per_second_at_least_1000": timed["events_per_second"]
-            >= TARGET_EVENTS_PER_SECOND,
-            "zero_loss": zero_loss,
+            "events_per_second_at_least_1000": rates["default"] >= TARGET_EVENTS_PER_SECOND,
+            "zero_loss": zero_loss(result),
         },
     }
     print(
-        f"collector: {timed['events_acknowledged']} events in {timed['seconds']:.2f} s = "
-        f"{timed['events_per_second']:.0f} events/s (p50 {timed['latency_ms_p50']:.1f} ms, "
-        f"p99 {timed['latency_ms_p99']:.1f} ms), "
-        f"{collector['mean_events_per_transaction'] or 0:.1f} events per transaction"
-    )
-    print(
-        f"store: {store['acknowledged']} acknowledged, {store['missing_from_store']} missing, "
-        f"{collector['events_rejected']:.0f} rejected"
+        f"default / baseline: {report['default_over_baseline']:.1f}x "
+        f"({rates['default']:.0f} vs {rates['baseline']:.0f} events/s)"
     )
     print(
         "targets: "

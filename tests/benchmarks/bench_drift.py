@@ -16,18 +16,26 @@ and a response event per text; not timed). The timed run is the command a schedu
 run, in its own process: `textops drift --store ... --bundle ... --last 100000`, from Python's
 start to its exit, so it counts the import of Evidently, fetching the window from the store,
 the tests, the HTML report, the summary, the gauges and the workspace run. Peak RSS is that
-process's. The bundle is a stand-in: the drift job reads only its reference.parquet,
+process's (`wait4`). The bundle is a stand-in: the drift job reads only its reference.parquet,
 labels.json and metadata.json (test metrics), so the model files are placeholders.
 
-Target (issue 8): under 60 s on the 2-core machine. The exit status is 1 when it is missed.
-`--quick` runs 5,000 requests against 2,000 rows: a smoke run, not a measurement.
+The baseline, measured in the same run, is the same job on a 10,000-row window: the same
+command with `--last 10000` on the same store (the last 10,000 of the shuffled requests, so the
+same mix of reviews and tweets) against the same reference, timed the same way. With
+`--repeats`, the baseline and the full window take turns, so a disturbance on the machine hits
+both. The report gives both wall times and peak RSS, and `seconds_over_baseline`, the full
+window's median time over the baseline's: how the job's cost grows with ten times the rows.
+
+Target (issue 8): the 100,000-row run under 60 s on the 2-core machine. The exit status is 1
+when it is missed. `--quick` runs 5,000 requests against 2,000 rows, with a 500-row baseline:
+a smoke run, not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +52,9 @@ WINDOW_ROWS = 100_000
 REFERENCE_ROWS = 10_000
 QUICK_WINDOW_ROWS = 5_000
 QUICK_REFERENCE_ROWS = 2_000
+#: The baseline's window: a tenth of the full one.
+BASELINE_WINDOW_ROWS = 10_000
+QUICK_BASELINE_WINDOW_ROWS = 500
 LABELLED_SHARE = 0.1
 PREDICTION_ACCURACY = 0.85
 LABELS = ("negative", "neutral", "positive")
@@ -125,7 +136,10 @@ def log_traffic(store_url: str, window: Any, rng: np.random.Generator) -> float:
 
 
 def run_job(store_url: str, bundle: Path, rows: int, output: Path) -> dict[str, Any]:
-    """`textops drift` in its own process: wall seconds, peak RSS, exit status, summary."""
+    """`textops drift` in its own process: wall seconds, peak RSS, exit status, summary.
+
+    The command's output goes to `<output>.log`.
+    """
     command = [
         sys.executable,
         "-m",
@@ -142,16 +156,24 @@ def run_job(store_url: str, bundle: Path, rows: int, output: Path) -> dict[str, 
         "--output-dir",
         str(output),
     ]
-    started = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if finished.returncode not in (0, 4):
-        raise RuntimeError(f"textops drift failed ({finished.returncode}):\n{finished.stderr}")
+    log = output.with_name(f"{output.name}.log")
+    with log.open("wb") as handle:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        # wait4 gives this one process's resource usage, so each run has its own peak RSS.
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, 4):
+        raise RuntimeError(
+            f"textops drift failed ({process.returncode}):\n{log.read_text()[-4000:]}"
+        )
     summary = json.loads((output / "summary.json").read_text())
     return {
         "seconds": seconds,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
         "job_seconds_in_process": summary["seconds"],
-        "exit_status": finished.returncode,
+        "exit_status": process.returncode,
         "drifted": summary["drifted"],
         "window_rows": summary["window_rows"],
         "labelled_rows": summary["labelled_rows"],
@@ -180,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     window_rows = QUICK_WINDOW_ROWS if args.quick else WINDOW_ROWS
+    baseline_rows = QUICK_BASELINE_WINDOW_ROWS if args.quick else BASELINE_WINDOW_ROWS
     reference_rows = QUICK_REFERENCE_ROWS if args.quick else REFERENCE_ROWS
     rng = np.random.default_rng(SEED)
     sample, tweets = real_texts()
@@ -206,14 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         store_url = f"sqlite:///{work / 'payloads.db'}"
         logging_seconds = log_traffic(store_url, with_predictions(window, rng), rng)
         print(f"logged {window_rows} requests in {logging_seconds:.1f} s", flush=True)
-        runs = []
+        runs, baseline_runs = [], []
         for repeat in range(args.repeats):
+            baseline_runs.append(
+                run_job(store_url, bundle, baseline_rows, work / f"baseline-{repeat}")
+            )
             runs.append(run_job(store_url, bundle, window_rows, work / f"out-{repeat}"))
-            print(f"run {repeat + 1}: {runs[-1]['seconds']:.1f} s", flush=True)
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            print(
+                f"run {repeat + 1}: {runs[-1]['seconds']:.1f} s for {window_rows} rows, "
+                f"baseline {baseline_runs[-1]['seconds']:.1f} s for {baseline_rows} rows",
+                flush=True,
+            )
         fetch = fetch_seconds(store_url, window_rows)
 
     seconds = statistics.median(run["seconds"] for run in runs)
+    baseline_seconds = statistics.median(run["seconds"] for run in baseline_runs)
     met = seconds < TARGET_SECONDS
     results = {
         "benchmark": "drift",
@@ -225,8 +255,18 @@ def main(argv: list[str] | None = None) -> int:
         "predictions": "synthetic, seeded (see the module docstring)",
         "seconds": seconds,
         "fetch_seconds": fetch,
-        "peak_rss_mb": peak_rss_mb,
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
         "runs": runs,
+        "baseline": {
+            "description": "the same job, store and reference with --last "
+            f"{baseline_rows} (the same mix of texts)",
+            "window_rows": baseline_rows,
+            "seconds": baseline_seconds,
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in baseline_runs),
+            "runs": baseline_runs,
+        },
+        "seconds_over_baseline": seconds / baseline_seconds,
+        "window_rows_over_baseline": window_rows / baseline_rows,
         "target_seconds": TARGET_SECONDS,
         "target_met": met,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -14,8 +15,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from textops.components.monitor.collector import create_app
+from textops.components.monitor.collector_cli import add_collect_arguments
 from textops.components.monitor.events import REQUEST_TYPE, RESPONSE_TYPE
-from textops.components.monitor.group_commit import GroupCommitWriter
+from textops.components.monitor.group_commit import MAX_BATCH_EVENTS, GroupCommitWriter
 from textops.components.monitor.store import PayloadEvent, open_store
 from textops.pipelines.cli import main
 
@@ -308,6 +310,73 @@ def test_concurrent_writes_share_transactions(store_url: str) -> None:
     assert results == [[True]] * 200
     assert writer.batches < 50  # one transaction per event would be 200
     assert len(window(store_url)) == 200
+
+
+def write_concurrently(
+    store_url: str, sizes: list[int], max_batch_events: int
+) -> tuple[list[list[bool]], list[int]]:
+    """Submit one write per size (that many events each) at once; (flags, events per commit)."""
+    store = open_store(store_url)
+    committed: list[int] = []
+    writer = GroupCommitWriter(store, on_batch=committed.append, max_batch_events=max_batch_events)
+    writer.start()
+
+    async def write_all() -> list[list[bool]]:
+        return await asyncio.gather(
+            *(
+                writer.write_events(
+                    [PayloadEvent(f"w{i}-{j}", "request", 0.0, "m", texts=("t",)) for j in range(n)]
+                )
+                for i, n in enumerate(sizes)
+            )
+        )
+
+    try:
+        results = asyncio.run(write_all())
+    finally:
+        writer.stop()
+        store.close()
+    assert writer.batches == len(committed)
+    return results, committed
+
+
+def test_a_commit_batch_of_one_gives_one_transaction_per_event(store_url: str) -> None:
+    results, committed = write_concurrently(store_url, [1] * 200, max_batch_events=1)
+    assert results == [[True]] * 200
+    assert committed == [1] * 200  # the same concurrent load shares transactions by default
+    assert len(window(store_url)) == 200
+
+
+def test_the_commit_batch_bound_holds_and_never_splits_a_request(store_url: str) -> None:
+    sizes = [1, 2, 5, 1, 2, 2, 1] * 30
+    results, committed = write_concurrently(store_url, sizes, max_batch_events=3)
+    assert results == [[True] * n for n in sizes]
+    assert sum(committed) == sum(sizes)
+    # A 5-event request is committed whole and alone; every other commit keeps to the bound.
+    assert committed.count(5) == sizes.count(5)
+    assert max(n for n in committed if n != 5) <= 3
+    assert len(window(store_url)) == sum(sizes)
+
+
+def test_max_commit_batch_flag_reaches_the_writer(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_collect_arguments(parser)
+    assert parser.parse_args([]).max_commit_batch is None
+    assert parser.parse_args(["--max-commit-batch", "1"]).max_commit_batch == 1
+    assert str(MAX_BATCH_EVENTS) in parser.format_help()  # the default the help text names
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["--max-commit-batch", bad])
+        assert exited.value.code == 2
+        assert "--max-commit-batch: expected a whole number of 1 or more" in capsys.readouterr().err
+    for flag, bound in ((None, MAX_BATCH_EVENTS), (1, 1), (64, 64)):
+        app = create_app(open_store(store_url), max_commit_batch=flag)
+        assert app.state.collector.writer.max_batch_events == bound
+        app.state.collector.writer.store.close()
+    with open_store(store_url) as store, pytest.raises(ValueError, match="1 or more"):
+        GroupCommitWriter(store, max_batch_events=0)
 
 
 def test_labels_command_loads_a_file(
