@@ -279,6 +279,32 @@ class TrainingConfig(BaseModel):
         return Path(self.output_dir) / "runs"
 
 
+def read_settings_file(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping of settings in a YAML file, keys with '-' spelt '_' as the fields are.
+
+    Args:
+        path: The YAML file.
+        what: What the file is, for error messages ("config file").
+
+    Raises:
+        ConfigError: The file is missing or unreadable, not YAML, or not a mapping.
+    """
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{what} {path} must hold a mapping of settings, not {type(loaded).__name__}"
+        )
+    return {str(k).replace("-", "_"): v for k, v in loaded.items()}
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainingConfig:
@@ -291,22 +317,7 @@ def load_config(
     Raises:
         ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}"
-            )
-        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values = read_settings_file(path, "config file") if path is not None else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return TrainingConfig(**values)

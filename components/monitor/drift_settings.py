@@ -37,9 +37,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from textops.components.common.config import read_settings_file
 from textops.components.common.errors import ConfigError
 
 #: The data tests, by the name used in the summary, the report and the `test` gauge label.
@@ -203,23 +203,7 @@ def load_drift_settings(
     Raises:
         ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read drift settings file {path}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"drift settings file {path} is not valid YAML: {e}") from e
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"drift settings file {path} must hold a mapping of settings, "
-                f"not {type(loaded).__name__}"
-            )
-        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values = read_settings_file(path, "drift settings file") if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
