@@ -18,25 +18,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kserve import Model
 from kserve.errors import ModelNotReady
 
-from textops.components.common.logs import configure_logging
 from textops.components.serve import explain as occlusion
 from textops.components.serve import metrics
 from textops.components.serve.batching import BatchResult, InferenceBatcher
-from textops.components.serve.payloads import (
-    BatchTooLargeError,
-    ParsedRequest,
-    input_metadata,
-    output_metadata,
-    parse_request,
-    predicted_labels,
-    v1_response,
-    v2_response,
-)
+from textops.components.serve.payloads import BatchTooLargeError, ParsedRequest
 from textops.components.serve.runtime import ClassifierRuntime, load_runtime
 from textops.components.serve.settings import ServeSettings, resolve_source
+from textops.components.serve.text_model import TextModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +42,10 @@ class Prediction:
     result: BatchResult
 
 
-class TextClassifierModel(Model):
+class TextClassifierModel(TextModel[ClassifierRuntime]):
     """A model bundle served over KServe's V1 and V2 protocols."""
+
+    not_loaded_message = "the model bundle is not loaded"
 
     def __init__(self, settings: ServeSettings) -> None:
         """Set up the model; `load()` opens the bundle.
@@ -61,9 +53,7 @@ class TextClassifierModel(Model):
         Args:
             settings: What to serve and the request limits.
         """
-        super().__init__(settings.model_name)
-        self.settings = settings
-        self._runtime: ClassifierRuntime | None = None
+        super().__init__(settings)
         self._batcher: InferenceBatcher | None = None
         self._reload_lock: asyncio.Lock | None = None
 
@@ -80,7 +70,7 @@ class TextClassifierModel(Model):
             self.settings.intra_op_threads,
             spinning=self.settings.intra_op_spinning,
         )
-        self._install(runtime)
+        self._swap_in(runtime)
         self.ready = True
         return self.ready
 
@@ -102,7 +92,7 @@ class TextClassifierModel(Model):
             self._reload_lock = asyncio.Lock()
         async with self._reload_lock:
             source = resolve_source(self.settings)
-            current = self._runtime
+            current = self._served
             if (
                 current is not None
                 and self.settings.model_repository is not None
@@ -122,7 +112,7 @@ class TextClassifierModel(Model):
                     spinning=self.settings.intra_op_spinning,
                 ),
             )
-            self._install(runtime)
+            self._swap_in(runtime)
             self.ready = True
             logger.info(
                 "swapped in version %s (was %s)", runtime.version, current and current.version
@@ -140,31 +130,13 @@ class TextClassifierModel(Model):
         state = self.__dict__.copy()
         # Per-process things: an ORT session cannot be pickled, asyncio objects belong to one
         # event loop, a thread to one process.
-        state.update(_runtime=None, _batcher=None, _reload_lock=None)
+        state.update(_served=None, _batcher=None, _reload_lock=None)
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.ready:  # a KServe worker process: build this process's own session
-            configure_logging()
-            self.load()
 
     @property
     def runtime(self) -> ClassifierRuntime:
         """The version being served."""
-        if self._runtime is None:
-            raise ModelNotReady(self.name, "the model bundle is not loaded")
-        return self._runtime
-
-    @property
-    def served_version(self) -> str | None:
-        """The version being served; None before the first load."""
-        return self._runtime.version if self._runtime is not None else None
-
-    def _install(self, runtime: ClassifierRuntime) -> None:
-        previous = self._runtime.version if self._runtime is not None else None
-        self._runtime = runtime
-        metrics.set_served_version(self.name, runtime.version, previous)
+        return self.served
 
     def _get_batcher(self) -> InferenceBatcher:
         if self._batcher is None:
@@ -178,15 +150,11 @@ class TextClassifierModel(Model):
 
     # -- KServe handlers ------------------------------------------------------------------
 
-    def validate(self, payload: Any) -> Any:
-        """`preprocess` has already checked the request; KServe's generic check is skipped."""
-        return payload
-
     async def preprocess(
         self, payload: Any, headers: dict[str, str] | None = None
     ) -> ParsedRequest:
         """Check the decoded V1 or V2 request and take its texts (400 or 413 when wrong)."""
-        return parse_request(payload, headers, self.settings.max_batch_size)
+        return self.parse(payload, headers)
 
     async def predict(
         self,
@@ -207,14 +175,7 @@ class TextClassifierModel(Model):
         """Write the V1 body or the V2 response and count the predicted labels."""
         if not isinstance(result, Prediction):
             return result  # an explanation, already written by `explain`
-        prediction = result
-        probabilities = prediction.result.probabilities
-        runtime = prediction.result.runtime
-        for label in predicted_labels(probabilities, runtime.labels):
-            metrics.PREDICTIONS.labels(model_name=self.name, label=label).inc()
-        if prediction.request.protocol == "v1":
-            return v1_response(probabilities, runtime)
-        return v2_response(prediction.request, probabilities, runtime, self.name)
+        return self.respond(result.request, result.result.probabilities, result.result.runtime)
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         """Word importance by occlusion: how much each word's removal lowers the prediction."""
@@ -227,14 +188,6 @@ class TextClassifierModel(Model):
         variants, spans = occlusion.occlusion_batch(parsed.texts)
         result = await self._get_batcher().classify(variants)
         return occlusion.explanations(spans, result.probabilities, result.runtime)
-
-    def get_input_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: one BYTES tensor `text` of shape [-1]."""
-        return input_metadata()
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: `label` BYTES [-1] and `probabilities` FP32 [-1, labels]."""
-        return output_metadata(self.runtime.labels)
 
     def metadata_extras(self) -> dict[str, Any]:
         """The V2 metadata fields KServe leaves out: the served version and the platform."""

@@ -11,8 +11,9 @@ import copy
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kserve import ModelServer
 from kserve.model_server import app
@@ -40,14 +41,62 @@ logger = logging.getLogger(__name__)
 PROG = "python -m textops.components.serve"
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """KServe's model server parser extended with the textops flags."""
+def kserve_argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with KServe's model server flags, to which a server adds its own."""
     # A copy, so that changing defaults here leaves KServe's own parser as it was.
-    parser = argparse.ArgumentParser(
+    return argparse.ArgumentParser(
         prog=prog,
-        description="Serve a textops model bundle with KServe (V1 and V2 protocols).",
+        description=description,
         parents=[copy.deepcopy(kserve_parser)],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
+def add_request_limit_flags(
+    parser: argparse.ArgumentParser, *, model_version_help: str, inference_batch_help: str
+) -> None:
+    """Add the flags the predictor and the transformer share: the version and the limits.
+
+    Args:
+        parser: The server's parser.
+        model_version_help: The help text of --model-version.
+        inference_batch_help: The help text of --inference-batch-size (what one call is).
+    """
+    parser.add_argument("--model-version", help=model_version_help)
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="texts one request may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="bytes one request body may hold; more is answered 413",
+    )
+    parser.add_argument(
+        "--inference-batch-size",
+        type=int,
+        default=DEFAULT_INFERENCE_BATCH_SIZE,
+        help=inference_batch_help,
+    )
+
+
+def request_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServeSettings` fields of the flags `add_request_limit_flags` adds."""
+    return {
+        "model_version": args.model_version,
+        "max_batch_size": args.max_batch_size,
+        "max_body_bytes": args.max_body_bytes,
+        "inference_batch_size": args.inference_batch_size,
+    }
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """KServe's model server parser extended with the textops flags."""
+    parser = kserve_argument_parser(
+        prog, "Serve a textops model bundle with KServe (V1 and V2 protocols)."
     )
     # --model_name defaults to the bundle's name; gRPC is off unless asked for, since the
     # body limit, the error contract and the payload logger apply to the REST routes.
@@ -60,10 +109,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="a local model repository: serve the version <repo>/<model_name>/current.json "
         "names; the load route swaps to the version it names then",
     )
-    parser.add_argument(
-        "--model-version",
-        help="version to report in --bundle mode (default: metadata.json's "
+    add_request_limit_flags(
+        parser,
+        model_version_help="version to report in --bundle mode (default: metadata.json's "
         "version, else the folder name)",
+        inference_batch_help="texts per ONNX Runtime call; concurrent requests are coalesced "
+        "up to this",
     )
     parser.add_argument(
         "--precision",
@@ -82,24 +133,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="let idle ONNX Runtime threads spin-wait for the next call (faster lone calls, "
         "but the spinning takes CPU from the event loop and concurrent requests)",
     )
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=DEFAULT_MAX_BATCH_SIZE,
-        help="texts one request may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="bytes one request body may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--inference-batch-size",
-        type=int,
-        default=DEFAULT_INFERENCE_BATCH_SIZE,
-        help="texts per ONNX Runtime call; concurrent requests are coalesced up to this",
-    )
+    _add_payload_logger_flags(parser)
+    return parser
+
+
+def _add_payload_logger_flags(parser: argparse.ArgumentParser) -> None:
     logging_group = parser.add_argument_group("payload logger (KServe agent CloudEvents)")
     logging_group.add_argument(
         "--payload-logger-url", help="send request and response CloudEvents to this URL"
@@ -118,7 +156,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=DEFAULT_PAYLOAD_QUEUE_SIZE,
         help="events waiting to be sent; more are dropped and counted",
     )
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -142,14 +179,11 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         model_name=name,
         bundle=args.bundle,
         model_repository=args.model_repository,
-        model_version=args.model_version,
         precision=args.precision,
         intra_op_threads=threads,
         intra_op_spinning=args.intra_op_spinning,
-        max_batch_size=args.max_batch_size,
-        max_body_bytes=args.max_body_bytes,
-        inference_batch_size=args.inference_batch_size,
         payload_logger=payload_logger,
+        **request_limit_settings(args),
     )
 
 
@@ -201,12 +235,21 @@ def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
     server.start([model])
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Entry point: serve, or print a textops error and return 2."""
+def run_command(
+    serve_fn: Callable[[Sequence[str] | None, str], None],
+    argv: Sequence[str] | None = None,
+    prog: str = PROG,
+) -> int:
+    """Configure logging and serve with `serve_fn`, or print a textops error and return 2."""
     configure_logging()
     try:
-        serve(argv, prog)
+        serve_fn(argv, prog)
     except TextopsError as e:
         print(f"textops: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Entry point: serve, or print a textops error and return 2."""
+    return run_command(serve, argv, prog)

@@ -25,8 +25,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from kserve import Model
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InvalidInput
 from kserve.model import append_forwardable_headers
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
@@ -39,7 +38,6 @@ from textops.components.common.bundle import (
     ModelBundle,
 )
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
-from textops.components.common.logs import configure_logging
 from textops.components.common.onnx_classifier import (
     SUPPORTED_INPUTS,
     encode_texts,
@@ -47,16 +45,9 @@ from textops.components.common.onnx_classifier import (
     softmax,
 )
 from textops.components.serve import metrics
-from textops.components.serve.payloads import (
-    ParsedRequest,
-    input_metadata,
-    output_metadata,
-    parse_request,
-    predicted_labels,
-    v1_response,
-    v2_response,
-)
+from textops.components.serve.payloads import ParsedRequest
 from textops.components.serve.settings import ServeSettings, bundle_version
+from textops.components.serve.text_model import TextModel
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +206,10 @@ class TritonResult:
     logits: np.ndarray
 
 
-class TritonTransformer(Model):
+class TritonTransformer(TextModel[TransformerBundle]):
     """Tokenization and labels around a Triton-served `model.onnx`, over V1 and V2."""
+
+    not_loaded_message = "the bundle's files are not loaded"
 
     def __init__(self, settings: ServeSettings, predictor: PredictorConfig) -> None:
         """Set up the transformer; `load()` reads the bundle.
@@ -225,10 +218,8 @@ class TritonTransformer(Model):
             settings: The bundle, the model name (Triton's too), limits and chunk size.
             predictor: Where Triton is and how long a call may take.
         """
-        super().__init__(settings.model_name)
-        self.settings = settings
+        super().__init__(settings)
         self._predictor = predictor
-        self._bundle: TransformerBundle | None = None
 
     @property
     def predictor_config(self) -> PredictorConfig:
@@ -261,9 +252,7 @@ class TritonTransformer(Model):
         return load_bundle(self.settings.bundle, self.settings.model_version)
 
     def _install(self, bundle: TransformerBundle) -> None:
-        previous = self.served_version
-        self._bundle = bundle
-        metrics.set_served_version(self.name, bundle.version, previous)
+        self._swap_in(bundle)
         logger.info(
             "bundle ready: path=%s version=%s inputs=%s labels=%d",
             bundle.path,
@@ -275,37 +264,20 @@ class TritonTransformer(Model):
     @property
     def bundle(self) -> TransformerBundle:
         """The bundle files in use."""
-        if self._bundle is None:
-            raise ModelNotReady(self.name, "the bundle's files are not loaded")
-        return self._bundle
-
-    @property
-    def served_version(self) -> str | None:
-        """The version reported; None before the first load."""
-        return self._bundle.version if self._bundle is not None else None
+        return self.served
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         # Per-process things: the HTTP client belongs to one event loop; the tokenizer is
         # read again by each `--workers` process.
-        state.update(_bundle=None, _http_client_instance=None)
+        state.update(_served=None, _http_client_instance=None)
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.ready:
-            configure_logging()
-            self.load()
 
     # -- KServe handlers ------------------------------------------------------------------
 
-    def validate(self, payload: Any) -> Any:
-        """`preprocess` has already checked the request; KServe's generic check is skipped."""
-        return payload
-
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> TritonBatch:
         """Check the V1 or V2 request (400 or 413 when wrong) and tokenize it for Triton."""
-        parsed = parse_request(payload, headers, self.settings.max_batch_size)
+        parsed = self.parse(payload, headers)
         bundle = self.bundle
         chunks = await asyncio.get_running_loop().run_in_executor(
             None,
@@ -347,20 +319,7 @@ class TritonTransformer(Model):
     ) -> Any:
         """Softmax the logits, write the V1 body or V2 response, count the predicted labels."""
         assert isinstance(result, TritonResult)
-        probabilities = softmax(result.logits)
-        for label in predicted_labels(probabilities, result.bundle.labels):
-            metrics.PREDICTIONS.labels(model_name=self.name, label=label).inc()
-        if result.request.protocol == "v1":
-            return v1_response(probabilities, result.bundle)
-        return v2_response(result.request, probabilities, result.bundle, self.name)
-
-    def get_input_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: one BYTES tensor `text` of shape [-1]."""
-        return input_metadata()
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: `label` BYTES [-1] and `probabilities` FP32 [-1, labels]."""
-        return output_metadata(self.bundle.labels)
+        return self.respond(result.request, softmax(result.logits), result.bundle)
 
     # -- the call to Triton ---------------------------------------------------------------
 

@@ -9,9 +9,7 @@ repository routes) with `transformer.TritonTransformer` as its model.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,22 +19,20 @@ from fastapi.responses import JSONResponse
 from kserve import context as kserve_context
 from kserve.errors import ModelNotFound
 from kserve.model_server import app
-from kserve.model_server import parser as kserve_parser
 from kserve.predictor_config import PredictorConfig
 
-from textops.components.common.errors import ConfigError, TextopsError
-from textops.components.common.logs import configure_logging
+from textops.components.common.errors import ConfigError
 from textops.components.serve.dataplane import TextopsDataPlane
 from textops.components.serve.middleware import install_http_hooks
 from textops.components.serve.repository import BundleRepository
-from textops.components.serve.server import TextopsModelServer
-from textops.components.serve.settings import (
-    DEFAULT_INFERENCE_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BODY_BYTES,
-    ServeSettings,
-    default_model_name,
+from textops.components.serve.server import (
+    TextopsModelServer,
+    add_request_limit_flags,
+    kserve_argument_parser,
+    request_limit_settings,
+    run_command,
 )
+from textops.components.serve.settings import ServeSettings, default_model_name
 from textops.components.serve.transformer import PredictorError, TritonTransformer
 
 logger = logging.getLogger(__name__)
@@ -46,13 +42,10 @@ PROG = "python -m textops.components.serve.transformer"
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """KServe's model server parser extended with the transformer's flags."""
-    # A copy, so that changing defaults here leaves KServe's own parser as it was.
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Tokenize for a textops model.onnx served by Triton, and label its logits "
+    parser = kserve_argument_parser(
+        prog,
+        "Tokenize for a textops model.onnx served by Triton, and label its logits "
         "(KServe transformer, V1 and V2 protocols).",
-        parents=[copy.deepcopy(kserve_parser)],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     # Triton speaks V2; gRPC is off unless asked for, since the body limit and the error
     # contract apply to the REST routes.
@@ -63,28 +56,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         required=True,
         help="the model bundle directory: its tokenizer.json, labels.json and metadata.json",
     )
-    parser.add_argument(
-        "--model-version",
-        help="version to report (default: metadata.json's version, else the folder name)",
-    )
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=DEFAULT_MAX_BATCH_SIZE,
-        help="texts one request may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="bytes one request body may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--inference-batch-size",
-        type=int,
-        default=DEFAULT_INFERENCE_BATCH_SIZE,
-        help="texts per Triton request, at most the Triton model's max batch size (the "
-        "overlay's --backend-config=default-max-batch-size)",
+    add_request_limit_flags(
+        parser,
+        model_version_help="version to report (default: metadata.json's version, else the "
+        "folder name)",
+        inference_batch_help="texts per Triton request, at most the Triton model's max batch "
+        "size (the overlay's --backend-config=default-max-batch-size)",
     )
     return parser
 
@@ -109,10 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ServeSettings, Predict
     settings = ServeSettings(
         model_name=args.model_name or default_model_name(args.bundle),
         bundle=args.bundle,
-        model_version=args.model_version,
-        max_batch_size=args.max_batch_size,
-        max_body_bytes=args.max_body_bytes,
-        inference_batch_size=args.inference_batch_size,
+        **request_limit_settings(args),
     )
     predictor = PredictorConfig(
         predictor_host=args.predictor_host,
@@ -217,10 +191,4 @@ def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point: serve, or print a textops error and return 2."""
-    configure_logging()
-    try:
-        serve(argv, prog)
-    except TextopsError as e:
-        print(f"textops: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(serve, argv, prog)

@@ -10,30 +10,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from textops.components.deploy.publish import publish_bundle
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import StartServer
+
 pytestmark = pytest.mark.integration
 
 MODEL = "textops-classifier"
 CLIENTS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -44,36 +40,19 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tiny_bundle_dir: Path, serve_process: StartServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("hot-swap")
     repository = work / "models"
     publish_bundle(tiny_bundle_dir, repository, MODEL)  # version 1
-    port = _free_port()
-    log = work / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "textops.components.serve"),
-                *("--model-repository", str(repository), "--http_port", str(port)),
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield Server(url, repository, log)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    command = [
+        *(sys.executable, "-m", "textops.components.serve"),
+        *("--model-repository", str(repository)),
+    ]
+    running = serve_process(command, work / "server.log", model=MODEL)
+    yield Server(running.url, repository, running.log)
+    running.stop()
 
 
 @dataclass

@@ -10,21 +10,20 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jsonschema
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import SendBadRequest, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -52,42 +51,20 @@ def spec() -> dict[str, Any]:
     return loaded
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server_url(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+def server_url(
+    tiny_bundle_dir: Path, serve_process: StartServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     log = tmp_path_factory.mktemp("serve-protocol") / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "textops.components.serve"),
-                *("--bundle", str(tiny_bundle_dir), "--http_port", str(port)),
-                *("--model_name", MODEL, "--model-version", VERSION),
-                *("--max-batch-size", "8", "--max-body-bytes", str(MAX_BODY_BYTES)),
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    command = [
+        *(sys.executable, "-m", "textops.components.serve"),
+        *("--bundle", str(tiny_bundle_dir)),
+        *("--model_name", MODEL, "--model-version", VERSION),
+        *("--max-batch-size", "8", "--max-body-bytes", str(MAX_BODY_BYTES)),
+    ]
+    server = serve_process(command, log, model=MODEL)
+    yield server.url
+    server.stop()
 
 
 def _validate(spec: dict[str, Any], schema_name: str, document: Any) -> None:
@@ -233,42 +210,11 @@ def test_generated_requests_get_documented_answers(
     assert 400 in statuses if inputs == "any" else statuses.count(200) > 10
 
 
-def _body(case: dict[str, Any]) -> bytes | Iterator[bytes] | None:
-    if "json" in case:
-        return json.dumps(case["json"]).encode()
-    if "text" in case:
-        return str(case["text"]).encode()
-    if "base64" in case:
-        return base64.b64decode(case["base64"])
-    if "generate" not in case:
-        return None
-    kind, size = case["generate"]["kind"], case["generate"].get("bytes", 0)
-    depth = case["generate"].get("depth", 0)
-    tensor = '{"name": "text", "datatype": "BYTES", "shape": [1], "data": '
-    generated = {
-        "nested": '{"instances": ' + "[" * depth + "]" * depth + "}",
-        "nested_v2": '{"inputs": [' + tensor + "[" * depth + "]" * depth + "}]}",
-        "long_text": json.dumps({"instances": ["x" * size]}),
-        "long_text_chunked": json.dumps({"instances": ["x" * size]}),
-        "long_text_v2": json.dumps({"inputs": [json.loads(tensor + '["' + "x" * size + '"]}')]}),
-    }[kind].encode()
-    if kind.endswith("_chunked"):  # no Content-Length: the limit must hold while reading
-        return iter([generated[i : i + 8192] for i in range(0, len(generated), 8192)])
-    return generated
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
-def test_malformed_request_gets_a_4xx_json_error(server_url: str, case: dict[str, Any]) -> None:
-    path = case["path"].format(model=MODEL, version=VERSION)
-    headers = {"content-type": "application/json"} if "json" in case else {}
-    headers.update(case.get("headers", {}))
-    response = httpx.request(
-        case.get("method", "POST"),
-        server_url + path,
-        content=_body(case),
-        headers=headers,
-        timeout=30,
-    )
+def test_malformed_request_gets_a_4xx_json_error(
+    server_url: str, case: dict[str, Any], send_bad_request: SendBadRequest
+) -> None:
+    response = send_bad_request(server_url, case, model=MODEL, version=VERSION)
     assert response.status_code == case["status"], response.text
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -26,60 +25,14 @@ import pytest
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.serve.settings import choose_precision
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import ServeProcess, StartServer
+
 pytestmark = pytest.mark.integration
 
 MODEL = "tiny-classifier"
 VERSION = "7"
 TEXTS = ["The food was great and the staff friendly.", "Terrible service, never again.", "ok"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_server(command: list[str], log: Path, model: str = MODEL) -> Server:
-    """Run the predictor on a free loopback port; return once the model is ready."""
-    port = _free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", *command, "--http_port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the predictor exited with {process.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(f"{server.url}/v2/models/{model}/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    stop_server(server)
-    pytest.fail(f"the predictor was not ready in 90 s:\n{server.log_text()}")
-
-
-def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
 
 
 @dataclass
@@ -118,10 +71,13 @@ def collector() -> Iterator[Collector]:
 
 @pytest.fixture(scope="module")
 def server(
-    tiny_bundle_dir: Path, collector: Collector, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+    tiny_bundle_dir: Path,
+    collector: Collector,
+    serve_process: StartServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServeProcess]:
     command = [
-        "textops.pipelines",
+        *(sys.executable, "-m", "textops.pipelines"),
         "serve",
         "--bundle",
         str(tiny_bundle_dir),
@@ -132,9 +88,10 @@ def server(
         "--payload-logger-url",
         collector.url,
     ]
-    running = start_server(command, tmp_path_factory.mktemp("serve") / "server.log")
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    running = serve_process(command, log, model=MODEL)
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +102,7 @@ def reference(tiny_bundle_dir: Path) -> OnnxClassifier:
     )
 
 
-def _v1(server: Server, instances: list[Any], **kwargs: Any) -> httpx.Response:
+def _v1(server: ServeProcess, instances: list[Any], **kwargs: Any) -> httpx.Response:
     return httpx.post(
         f"{server.url}/v1/models/{MODEL}:predict", json={"instances": instances}, **kwargs
     )
@@ -156,7 +113,7 @@ def _v2_body(texts: list[str]) -> dict[str, Any]:
 
 
 def test_v1_answers_label_probabilities_and_version(
-    server: Server, reference: OnnxClassifier
+    server: ServeProcess, reference: OnnxClassifier
 ) -> None:
     response = _v1(server, [TEXTS[0], {"text": TEXTS[1]}, TEXTS[2]])
     assert response.status_code == 200, response.text
@@ -171,7 +128,9 @@ def test_v1_answers_label_probabilities_and_version(
         assert prediction["label"] == labels[int(np.argmax(row))]
 
 
-def test_v2_answers_in_metadata_label_order(server: Server, reference: OnnxClassifier) -> None:
+def test_v2_answers_in_metadata_label_order(
+    server: ServeProcess, reference: OnnxClassifier
+) -> None:
     metadata = httpx.get(f"{server.url}/v2/models/{MODEL}").json()
     labels = list(reference.labels.names)
     assert metadata["versions"] == [VERSION]
@@ -194,7 +153,7 @@ def test_v2_answers_in_metadata_label_order(server: Server, reference: OnnxClass
     assert outputs["label"]["data"] == reference.predict(TEXTS)
 
 
-def test_versioned_routes_serve_the_served_version(server: Server) -> None:
+def test_versioned_routes_serve_the_served_version(server: ServeProcess) -> None:
     base = f"{server.url}/v2/models/{MODEL}/versions/{VERSION}"
     assert httpx.get(base).json()["versions"] == [VERSION]
     assert httpx.get(f"{base}/ready").json() == {"name": MODEL, "ready": True}
@@ -202,7 +161,7 @@ def test_versioned_routes_serve_the_served_version(server: Server) -> None:
     assert response.status_code == 200 and response.json()["model_version"] == VERSION
 
 
-def test_a_batch_answers_each_text_as_alone(server: Server) -> None:
+def test_a_batch_answers_each_text_as_alone(server: ServeProcess) -> None:
     texts = [f"{TEXTS[i % 3]} number {i}" for i in range(8)]
     together = _v1(server, texts).json()["predictions"]
     alone = [_v1(server, [text]).json()["predictions"][0] for text in texts]
@@ -212,7 +171,7 @@ def test_a_batch_answers_each_text_as_alone(server: Server) -> None:
             assert p == pytest.approx(b["probabilities"][label], abs=1e-5)
 
 
-def test_texts_beyond_the_window_are_truncated_not_refused(server: Server) -> None:
+def test_texts_beyond_the_window_are_truncated_not_refused(server: ServeProcess) -> None:
     long_text = "the service was slow but the food was lovely " * 400
     with_tail = long_text + " absolutely dreadful awful terrible " * 50
     answers = [_v1(server, [text]) for text in (long_text, with_tail)]
@@ -222,7 +181,7 @@ def test_texts_beyond_the_window_are_truncated_not_refused(server: Server) -> No
     assert first == pytest.approx(second, abs=1e-6)
 
 
-def test_kserve_inference_rest_client(server: Server) -> None:
+def test_kserve_inference_rest_client(server: ServeProcess) -> None:
     from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
     async def call() -> tuple[Any, Any]:
@@ -249,7 +208,7 @@ def test_kserve_inference_rest_client(server: Server) -> None:
     assert v2_answer.get_output_by_name("probabilities").as_numpy().shape == (2, 2)
 
 
-def test_explain_scores_every_word(server: Server) -> None:
+def test_explain_scores_every_word(server: ServeProcess) -> None:
     text = "the food was great but the service slow"
     response = httpx.post(f"{server.url}/v1/models/{MODEL}:explain", json={"instances": [text]})
     assert response.status_code == 200, response.text
@@ -266,7 +225,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_metrics_count_latency_labels_errors_and_version(server: Server) -> None:
+def test_metrics_count_latency_labels_errors_and_version(server: ServeProcess) -> None:
     before = httpx.get(f"{server.url}/metrics").text
     answer = _v1(server, TEXTS).json()
     assert _v1(server, [42]).status_code == 400
@@ -283,7 +242,7 @@ def test_metrics_count_latency_labels_errors_and_version(server: Server) -> None
     assert _metric(after, predict, model_name=MODEL) > _metric(before, predict, model_name=MODEL)
 
 
-def test_payload_logger_sends_agent_cloudevents(server: Server, collector: Collector) -> None:
+def test_payload_logger_sends_agent_cloudevents(server: ServeProcess, collector: Collector) -> None:
     collector.events.clear()
     response = _v1(server, [TEXTS[0]], headers={"X-Request-Id": "trace-42"})
     events = collector.wait_for(2)
@@ -313,13 +272,17 @@ def test_payload_logger_sends_agent_cloudevents(server: Server, collector: Colle
 
 
 def test_workers_build_their_own_sessions_and_a_dead_collector_costs_nothing(
-    tiny_bundle_dir: Path, tmp_path: Path
+    tiny_bundle_dir: Path,
+    tmp_path: Path,
+    serve_process: StartServer,
+    free_port: Callable[[], int],
 ) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}/events"
-    command = ["textops.components.serve", "--bundle", str(tiny_bundle_dir), "--model_name"]
+    dead = f"http://127.0.0.1:{free_port()}/events"
+    command = [sys.executable, "-m", "textops.components.serve"]
+    command += ["--bundle", str(tiny_bundle_dir), "--model_name"]
     command += [MODEL, "--workers", "2", "--payload-logger-url", dead]
     command += ["--payload-logger-queue-size", "2"]
-    running = start_server(command, tmp_path / "server.log")
+    running = serve_process(command, tmp_path / "server.log", model=MODEL)
     try:
         with httpx.Client(base_url=running.url) as client:
             statuses = [
@@ -340,7 +303,7 @@ def test_workers_build_their_own_sessions_and_a_dead_collector_costs_nothing(
         assert log.count("runtime ready:") == 3, log
         assert "payload events not delivered" in log
     finally:
-        stop_server(running)
+        running.stop()
 
 
 def test_bad_bundle_stops_the_predictor_with_a_message(tmp_path: Path) -> None:

@@ -16,17 +16,12 @@ as `python -m textops.components.serve.transformer`, exactly as the Triton overl
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -37,6 +32,9 @@ import yaml
 from textops.components.common.config import sample_data_path
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.onnx_classifier import OnnxClassifier
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import SendBadRequest, ServeProcess, StartServer
 
 pytestmark = pytest.mark.integration
 
@@ -103,97 +101,70 @@ if __name__ == "__main__":
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-
-def _start(command: list[str], port: int, log: Path) -> Server:
-    """Start a server process and return once MODEL is ready on it."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{command[:3]} exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    _stop(server)
-    pytest.fail(f"{command[:3]} was not ready in 90 s:\n{log.read_text()}")
-
-
-def _stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-
-
-def _transformer(bundle: Path, predictor_host: str, log: Path, *flags: str) -> Server:
-    port = _free_port()
+def _transformer(
+    start: StartServer, bundle: Path, predictor_host: str, log: Path, *flags: str
+) -> ServeProcess:
     command = [
         *(sys.executable, "-m", "textops.components.serve.transformer"),
         *("--bundle", str(bundle), "--model-version", VERSION),
         *("--model_name", MODEL, "--predictor_host", predictor_host),
-        *("--predictor_protocol", "v2", "--http_port", str(port)),
+        *("--predictor_protocol", "v2"),
         *flags,
     ]
-    return _start(command, port, log)
+    return start(command, log, model=MODEL)
 
 
 @pytest.fixture(scope="module")
-def triton(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def triton(
+    tiny_bundle_dir: Path,
+    serve_process: StartServer,
+    free_port: Callable[[], int],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     """The Triton stand-in; yields its host:port, as KServe's --predictor_host gives it."""
     folder = tmp_path_factory.mktemp("triton")
     script = folder / "triton_stand_in.py"
     script.write_text(TRITON_STAND_IN, encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     model = str(tiny_bundle_dir / "model.onnx")
     command = [sys.executable, str(script), MODEL, model, str(port), str(TRITON_MAX_BATCH)]
-    server = _start(command, port, folder / "triton.log")
+    server = serve_process(command, folder / "triton.log", model=MODEL, port=port)
     yield f"127.0.0.1:{port}"
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def transformer(
-    tiny_bundle_dir: Path, triton: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
+    tiny_bundle_dir: Path,
+    triton: str,
+    serve_process: StartServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServeProcess]:
     """The transformer in front of the stand-in, with the predictor's default limits."""
     # Only the three files the transformer needs, as the docs promise.
     bundle = tmp_path_factory.mktemp("transformer") / "bundle"
     bundle.mkdir()
     for name in ("tokenizer.json", "labels.json", "metadata.json"):
         shutil.copy(tiny_bundle_dir / name, bundle / name)
-    server = _transformer(bundle, triton, bundle.parent / "transformer.log")
+    server = _transformer(serve_process, bundle, triton, bundle.parent / "transformer.log")
     yield server
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def orphan(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def orphan(
+    tiny_bundle_dir: Path,
+    serve_process: StartServer,
+    free_port: Callable[[], int],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServeProcess]:
     """A transformer whose Triton is down, with the limits the bad-request corpus assumes."""
     log = tmp_path_factory.mktemp("orphan") / "transformer.log"
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     limits = ("--max-batch-size", "8", "--max-body-bytes", "65536")
-    server = _transformer(tiny_bundle_dir, dead, log, *limits)
+    server = _transformer(serve_process, tiny_bundle_dir, dead, log, *limits)
     yield server
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +172,7 @@ def reference(tiny_bundle_dir: Path) -> OnnxClassifier:
     return OnnxClassifier.from_bundle(tiny_bundle_dir, precision="fp32")
 
 
-def _metrics(server: Server) -> dict[str, float]:
+def _metrics(server: ServeProcess) -> dict[str, float]:
     """Every sample of the server's /metrics, by its name and labels as Prometheus writes them."""
     samples: dict[str, float] = {}
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
@@ -211,13 +182,13 @@ def _metrics(server: Server) -> dict[str, float]:
     return samples
 
 
-def _v1(server: Server, instances: list[Any]) -> httpx.Response:
+def _v1(server: ServeProcess, instances: list[Any]) -> httpx.Response:
     return httpx.post(
         f"{server.url}/v1/models/{MODEL}:predict", json={"instances": instances}, timeout=60
     )
 
 
-def _v2(server: Server, texts: list[str]) -> httpx.Response:
+def _v2(server: ServeProcess, texts: list[str]) -> httpx.Response:
     body = {
         "id": "req-1",
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
@@ -237,7 +208,9 @@ def _assert_v1_matches(body: dict[str, Any], texts: list[str], reference: OnnxCl
         assert prediction["label"] == labels[int(row.argmax())]
 
 
-def test_v1_answers_as_the_onnx_classifier(transformer: Server, reference: OnnxClassifier) -> None:
+def test_v1_answers_as_the_onnx_classifier(
+    transformer: ServeProcess, reference: OnnxClassifier
+) -> None:
     plain = _v1(transformer, TEXTS)
     assert plain.status_code == 200, plain.text
     _assert_v1_matches(plain.json(), TEXTS, reference)
@@ -246,7 +219,9 @@ def test_v1_answers_as_the_onnx_classifier(transformer: Server, reference: OnnxC
     assert objects.json() == plain.json()
 
 
-def test_v2_answers_as_the_onnx_classifier(transformer: Server, reference: OnnxClassifier) -> None:
+def test_v2_answers_as_the_onnx_classifier(
+    transformer: ServeProcess, reference: OnnxClassifier
+) -> None:
     answer = _v2(transformer, TEXTS)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -264,7 +239,7 @@ def test_v2_answers_as_the_onnx_classifier(transformer: Server, reference: OnnxC
 
 
 def test_a_batch_larger_than_tritons_is_sent_in_chunks_and_kept_in_order(
-    transformer: Server, reference: OnnxClassifier
+    transformer: ServeProcess, reference: OnnxClassifier
 ) -> None:
     texts = pd.read_csv(sample_data_path(), dtype=str)["text"].head(150).tolist()
     before = _metrics(transformer)
@@ -294,46 +269,17 @@ def test_a_batch_larger_than_tritons_is_sent_in_chunks_and_kept_in_order(
     assert after[f'textops_model_version_info{{model_name="{MODEL}",version="{VERSION}"}}'] == 1
 
 
-def test_too_many_texts_are_refused_before_triton(transformer: Server) -> None:
+def test_too_many_texts_are_refused_before_triton(transformer: ServeProcess) -> None:
     answer = _v1(transformer, ["x"] * 257)
     assert answer.status_code == 413
     assert "at most 256" in answer.json()["error"]
 
 
-def _body(case: dict[str, Any]) -> bytes | Iterator[bytes] | None:
-    if "json" in case:
-        return json.dumps(case["json"]).encode()
-    if "text" in case:
-        return str(case["text"]).encode()
-    if "base64" in case:
-        return base64.b64decode(case["base64"])
-    if "generate" not in case:
-        return None
-    kind, size = case["generate"]["kind"], case["generate"].get("bytes", 0)
-    depth = case["generate"].get("depth", 0)
-    tensor = '{"name": "text", "datatype": "BYTES", "shape": [1], "data": '
-    generated = {
-        "nested": '{"instances": ' + "[" * depth + "]" * depth + "}",
-        "nested_v2": '{"inputs": [' + tensor + "[" * depth + "]" * depth + "}]}",
-        "long_text": json.dumps({"instances": ["x" * size]}),
-        "long_text_chunked": json.dumps({"instances": ["x" * size]}),
-        "long_text_v2": json.dumps({"inputs": [json.loads(tensor + '["' + "x" * size + '"]}')]}),
-    }[kind].encode()
-    if kind.endswith("_chunked"):
-        return iter([generated[i : i + 8192] for i in range(0, len(generated), 8192)])
-    return generated
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_malformed_request_gets_the_predictors_4xx_json_error(
-    orphan: Server, case: dict[str, Any]
+    orphan: ServeProcess, case: dict[str, Any], send_bad_request: SendBadRequest
 ) -> None:
-    path = case["path"].format(model=MODEL, version=VERSION)
-    headers = {"content-type": "application/json"} if "json" in case else {}
-    headers.update(case.get("headers", {}))
-    response = httpx.request(
-        case.get("method", "POST"), orphan.url + path, content=_body(case), headers=headers
-    )
+    response = send_bad_request(orphan.url, case, model=MODEL, version=VERSION)
     assert response.status_code == case["status"], response.text
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
@@ -341,7 +287,7 @@ def test_malformed_request_gets_the_predictors_4xx_json_error(
         assert fragment.lower() in error.lower(), error
 
 
-def test_triton_down_is_a_prompt_503_naming_it(orphan: Server) -> None:
+def test_triton_down_is_a_prompt_503_naming_it(orphan: ServeProcess) -> None:
     before = _metrics(orphan)
     for answer in (_v1(orphan, TEXTS), _v2(orphan, TEXTS)):
         assert answer.status_code == 503, answer.text
@@ -355,19 +301,20 @@ def test_triton_down_is_a_prompt_503_naming_it(orphan: Server) -> None:
 
 
 def test_a_triton_refusal_is_a_502_with_tritons_reason(
-    tiny_bundle_dir: Path, triton: str, tmp_path: Path
+    tiny_bundle_dir: Path, triton: str, serve_process: StartServer, tmp_path: Path
 ) -> None:
     """Chunks over Triton's max batch size are refused by it: the stand-in holds Triton's
     limit, so the chunking test above can fail, and the refusal reaches the client."""
+    log = tmp_path / "transformer.log"
     server = _transformer(
-        tiny_bundle_dir, triton, tmp_path / "transformer.log", "--inference-batch-size", "100"
+        serve_process, tiny_bundle_dir, triton, log, "--inference-batch-size", "100"
     )
     try:
         within = _v1(server, ["fine"] * TRITON_MAX_BATCH)
         assert within.status_code == 200, within.text
         beyond = _v1(server, ["fine"] * (TRITON_MAX_BATCH + 1))
     finally:
-        _stop(server)
+        server.stop()
     assert beyond.status_code == 502, beyond.text
     error = beyond.json()["error"]
     assert f"batch-size must be <= {TRITON_MAX_BATCH}" in error and triton in error, error
