@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 REQUEST_BATCH = 8
 #: Seconds a started service gets to answer its readiness route.
 READY_TIMEOUT_S = 120.0
+#: The Evidently workspace beside the drift runs' folders: `evidently ui` shows their history.
+WORKSPACE_DIR = "workspace"
 
 
 class LoopError(TextopsError):
@@ -209,6 +211,31 @@ def served_version(server: str, model_name: str) -> str:
     return str(answer.json().get("model_version"))
 
 
+def check_drift(
+    store_url: str, model_name: str, bundle_dir: Path, out_dir: Path, rows: int
+) -> DriftJobResult:
+    """The drift job on the last `rows` logged texts; its run joins the loop's workspace."""
+    from textops.components.monitor.drift_job import (
+        OutputPaths,
+        WindowSpec,
+        fetch_traffic,
+        run_drift_job,
+    )
+    from textops.components.monitor.drift_settings import DriftSettings
+
+    window_spec = WindowSpec(last=rows)
+    return run_drift_job(
+        bundle_dir=bundle_dir,
+        window=fetch_traffic(store_url, model_name, window_spec),
+        settings=DriftSettings(),
+        paths=OutputPaths.in_dir(out_dir),
+        model_name=model_name,
+        workspace=out_dir.parent / WORKSPACE_DIR,
+        window_spec=window_spec,
+        source=store_url,
+    )
+
+
 def run_loop(
     config: TrainingConfig, rows: int = 300, report: Callable[[str], None] = print
 ) -> LoopResult:
@@ -218,8 +245,6 @@ def run_loop(
         TextopsError: A step of the training pipeline or a service of the loop failed.
     """
     from textops.components.common.model_repository import current_version
-    from textops.components.monitor.drift_job import OutputPaths, WindowSpec, run_drift_job
-    from textops.components.monitor.drift_settings import DriftSettings
     from textops.components.monitor.trigger import trigger_retraining
     from textops.pipelines.local import preflight, run_training_locally
 
@@ -232,7 +257,6 @@ def run_loop(
     output = Path(config.output_dir).resolve()
     store_url = f"sqlite:///{output / 'monitor' / 'payloads.db'}"
     drift_dir = output / "drift" / config.model_name
-    workspace = drift_dir / "workspace"
     collector_port, server_port = free_port(), free_port()
     collector = f"http://127.0.0.1:{collector_port}"
     server = f"http://127.0.0.1:{server_port}"
@@ -270,18 +294,8 @@ def run_loop(
             ids = replay(server, config.model_name, traffic, f"loop-{stamp}-{name}")
             wait_until_stored(store_url, config.model_name, ids, rows)
             post_labels(collector, ids, traffic)
-            from textops.components.monitor.drift_job import fetch_traffic
-
-            window_spec = WindowSpec(last=rows)
-            drift = run_drift_job(
-                bundle_dir=published.path,
-                window=fetch_traffic(store_url, config.model_name, window_spec),
-                settings=DriftSettings(),
-                paths=OutputPaths.in_dir(drift_dir / f"{stamp}-{name}"),
-                model_name=config.model_name,
-                workspace=workspace,
-                window_spec=window_spec,
-                source=store_url,
+            drift = check_drift(
+                store_url, config.model_name, published.path, drift_dir / f"{stamp}-{name}", rows
             )
             phases.append(Phase(name, traffic, drift))
         retraining = "not started: no drift found"
@@ -290,7 +304,9 @@ def run_loop(
             outcome = trigger_retraining(config.model_copy(update={"serve_url": server}))
             retraining = outcome.detail
         version_after = served_version(server, config.model_name)
-    return LoopResult(training, phases, retraining, version_after, store_url, workspace)
+    return LoopResult(
+        training, phases, retraining, version_after, store_url, drift_dir / WORKSPACE_DIR
+    )
 
 
 def summary_lines(result: LoopResult, config: TrainingConfig) -> list[str]:
