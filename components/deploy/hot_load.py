@@ -8,25 +8,19 @@ KServe's model repository route `POST /v2/repository/models/<name>/load` makes i
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from textops.components.common.errors import DeployError
+from textops.components.common.errors import DeployError, RemoteModelError
+from textops.components.common.http_json import request_json
 
 logger = logging.getLogger(__name__)
 
 #: How often the metadata is read again while the server has not swapped yet.
 POLL_SECONDS = 0.5
-
-
-class _HttpFailure(Exception):
-    """A request got no answer, or an answer other than 2xx with a JSON body."""
 
 
 def hot_load(
@@ -65,15 +59,15 @@ def hot_load(
         )
 
     try:
-        _request_json("POST", load_url, timeout_seconds)
-    except _HttpFailure as e:
+        request_json(load_url, {}, timeout_seconds)
+    except RemoteModelError as e:
         raise failed(f"the load request failed ({e})") from e
 
     deadline = monotonic() + timeout_seconds
     while True:
         try:
-            served = _served_versions(_request_json("GET", metadata_url, timeout_seconds))
-        except _HttpFailure as e:
+            served = _served_versions(request_json(metadata_url, None, timeout_seconds))
+        except RemoteModelError as e:
             raise failed(f"reading its model metadata failed ({e})") from e
         if str(version) in served:
             logger.info("hot-loaded %s version=%d server=%s", model_name, version, base)
@@ -92,28 +86,3 @@ def _served_versions(metadata: Any) -> list[str]:
     if not isinstance(versions, list):
         return []
     return [str(v) for v in versions]
-
-
-def _request_json(method: str, url: str, timeout_seconds: float) -> Any:
-    """Send a request with an empty JSON body (POST) or none (GET); return the parsed answer.
-
-    Raises:
-        _HttpFailure: No answer, an HTTP error status, or a body that is not JSON.
-    """
-    data = b"{}" if method == "POST" else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
-            body = response.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()[:300]
-        raise _HttpFailure(f"HTTP {e.code} from {method} {url}: {detail or e.reason}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise _HttpFailure(f"no answer from {method} {url}: {reason}") from e
-    try:
-        return json.loads(body) if body.strip() else {}
-    except ValueError as e:
-        raise _HttpFailure(f"{method} {url} answered something that is not JSON") from e

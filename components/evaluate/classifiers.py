@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
+from textops.components.common.http_json import request_json
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import softmax
 from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
@@ -170,7 +171,7 @@ class RemoteClassifier:
             RemoteModelError: No answer, an error status, or an answer that is not JSON.
         """
         remote = cls(base_url, model_name, batch_size=batch_size, timeout_seconds=timeout_seconds)
-        metadata = _request_json(remote.model_url, None, timeout_seconds)
+        metadata = request_json(remote.model_url, None, timeout_seconds)
         if not isinstance(metadata, dict):
             raise RemoteModelError(f"{remote.model_url} answered metadata that is not an object")
         parameters = metadata.get("parameters")
@@ -208,8 +209,11 @@ class RemoteClassifier:
             "id": request_id,
             "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
         }
-        answer = _request_json(
-            f"{self.model_url}/infer", body, self.timeout_seconds, request_id=request_id
+        answer = request_json(
+            f"{self.model_url}/infer",
+            body,
+            self.timeout_seconds,
+            headers={"X-Request-Id": request_id},
         )
         try:
             outputs = {output["name"]: output for output in answer["outputs"]}
@@ -300,32 +304,3 @@ def _label_list(value: Any) -> list[str] | None:
     if isinstance(value, list) and value:
         return [str(name) for name in value]
     return None
-
-
-def _request_json(
-    url: str, body: Any | None, timeout_seconds: float, *, request_id: str | None = None
-) -> Any:
-    """GET (`body` None) or POST JSON; return the parsed answer.
-
-    Raises:
-        RemoteModelError: No answer, an HTTP error status, or a body that is not JSON.
-    """
-    headers = {"Content-Type": "application/json"}
-    if request_id is not None:
-        headers["X-Request-Id"] = request_id
-    data = json.dumps(body).encode("utf-8") if body is not None else None
-    method = "POST" if body is not None else "GET"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode("utf-8", "replace").strip()[:300]
-        message = f"{method} {url} answered HTTP {e.code}: {detail or e.reason}"
-        raise RemoteModelError(message) from e
-    except (urllib.error.URLError, OSError) as e:
-        raise RemoteModelError(f"no answer from {method} {url}: {getattr(e, 'reason', e)}") from e
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise RemoteModelError(f"{method} {url} answered something that is not JSON") from e

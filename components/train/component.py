@@ -39,7 +39,7 @@ def train_model(
     `train_nodes` > 1 it runs a Kubeflow Trainer TrainJob and waits for it (multinode.py).
     """
     from textops.components.common.images import TRAIN_IMAGE
-    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
+    from textops.components.common.kubernetes_api import custom_objects_api
     from textops.components.common.labels import LabelMap
     from textops.components.common.logs import configure_logging
     from textops.components.train.launch import run_training
@@ -65,36 +65,26 @@ def train_model(
         seed=seed,
         device=device,
     )
-    labels = LabelMap.from_dict(train_data.metadata)
-    fingerprint = str(train_data.metadata.get("fingerprint", ""))
+    job = {
+        "train_path": train_data.path,
+        "validation_path": validation_data.path,
+        "labels": LabelMap.from_dict(train_data.metadata),
+        "settings": settings,
+        "output_dir": model.path,
+        "data_fingerprint": str(train_data.metadata.get("fingerprint", "")),
+    }
     if train_nodes > 1:
         metadata = train_on_nodes(
-            train_path=train_data.path,
-            validation_path=validation_data.path,
-            labels=labels,
-            settings=settings,
-            output_dir=model.path,
-            data_fingerprint=fingerprint,
+            **job,
             nodes=train_nodes,
             gpus_per_node=node_gpus,
             shared_storage=shared_storage,
-            namespace=resolve_namespace("", "the TrainJob namespace"),
             image=TRAIN_IMAGE,
-            cpu="8",
-            memory="32Gi",
             timeout_s=train_timeout_seconds,
             api=custom_objects_api(),
         )
     else:
-        metadata = run_training(
-            train_path=train_data.path,
-            validation_path=validation_data.path,
-            labels=labels,
-            settings=settings,
-            output_dir=model.path,
-            data_fingerprint=fingerprint,
-            checkpoint_dir=checkpoint_dir or None,
-        )
+        metadata = run_training(**job, checkpoint_dir=checkpoint_dir or None)
     model.framework = "pytorch"
     model.metadata.update(metadata)
     for name, value in metadata.items():

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from textops.components.common.artifact_store import ARTIFACT_STORE_SECRET
 from textops.components.common.errors import ConfigError, TrainingError
+from textops.components.common.kubernetes_api import resolve_namespace
 from textops.components.common.labels import LabelMap
 from textops.components.train.launch import job_description
 from textops.components.train.trainer import TrainSettings
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
 logger = logging.getLogger(__name__)
+
+#: Each node's CPU and memory requests: room for the data loaders and NCCL beside the GPUs.
+NODE_CPU = "8"
+NODE_MEMORY = "32Gi"
 
 JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
@@ -49,15 +54,18 @@ def train_on_nodes(
     nodes: int,
     gpus_per_node: int,
     shared_storage: str,
-    namespace: str,
     image: str,
-    cpu: str,
-    memory: str,
     timeout_s: float,
     api: CustomObjectsApi,
+    namespace: str = "",
+    cpu: str = NODE_CPU,
+    memory: str = NODE_MEMORY,
     poll_s: float = 10,
 ) -> dict[str, Any]:
     """Train on `nodes` nodes through a Kubeflow Trainer TrainJob; return the model metadata.
+
+    `namespace` empty: the namespace of the pod this runs in. `cpu` and `memory` are each
+    node's requests (see `trainjob.trainjob_manifest`).
 
     The model lands in `output_dir` as `run_training` would leave it, and the staged files are
     removed from `shared_storage` once it is there.
@@ -74,6 +82,7 @@ def train_on_nodes(
             f"training on {nodes} nodes needs shared_storage: an object-store URI (such as "
             "s3://bucket/textops-jobs) that this step and every node can read and write"
         )
+    namespace = resolve_namespace(namespace, "the TrainJob's namespace")
     name = trainjob_name(f"textops-{_job_digest(settings, labels, data_fingerprint)}")
     fs, root = url_to_fs(shared_storage)
     stage = f"{root.rstrip('/')}/{name}"

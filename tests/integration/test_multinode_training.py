@@ -120,6 +120,7 @@ def test_two_nodes_train_the_model_and_hand_it_back(
 
     (manifest,) = cluster.manifests
     assert manifest["kind"] == "TrainJob"
+    assert manifest["metadata"]["namespace"] == "ml"
     assert manifest["spec"]["trainer"]["numNodes"] == 2
     job_uri = manifest["spec"]["trainer"]["command"][-1]
     assert job_uri.startswith("file://") and job_uri.endswith("/job.json")
