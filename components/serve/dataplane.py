@@ -31,7 +31,7 @@ class TextopsDataPlane(DataPlane):
         self.__dict__.update(state)
         from kserve.model_server import app
 
-        install_http_hooks(app, self.bundles.settings, self.bundles)
+        install_http_hooks(app, self.bundles.settings, self)
 
     def decode(
         self, body: Any, headers: Any, protocol_version: str = "v1", model_name: str | None = None

@@ -1,9 +1,11 @@
 """What the predictor adds to KServe's FastAPI app: limits, error answers, metrics, payloads.
 
-- `ServingMiddleware` (pure ASGI) refuses bodies over --max-body-bytes with 413 without
-  reading past the limit, counts every 4xx/5xx answer in `textops_request_errors_total`,
-  queues the payload logger's CloudEvents, and serves the versioned V2 routes
-  (`/v2/models/<name>/versions/<v>/...`) for the version being served (404 for others).
+- `ServingMiddleware` (pure ASGI, outside every other middleware) refuses bodies over
+  --max-body-bytes with 413 without reading past the limit, counts every 4xx/5xx answer in
+  `textops_request_errors_total`, queues the payload logger's CloudEvents, and serves the
+  versioned V2 routes (`/v2/models/<name>/versions/<v>/...`) for the version being served
+  (404 for others). Inside it, V1 predict requests go straight to the data plane
+  (`v1_predict.V1PredictRoute`) and everything else to KServe's app.
 - Exception handlers give every client mistake a JSON `{"error": ...}` with a 4xx status:
   FastAPI's request validation (422 by default) becomes 400, an oversized batch 413.
 
@@ -22,7 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from kserve.model_repository import ModelRepository
+from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
 
 from textops.components.common.errors import TextopsError
@@ -30,6 +32,7 @@ from textops.components.serve import metrics
 from textops.components.serve.payload_logger import PayloadLogger, event_id
 from textops.components.serve.payloads import BadRequestError, BatchTooLargeError
 from textops.components.serve.settings import ServeSettings
+from textops.components.serve.v1_predict import V1PredictRoute
 
 logger = logging.getLogger(__name__)
 
@@ -251,13 +254,14 @@ async def _load_failed(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"error": str(exc)})
 
 
-def install_http_hooks(app: FastAPI, settings: ServeSettings, registry: ModelRepository) -> None:
+def install_http_hooks(app: FastAPI, settings: ServeSettings, dataplane: DataPlane) -> None:
     """Add the middleware and exception handlers to KServe's app, once per process.
 
     Args:
         app: `kserve.model_server.app`, before the server starts.
         settings: The limits and the payload logger's target.
-        registry: The models, to know which version is served.
+        dataplane: The server's data plane: its models (to know which version is served)
+            and the calls of the V1 predict route.
     """
     if getattr(app.state, "textops_hooks", False):
         return
@@ -265,7 +269,7 @@ def install_http_hooks(app: FastAPI, settings: ServeSettings, registry: ModelRep
 
     def served_version(name: str) -> str | None:
         # The predictor's model and the Triton transformer both say which version they serve.
-        served = getattr(registry.get_model(name), "served_version", None)
+        served = getattr(dataplane.model_registry.get_model(name), "served_version", None)
         return served if isinstance(served, str) else None
 
     payload_logger = (
@@ -273,13 +277,23 @@ def install_http_hooks(app: FastAPI, settings: ServeSettings, registry: ModelRep
         if settings.payload_logger is not None
         else None
     )
-    app.add_middleware(
-        ServingMiddleware,
-        model_name=settings.model_name,
-        max_body_bytes=settings.max_body_bytes,
-        served_version=served_version,
-        payload_logger=payload_logger,
-    )
+    build_stack = app.build_middleware_stack
+
+    def build_stack_inside_serving_middleware() -> ASGIApp:
+        # Outermost, around the middleware KServe adds when it starts (its TimingMiddleware
+        # scans every route to name a trace log line), so that a V1 predict request meets
+        # nothing but this middleware and the data plane (see `v1_predict`).
+        return ServingMiddleware(
+            V1PredictRoute(build_stack(), dataplane, app.exception_handlers),
+            model_name=settings.model_name,
+            max_body_bytes=settings.max_body_bytes,
+            served_version=served_version,
+            payload_logger=payload_logger,
+        )
+
+    # Starlette builds the stack at the first request (the lifespan startup), after KServe's
+    # RESTServer has added its middleware, which `add_middleware` would put outside this one.
+    app.build_middleware_stack = build_stack_inside_serving_middleware  # type: ignore[method-assign]
     # KServe registers its own InvalidInput handler (a traceback per bad request) after this;
     # BadRequestError, a subclass, keeps this one.
     app.add_exception_handler(BadRequestError, _bad_request)

@@ -223,7 +223,7 @@ def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
     model = TextClassifierModel(settings)
     model.load()
     server = TextopsModelServer(repository, args)
-    install_http_hooks(app, settings, repository)
+    install_http_hooks(app, settings, server.dataplane)
     logger.info(
         "serving %s version %s on port %d (workers=%d, threads=%s)",
         settings.model_name,

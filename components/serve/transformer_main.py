@@ -20,6 +20,7 @@ from kserve import context as kserve_context
 from kserve.errors import ModelNotFound
 from kserve.model_server import app
 from kserve.predictor_config import PredictorConfig
+from kserve.protocol.dataplane import DataPlane
 
 from textops.components.common.errors import ConfigError
 from textops.components.serve.dataplane import TextopsDataPlane
@@ -132,10 +133,10 @@ async def _predictor_failed(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_transformer_hooks(
-    fastapi_app: FastAPI, settings: ServeSettings, registry: BundleRepository
+    fastapi_app: FastAPI, settings: ServeSettings, dataplane: DataPlane
 ) -> None:
     """The predictor's limits, error answers and metrics, plus the answers to Triton failures."""
-    install_http_hooks(fastapi_app, settings, registry)
+    install_http_hooks(fastapi_app, settings, dataplane)
     if not getattr(fastapi_app.state, "textops_transformer_hooks", False):
         fastapi_app.state.textops_transformer_hooks = True
         fastapi_app.add_exception_handler(PredictorError, _predictor_failed)
@@ -146,7 +147,7 @@ class TransformerDataPlane(TextopsDataPlane):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        install_transformer_hooks(app, self.bundles.settings, self.bundles)
+        install_transformer_hooks(app, self.bundles.settings, self)
 
 
 class TransformerServer(TextopsModelServer):
@@ -177,7 +178,7 @@ def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:
     model = TritonTransformer(settings, predictor)
     model.load()
     server = TransformerServer(repository, args, predictor)
-    install_transformer_hooks(app, settings, repository)
+    install_transformer_hooks(app, settings, server.dataplane)
     logger.info(
         "transformer for %s version %s on port %d: Triton at %s, %d texts per call",
         settings.model_name,

@@ -60,6 +60,12 @@ class SendBadRequest(Protocol):
     ) -> httpx.Response: ...
 
 
+class CorpusRequest(Protocol):
+    def __call__(
+        self, case: dict[str, Any], *, model: str, version: str
+    ) -> tuple[str, str, dict[str, str], bytes | Iterator[bytes] | None]: ...
+
+
 class StartServer(Protocol):
     def __call__(
         self, command: Sequence[str], log: Path, *, model: str, port: int | None = None
@@ -137,19 +143,20 @@ def _corpus_body(case: dict[str, Any]) -> bytes | Iterator[bytes] | None:
     return generated
 
 
-def _send_corpus_case(
-    base_url: str, case: dict[str, Any], *, model: str, version: str
-) -> httpx.Response:
+def _corpus_request(
+    case: dict[str, Any], *, model: str, version: str
+) -> tuple[str, str, dict[str, str], bytes | Iterator[bytes] | None]:
     path = case["path"].format(model=model, version=version)
     headers = {"content-type": "application/json"} if "json" in case else {}
     headers.update(case.get("headers", {}))
-    return httpx.request(
-        case.get("method", "POST"),
-        base_url + path,
-        content=_corpus_body(case),
-        headers=headers,
-        timeout=30,
-    )
+    return case.get("method", "POST"), path, headers, _corpus_body(case)
+
+
+def _send_corpus_case(
+    base_url: str, case: dict[str, Any], *, model: str, version: str
+) -> httpx.Response:
+    method, path, headers, body = _corpus_request(case, model=model, version=version)
+    return httpx.request(method, base_url + path, content=body, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +164,10 @@ def send_bad_request() -> SendBadRequest:
     """A function sending a bad-request corpus case to the server at `base_url`, its path
     naming `model` and `version`; it returns the answer."""
     return _send_corpus_case
+
+
+@pytest.fixture(scope="session")
+def corpus_request() -> CorpusRequest:
+    """A function giving a corpus case's method, path (naming `model` and `version`),
+    headers and body (None, bytes, or chunks for a body sent without Content-Length)."""
+    return _corpus_request
