@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -26,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textops.components.common.errors import TextopsError
 from textops.components.serve import metrics
@@ -35,12 +35,6 @@ from textops.components.serve.settings import ServeSettings
 from textops.components.serve.v1_predict import V1PredictRoute
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _INFERENCE_PATH = re.compile(r"/v1/models/[^/]+:predict|/v2/models/[^/]+/infer")
 _VERSIONED_PATH = re.compile(

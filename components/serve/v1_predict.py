@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 import orjson
@@ -26,15 +26,16 @@ from kserve.errors import ModelNotReady
 from kserve.protocol.dataplane import DataPlane
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import ExceptionHandler, HTTPExceptionHandler
+from starlette.types import (
+    ASGIApp,
+    ExceptionHandler,
+    HTTPExceptionHandler,
+    Receive,
+    Scope,
+    Send,
+)
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 V1_PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+):predict")
 #: The options of KServe's ORJSONResponse.
