@@ -59,6 +59,8 @@ def _monitoring(*values: Any) -> None:
         **{name: arguments[name] for name, _, _ in DRIFT_PARAMETERS},
         model_repository=arguments["model_repository"],
         model_name=arguments["model_name"],
+        deploy_target=arguments["deploy_target"],
+        kserve_namespace=arguments["kserve_namespace"],
     ).set_display_name("drift")
     # Traffic changes from run to run: never answer from a cache.
     drift.set_caching_options(False)
@@ -68,7 +70,8 @@ def _monitoring(*values: Any) -> None:
         secret_key_to_env={STORE_SECRET_KEY: STORE_URL_ENV},
         optional=True,
     )
-    use_artifact_store_credentials(drift)  # the model repository may be on the object store
+    # The bundle the InferenceService serves (deploy_target 'kserve') is in the object store.
+    use_artifact_store_credentials(drift)
     with dsl.If(drift.outputs["Output"] == True, name="drift-found"):  # noqa: E712
         training_pipeline(**{p.name: arguments[p.name] for p in TRAINING_PARAMETERS})
 

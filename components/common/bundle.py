@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -65,12 +65,16 @@ class ModelBundle:
     path: Path
 
     @classmethod
-    def open(cls, path: str | Path) -> ModelBundle:
-        """Open a bundle; ModelNotFoundError if the directory or a required file is missing."""
+    def open(cls, path: str | Path, required: Sequence[str] = REQUIRED_FILES) -> ModelBundle:
+        """Open a bundle; ModelNotFoundError if the directory or a `required` file is missing.
+
+        `required` is every file a complete bundle has, unless a reader needs fewer (the
+        drift job reads no model, so it can work on a copy of the files it reads).
+        """
         bundle = cls(Path(path))
         if not bundle.path.is_dir():
             raise ModelNotFoundError(f"model bundle not found: {path} is not a directory")
-        missing = [name for name in REQUIRED_FILES if not (bundle.path / name).is_file()]
+        missing = [name for name in required if not (bundle.path / name).is_file()]
         if missing:
             raise ModelNotFoundError(
                 f"model bundle {path} is incomplete: missing {', '.join(missing)}"

@@ -95,7 +95,7 @@ def read_table(path: str, data_format: str = "auto") -> pd.DataFrame:
     except FileNotFoundError as e:
         raise DataError(f"data file not found: {path}") from e
     except ImportError as e:
-        raise DataError(_missing_backend_message(path, e)) from e
+        raise DataError(missing_backend_message(path, e)) from e
     except UnicodeDecodeError as e:
         raise DataError(_decode_error_message(path)) from e
     except pd.errors.EmptyDataError as e:
@@ -174,7 +174,8 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def _missing_backend_message(path: str, error: ImportError) -> str:
+def missing_backend_message(path: str, error: ImportError) -> str:
+    """What to install to read `path`, when fsspec's backend for its scheme is missing."""
     scheme = path.split("://", 1)[0] if is_uri(path) else "file"
     backend = _BACKENDS.get(scheme, f"the fsspec backend for {scheme}://")
     return f"cannot read {path}: a library it needs is missing ({error}); install {backend}"

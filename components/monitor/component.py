@@ -11,6 +11,8 @@ def detect_drift(
     store_url: str,
     model_repository: str,
     model_name: str,
+    deploy_target: str,
+    kserve_namespace: str,
     bundle: str,
     since: str,
     until: str,
@@ -30,8 +32,10 @@ def detect_drift(
     """Compare a window of logged traffic with the model bundle's reference sample.
 
     The store is `store_url`, else $TEXTOPS_STORE_URL (the pipeline sets it from a Secret),
-    else the local SQLite file. The bundle is `bundle` when given, else the current version of
-    `model_name` in `model_repository`. The window is `model_name`'s traffic in the store
+    else the local SQLite file. The bundle is `bundle` when given (a directory or an s3://
+    URI), else, with `deploy_target` 'kserve', the one the InferenceService `model_name` in
+    `kserve_namespace` (empty: this pod's) serves to most of its traffic, else the current
+    version of `model_name` in `model_repository`. The window is `model_name`'s traffic in the store
     between `since` and `until` (ISO 8601 or a duration back from now such as 24h; empty:
     unbounded), the most recent `last` texts of it when `last` > 0. Empty `workspace` and
     `pushgateway` skip them.
@@ -42,6 +46,7 @@ def detect_drift(
     import tempfile
     from pathlib import Path
 
+    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
     from textops.components.monitor.collector_cli import default_store_url
     from textops.components.monitor.drift_job import (
@@ -53,6 +58,7 @@ def detect_drift(
         run_drift_job,
     )
     from textops.components.monitor.drift_settings import load_drift_settings
+    from textops.components.monitor.served_bundle import served_bundle_uri
     from textops.components.monitor.store import mask_url
 
     configure_logging()
@@ -68,7 +74,16 @@ def detect_drift(
             "max_macro_f1_drop": max_macro_f1_drop,
         },
     )
-    bundle_dir = resolve_bundle(bundle or None, model_repository or None, model_name)
+    if not bundle and deploy_target == "kserve":
+        bundle = served_bundle_uri(
+            model_name,
+            resolve_namespace(kserve_namespace, "kserve_namespace"),
+            custom_objects_api(),
+        )
+    scratch = Path(tempfile.mkdtemp(prefix="textops-bundle-"))
+    bundle_dir = resolve_bundle(
+        bundle or None, model_repository or None, model_name, scratch=scratch
+    )
     spec = WindowSpec(
         since=parse_moment(since) if since else None,
         until=parse_moment(until) if until else None,
@@ -88,6 +103,7 @@ def detect_drift(
         pushgateway=pushgateway or None,
         window_spec=spec,
         source=mask_url(store_url),
+        bundle_source=bundle or str(bundle_dir),
     )
     result = job.result
     metrics.log_metric("drifted", float(result.drifted))

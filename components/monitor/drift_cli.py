@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ def _test_threshold(text: str) -> tuple[str, float]:
 def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `textops drift`."""
     model = parser.add_argument_group("model")
-    model.add_argument("--bundle", type=Path, help="the model bundle to compare with")
+    model.add_argument(
+        "--bundle",
+        help="the model bundle to compare with: a directory, or its URI in an object store "
+        "(s3://bucket/path/bundle; only the files the job reads are copied)",
+    )
     model.add_argument(
         "--model-repository",
         type=Path,
@@ -146,6 +151,7 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
 def drift_command(args: argparse.Namespace) -> int:
     """Run the drift job; retrain on drift when asked. Returns the exit status."""
     from textops.components.common.config import load_config
+    from textops.components.common.dataio import is_uri
     from textops.components.monitor.drift_job import OutputPaths, resolve_bundle, run_drift_job
     from textops.components.monitor.drift_settings import load_drift_settings
 
@@ -155,22 +161,26 @@ def drift_command(args: argparse.Namespace) -> int:
     settings = load_drift_settings(args.drift_config, overrides)
     # A bad training config fails now, not after the drift run.
     training = load_config(args.config) if args.trigger else None
-    bundle_dir = resolve_bundle(args.bundle, args.model_repository, args.model_name)
-
-    window, spec, source = _load_window(args)
-    output_dir = args.output_dir or Path(_DEFAULTS.output_dir) / "drift" / args.model_name
-    workspace = None if args.no_workspace else (args.workspace or output_dir / "workspace")
-    job = run_drift_job(
-        bundle_dir=bundle_dir,
-        window=window,
-        settings=settings,
-        paths=OutputPaths.in_dir(output_dir),
-        model_name=args.model_name,
-        workspace=workspace,
-        pushgateway=args.pushgateway,
-        window_spec=spec,
-        source=source,
-    )
+    with tempfile.TemporaryDirectory(prefix="textops-bundle-") as scratch:
+        bundle_dir = resolve_bundle(
+            args.bundle, args.model_repository, args.model_name, scratch=Path(scratch)
+        )
+        bundle_source = args.bundle if args.bundle and is_uri(args.bundle) else str(bundle_dir)
+        window, spec, source = _load_window(args)
+        output_dir = args.output_dir or Path(_DEFAULTS.output_dir) / "drift" / args.model_name
+        workspace = None if args.no_workspace else (args.workspace or output_dir / "workspace")
+        job = run_drift_job(
+            bundle_dir=bundle_dir,
+            window=window,
+            settings=settings,
+            paths=OutputPaths.in_dir(output_dir),
+            model_name=args.model_name,
+            workspace=workspace,
+            pushgateway=args.pushgateway,
+            window_spec=spec,
+            source=source,
+            bundle_source=bundle_source,
+        )
     result = job.result
     headline = {
         "drift": "drift found",
@@ -179,7 +189,7 @@ def drift_command(args: argparse.Namespace) -> int:
     }[result.status]
     lines = [
         f"textops: {headline} in {result.window_rows} rows of {args.model_name} traffic "
-        f"({result.labelled_rows} labelled) against {bundle_dir}",
+        f"({result.labelled_rows} labelled) against {bundle_source}",
         *[f"  reason:     {reason}" for reason in result.reasons],
         f"  report:     {job.paths.report}",
         f"  summary:    {job.paths.summary}",

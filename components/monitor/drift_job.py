@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textops.components.common.bundle import ModelBundle
+from textops.components.common.dataio import is_uri
 from textops.components.common.errors import DriftInputError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
 from textops.components.monitor.drift import DriftResult, detect_drift, quality_baseline
@@ -30,6 +31,7 @@ from textops.components.monitor.drift_report import (
     write_summary,
 )
 from textops.components.monitor.drift_settings import DriftSettings
+from textops.components.monitor.served_bundle import DRIFT_FILES, fetch_bundle_files
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,13 +108,29 @@ class DriftJobResult:
 
 
 def resolve_bundle(
-    bundle: str | Path | None, model_repository: str | Path | None, model_name: str
+    bundle: str | Path | None,
+    model_repository: str | Path | None,
+    model_name: str,
+    *,
+    scratch: Path | None = None,
 ) -> Path:
     """The bundle to compare with: `bundle` itself, else the model repository's current version.
 
+    Args:
+        bundle: A bundle directory, or the URI of one (s3://, gs://, ...), whose files the job
+            reads are copied into `scratch`.
+        model_repository: Without `bundle`: the local model repository.
+        model_name: The model whose current version is taken from the repository.
+        scratch: An empty directory that outlives the drift job; needed for a URI.
+
     Raises:
         ModelNotFoundError: Neither is given, or the repository has no published version.
+        ConfigError: A bundle URI cannot be read from here (see `fetch_bundle_files`).
     """
+    if bundle and is_uri(str(bundle)):
+        if scratch is None:
+            raise ValueError("a bundle URI needs a scratch directory to copy it into")
+        return fetch_bundle_files(str(bundle), scratch)
     if bundle:
         return ModelBundle.open(bundle).path
     if not model_repository:
@@ -152,6 +170,7 @@ def run_drift_job(
     pushgateway: str | None = None,
     window_spec: WindowSpec | None = None,
     source: str = "",
+    bundle_source: str | None = None,
 ) -> DriftJobResult:
     """Compare `window` with the bundle's reference sample and write every output.
 
@@ -165,6 +184,8 @@ def run_drift_job(
         pushgateway: A Prometheus Pushgateway URL to push the gauges to; None: none.
         window_spec: The window's bounds, recorded in the summary.
         source: Where the window came from (a masked store URL or a file), for the summary.
+        bundle_source: Where the bundle came from when `bundle_dir` is a copy (its URI), for
+            the summary; None: `bundle_dir`.
 
     Raises:
         ModelNotFoundError: The bundle is missing or incomplete.
@@ -173,7 +194,7 @@ def run_drift_job(
     import pandas as pd
 
     started = time.perf_counter()
-    bundle = ModelBundle.open(bundle_dir)
+    bundle = ModelBundle.open(bundle_dir, required=DRIFT_FILES)
     try:
         reference = pd.read_parquet(bundle.reference_path)
     except (OSError, ValueError) as e:
@@ -193,7 +214,7 @@ def run_drift_job(
     summary.update(
         {
             "model_name": model_name,
-            "bundle": str(bundle.path),
+            "bundle": bundle_source or str(bundle.path),
             "bundle_created_at": metadata.get("created_at"),
             "window": {**(window_spec or WindowSpec()).describe(), "source": source},
             "first_received_at": _time_bound(window, "min"),

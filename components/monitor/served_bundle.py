@@ -1,0 +1,127 @@
+"""The bundle a drift check compares with when the model is served by KServe.
+
+On a cluster, the deploy step rolls each bundle out to an InferenceService whose `storageUri`
+points into the object store (the pipeline root), and there is no local model repository to
+read. The drift step reads the InferenceService instead and takes the bundle that answers
+most of the traffic: the latest one, or the previous one while a canary runs. It then copies,
+through fsspec with the artifact store's credentials, only the files the drift job reads (the
+reference sample, the labels and the metadata with the test metrics, about 150 KB) rather
+than the whole bundle (about 150 MB of models).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textops.components.common.bundle import (
+    LABELS_FILE,
+    METADATA_FILE,
+    REFERENCE_FILE,
+    REQUIRED_FILES,
+)
+from textops.components.common.dataio import is_uri, missing_backend_message
+from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.deploy.isvc import read_state
+from textops.components.deploy.kube_api import ApiFailure, call_api
+
+if TYPE_CHECKING:
+    from kubernetes.client import CustomObjectsApi
+
+#: The bundle files the drift job reads.
+DRIFT_FILES = (LABELS_FILE, METADATA_FILE, REFERENCE_FILE)
+_GROUP, _VERSION, _PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) -> str:
+    """The storageUri of the bundle answering most of the InferenceService's traffic.
+
+    Args:
+        model_name: The InferenceService's name (the deploy step names it after the model).
+        namespace: Its namespace.
+        api: A Kubernetes client for custom resources.
+
+    Raises:
+        ModelNotFoundError: There is no such InferenceService, or it names no storageUri.
+        ConfigError: The API refused the read (RBAC) or could not be reached.
+    """
+    try:
+        isvc = call_api(
+            "get",
+            api.get_namespaced_custom_object,
+            _GROUP,
+            _VERSION,
+            namespace,
+            _PLURAL,
+            model_name,
+        )
+    except ApiFailure as e:
+        if e.status == 404:
+            raise ModelNotFoundError(
+                f"there is no InferenceService {model_name!r} in namespace {namespace!r} to "
+                "compare traffic with: run the training pipeline with deploy_target 'kserve' "
+                "first, or give the bundle to compare with (bundle=s3://...)"
+            ) from e
+        raise ConfigError(
+            f"cannot read InferenceService {namespace}/{model_name} ({e.detail}); the drift "
+            "step's service account needs get on inferenceservices.serving.kserve.io"
+        ) from e
+    state = read_state(isvc, namespace)
+    uri = state.previous_storage_uri if state.canary_running else state.storage_uri
+    if not uri:
+        raise ModelNotFoundError(
+            f"InferenceService {namespace}/{model_name} names no storageUri: it was not "
+            "deployed by textops; give the bundle to compare with (bundle=s3://...)"
+        )
+    return uri
+
+
+def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...] = DRIFT_FILES) -> Path:
+    """Copy `files` of the bundle at `uri` (an fsspec URI: s3://, gs://, ...) into `target`.
+
+    The bundle must be complete where it is (every required file present), as a bundle opened
+    locally must be; only `files` are copied.
+
+    Returns:
+        `target`.
+
+    Raises:
+        ModelNotFoundError: Nothing, or an incomplete bundle, is at `uri`.
+        ConfigError: `uri` is no URI fsspec can read here (a PVC, a missing backend, no
+            credentials).
+    """
+    if uri.startswith("pvc://"):
+        raise ConfigError(
+            f"the bundle is on a PersistentVolumeClaim ({uri}), which a pipeline step cannot "
+            "read by URI: mount the claim in the drift step and give bundle=<its local path>"
+        )
+    if not is_uri(uri):
+        raise ConfigError(f"{uri} is not a URI (scheme://...) of a bundle to fetch")
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, root = url_to_fs(uri)
+    except ImportError as e:
+        raise ConfigError(missing_backend_message(uri, e)) from e
+    except ValueError as e:  # an unknown scheme
+        raise ConfigError(f"cannot read the bundle at {uri}: {e}") from e
+    root = root.rstrip("/")
+    try:
+        present = {Path(path).name for path in fs.ls(root, detail=False)}
+    except FileNotFoundError as e:
+        raise ModelNotFoundError(f"model bundle not found: nothing is at {uri}") from e
+    except (OSError, PermissionError) as e:
+        raise ConfigError(
+            f"cannot list the bundle at {uri} ({e}): check the artifact store's credentials "
+            "(the textops-artifact-store Secret)"
+        ) from e
+    missing = [name for name in REQUIRED_FILES if name not in present]
+    if missing:
+        raise ModelNotFoundError(f"model bundle {uri} is incomplete: missing {', '.join(missing)}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        try:
+            fs.get_file(f"{root}/{name}", str(target / name))
+        except OSError as e:
+            raise ConfigError(f"cannot copy {uri}/{name}: {e}") from e
+    return target

@@ -1,0 +1,177 @@
+"""The bundle a drift check compares with on a cluster: the one the InferenceService serves,
+fetched from the object store.
+
+The object store here is fsspec's in-memory filesystem (`memory://`), read through the same
+`url_to_fs` calls that read `s3://` in a cluster; the Kubernetes API is an autospec of the
+real `CustomObjectsApi`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import fsspec
+import pytest
+from kfp.dsl import HTML, Artifact, Metrics
+from kubernetes.client import CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
+from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.monitor.served_bundle import (
+    DRIFT_FILES,
+    fetch_bundle_files,
+    served_bundle_uri,
+)
+from textops.pipelines.cli import main
+
+NAMESPACE = "textops"
+MODEL = "textops-classifier"
+
+
+@pytest.fixture
+def object_store(drift_bundle_dir: Path) -> Iterator[str]:
+    """The drift bundle uploaded to an in-memory object store; its URI."""
+    fs = fsspec.filesystem("memory")
+    root = "/pipeline-root/export/bundle"
+    fs.put(str(drift_bundle_dir), root, recursive=True)
+    yield f"memory://{root}"
+    fs.rm("/pipeline-root", recursive=True)
+
+
+def isvc(storage_uri: str, *, canary: int | None = None, previous: str | None = None) -> Any:
+    predictor: dict[str, Any] = {"model": {"storageUri": storage_uri}}
+    if canary is not None:
+        predictor["canaryTrafficPercent"] = canary
+    annotations = {"textops.dev/previous-storage-uri": previous} if previous else {}
+    return {
+        "metadata": {"name": MODEL, "annotations": annotations},
+        "spec": {"predictor": predictor},
+    }
+
+
+def api_returning(answer: Any) -> Any:
+    api = mock.create_autospec(CustomObjectsApi, instance=True)
+    if isinstance(answer, Exception):
+        api.get_namespaced_custom_object.side_effect = answer
+    else:
+        api.get_namespaced_custom_object.return_value = answer
+    return api
+
+
+def test_only_the_files_the_drift_job_reads_are_copied(object_store: str, tmp_path: Path) -> None:
+    target = fetch_bundle_files(object_store, tmp_path / "copy")
+    assert sorted(p.name for p in target.iterdir()) == sorted(DRIFT_FILES)
+    assert MODEL_FILE not in DRIFT_FILES
+
+
+@pytest.mark.parametrize(
+    ("uri", "error", "message"),
+    [
+        ("memory:///nowhere/bundle", ModelNotFoundError, "nothing is at memory:///nowhere"),
+        ("pvc://models/textops/1", ConfigError, "mount the claim in the drift step"),
+        ("gs://bucket/bundle", ConfigError, "install gcsfs"),
+        ("nosuchscheme://bucket/bundle", ConfigError, "cannot read the bundle"),
+    ],
+)
+def test_a_bundle_that_cannot_be_fetched_says_why(
+    uri: str, error: type[Exception], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(error, match=message):
+        fetch_bundle_files(uri, tmp_path / "copy")
+
+
+def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_path: Path) -> None:
+    fsspec.filesystem("memory").rm(object_store.removeprefix("memory://") + "/" + MODEL_FILE)
+    with pytest.raises(ModelNotFoundError, match=f"incomplete: missing {MODEL_FILE}"):
+        fetch_bundle_files(object_store, tmp_path / "copy")
+    assert MODEL_FILE in REQUIRED_FILES
+
+
+def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs() -> None:
+    api = api_returning(isvc("s3://root/2/bundle"))
+    assert served_bundle_uri(MODEL, NAMESPACE, api) == "s3://root/2/bundle"
+    api.get_namespaced_custom_object.assert_called_once_with(
+        "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
+    )
+    canary = api_returning(isvc("s3://root/3/bundle", canary=10, previous="s3://root/2/bundle"))
+    assert served_bundle_uri(MODEL, NAMESPACE, canary) == "s3://root/2/bundle"
+    promoted = api_returning(isvc("s3://root/3/bundle", canary=100, previous="s3://root/2/b"))
+    assert served_bundle_uri(MODEL, NAMESPACE, promoted) == "s3://root/3/bundle"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        (ApiException(status=404, reason="Not Found"), ModelNotFoundError, "no InferenceService"),
+        (ApiException(status=403, reason="Forbidden"), ConfigError, "needs get on"),
+        ({"metadata": {"name": MODEL}, "spec": {}}, ModelNotFoundError, "names no storageUri"),
+    ],
+)
+def test_no_served_bundle_says_what_to_do(
+    answer: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        served_bundle_uri(MODEL, NAMESPACE, api_returning(answer))
+
+
+def test_the_drift_step_compares_with_the_bundle_kserve_serves(
+    object_store: str,
+    held_out_traffic: Any,
+    traffic_store: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from textops.components.monitor.component import detect_drift
+
+    url = traffic_store(held_out_traffic.head(250))
+    api = api_returning(isvc(object_store))
+    monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
+    summary = Artifact(name="summary", uri=str(tmp_path / "summary"))
+    drifted = detect_drift.python_func(
+        store_url=url,
+        model_repository=str(tmp_path / "no-local-repository"),
+        model_name=MODEL,
+        deploy_target="kserve",
+        kserve_namespace=NAMESPACE,
+        bundle="",
+        since="",
+        until="",
+        last=0,
+        min_window_rows=200,
+        family_alpha=0.05,
+        drift_share=0.5,
+        min_labelled_rows=100,
+        max_accuracy_drop=0.05,
+        max_macro_f1_drop=0.05,
+        workspace="",
+        pushgateway="",
+        report=HTML(name="report", uri=str(tmp_path / "report")),
+        summary=summary,
+        metrics=Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+    )
+    assert drifted is False
+    written = json.loads(Path(summary.path).read_text())
+    assert written["status"] == "no_drift" and written["window_rows"] == 250
+    assert written["bundle"] == object_store
+    api.get_namespaced_custom_object.assert_called_once()
+
+
+def test_textops_drift_takes_a_bundle_uri(
+    object_store: str, tweet_traffic: Any, tmp_path: Path
+) -> None:
+    window = tmp_path / "window.csv"
+    tweet_traffic.head(250).to_csv(window, index=False)
+    out = tmp_path / "out"
+    code = main(
+        [
+            *("drift", "--bundle", object_store, "--window-file", str(window)),
+            *("--output-dir", str(out), "--no-workspace"),
+        ]
+    )
+    assert code == 4
+    assert json.loads((out / "summary.json").read_text())["bundle"] == object_store
