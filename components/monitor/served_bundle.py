@@ -110,7 +110,7 @@ def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...] = DRIFT_FI
         present = {Path(path).name for path in fs.ls(root, detail=False)}
     except FileNotFoundError as e:
         raise ModelNotFoundError(f"model bundle not found: nothing is at {uri}") from e
-    except (OSError, PermissionError) as e:
+    except OSError as e:
         raise ConfigError(
             f"cannot list the bundle at {uri} ({e}): check the artifact store's credentials "
             "(the textops-artifact-store Secret)"
