@@ -126,10 +126,13 @@ def training_pipeline(
         redact_pii=redact_pii,
         model_repository=model_repository,
         model_name=model_name,
+        deploy_target=deploy_target,
+        kserve_namespace=kserve_namespace,
     ).set_display_name("validate")
     # The published model's label set is read afresh on every run.
     validate.set_caching_options(False)
-    use_artifact_store_credentials(validate)  # the data may be an s3:// URI
+    # The data, and the bundle KServe serves, may be s3:// URIs.
+    use_artifact_store_credentials(validate)
     preprocess = preprocess_data(
         validated_data=validate.outputs["validated_data"],
         validation_fraction=validation_fraction,

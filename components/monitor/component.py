@@ -46,8 +46,10 @@ def detect_drift(
     import tempfile
     from pathlib import Path
 
+    from textops.components.common.errors import ModelNotFoundError
     from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
+    from textops.components.deploy.served_bundle import served_bundle_uri
     from textops.components.monitor.collector_cli import default_store_url
     from textops.components.monitor.drift_job import (
         OutputPaths,
@@ -58,7 +60,6 @@ def detect_drift(
         run_drift_job,
     )
     from textops.components.monitor.drift_settings import load_drift_settings
-    from textops.components.monitor.served_bundle import served_bundle_uri
     from textops.components.monitor.store import mask_url
 
     configure_logging()
@@ -75,11 +76,14 @@ def detect_drift(
         },
     )
     if not bundle and deploy_target == "kserve":
-        bundle = served_bundle_uri(
-            model_name,
-            resolve_namespace(kserve_namespace, "kserve_namespace"),
-            custom_objects_api(),
-        )
+        namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
+        bundle = served_bundle_uri(model_name, namespace, custom_objects_api()) or ""
+        if not bundle:
+            raise ModelNotFoundError(
+                f"there is no InferenceService {model_name!r} in namespace {namespace!r} to "
+                "compare traffic with: run the training pipeline with deploy_target 'kserve' "
+                "first, or give the bundle to compare with (bundle=s3://...)"
+            )
     scratch = Path(tempfile.mkdtemp(prefix="textops-bundle-"))
     bundle_dir = resolve_bundle(
         bundle or None, model_repository or None, model_name, scratch=scratch

@@ -14,10 +14,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textops.components.common.bundle import ModelBundle
+from textops.components.common.bundle import (
+    LABELS_FILE,
+    METADATA_FILE,
+    REFERENCE_FILE,
+    ModelBundle,
+)
 from textops.components.common.dataio import is_uri
 from textops.components.common.errors import DriftInputError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
+from textops.components.deploy.served_bundle import fetch_bundle_files
 from textops.components.monitor.drift import DriftResult, detect_drift, quality_baseline
 from textops.components.monitor.drift_report import (
     METRICS_FILE,
@@ -31,13 +37,15 @@ from textops.components.monitor.drift_report import (
     write_summary,
 )
 from textops.components.monitor.drift_settings import DriftSettings
-from textops.components.monitor.served_bundle import DRIFT_FILES, fetch_bundle_files
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
+#: The bundle files the drift job reads (a bundle in an object store is fetched without its
+#: models).
+DRIFT_FILES = (LABELS_FILE, METADATA_FILE, REFERENCE_FILE)
 #: `--since 24h`: a duration back from now, in minutes, hours or days.
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhd])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -130,7 +138,7 @@ def resolve_bundle(
     if bundle and is_uri(str(bundle)):
         if scratch is None:
             raise ValueError("a bundle URI needs a scratch directory to copy it into")
-        return fetch_bundle_files(str(bundle), scratch)
+        return fetch_bundle_files(str(bundle), scratch, DRIFT_FILES)
     if bundle:
         return ModelBundle.open(bundle).path
     if not model_repository:

@@ -24,14 +24,26 @@ def validate_data(
     redact_pii: bool,
     model_repository: str,
     model_name: str,
+    deploy_target: str,
+    kserve_namespace: str,
     validated_data: Output[Dataset],
     validation_result: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
 ):
-    """Validate labelled data with Great Expectations; fail the run on a critical finding."""
+    """Validate labelled data with Great Expectations; fail the run on a critical finding.
+
+    With `enforce_production_labels`, the labels must be those of the model in production: the
+    current version in `model_repository`, or with `deploy_target` 'kserve' the bundle the
+    InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
     from textops.components.common.model_repository import current_labels
+    from textops.components.deploy.served_bundle import served_labels
     from textops.components.validate.checks import ValidationSettings, validate_file
 
     configure_logging()
@@ -47,9 +59,16 @@ def validate_data(
         min_class_share=min_class_share,
         redact_pii=redact_pii,
     )
-    production_labels = (
-        current_labels(model_repository, model_name) if enforce_production_labels else None
-    )
+    production_labels = None
+    if enforce_production_labels and deploy_target == "kserve":
+        production_labels = served_labels(
+            model_name,
+            resolve_namespace(kserve_namespace, "kserve_namespace"),
+            custom_objects_api(),
+            Path(tempfile.mkdtemp(prefix="textops-labels-")),
+        )
+    elif enforce_production_labels:
+        production_labels = current_labels(model_repository, model_name)
     result = validate_file(
         data=data,
         data_format=data_format,

@@ -22,11 +22,8 @@ from kubernetes.client.exceptions import ApiException
 
 from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
 from textops.components.common.errors import ConfigError, ModelNotFoundError
-from textops.components.monitor.served_bundle import (
-    DRIFT_FILES,
-    fetch_bundle_files,
-    served_bundle_uri,
-)
+from textops.components.deploy.served_bundle import fetch_bundle_files, served_bundle_uri
+from textops.components.monitor.drift_job import DRIFT_FILES
 from textops.pipelines.cli import main
 
 NAMESPACE = "textops"
@@ -64,7 +61,7 @@ def api_returning(answer: Any) -> Any:
 
 
 def test_only_the_files_the_drift_job_reads_are_copied(object_store: str, tmp_path: Path) -> None:
-    target = fetch_bundle_files(object_store, tmp_path / "copy")
+    target = fetch_bundle_files(object_store, tmp_path / "copy", DRIFT_FILES)
     assert sorted(p.name for p in target.iterdir()) == sorted(DRIFT_FILES)
     assert MODEL_FILE not in DRIFT_FILES
 
@@ -82,13 +79,13 @@ def test_a_bundle_that_cannot_be_fetched_says_why(
     uri: str, error: type[Exception], message: str, tmp_path: Path
 ) -> None:
     with pytest.raises(error, match=message):
-        fetch_bundle_files(uri, tmp_path / "copy")
+        fetch_bundle_files(uri, tmp_path / "copy", DRIFT_FILES)
 
 
 def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_path: Path) -> None:
     fsspec.filesystem("memory").rm(object_store.removeprefix("memory://") + "/" + MODEL_FILE)
     with pytest.raises(ModelNotFoundError, match=f"incomplete: missing {MODEL_FILE}"):
-        fetch_bundle_files(object_store, tmp_path / "copy")
+        fetch_bundle_files(object_store, tmp_path / "copy", DRIFT_FILES)
     assert MODEL_FILE in REQUIRED_FILES
 
 
@@ -107,34 +104,30 @@ def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs() -> None:
 @pytest.mark.parametrize(
     ("answer", "error", "message"),
     [
-        (ApiException(status=404, reason="Not Found"), ModelNotFoundError, "no InferenceService"),
         (ApiException(status=403, reason="Forbidden"), ConfigError, "needs get on"),
         ({"metadata": {"name": MODEL}, "spec": {}}, ModelNotFoundError, "names no storageUri"),
     ],
 )
-def test_no_served_bundle_says_what_to_do(
+def test_an_unreadable_served_bundle_says_why(
     answer: Any, error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message):
         served_bundle_uri(MODEL, NAMESPACE, api_returning(answer))
 
 
-def test_the_drift_step_compares_with_the_bundle_kserve_serves(
-    object_store: str,
-    held_out_traffic: Any,
-    traffic_store: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_no_inference_service_means_nothing_is_served() -> None:
+    missing = api_returning(ApiException(status=404, reason="Not Found"))
+    assert served_bundle_uri(MODEL, NAMESPACE, missing) is None
+
+
+def run_drift_step(store_url: str, api: Any, out: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The drift component's function with deploy_target 'kserve' and `api` as the cluster's."""
     from textops.components.monitor.component import detect_drift
 
-    url = traffic_store(held_out_traffic.head(250))
-    api = api_returning(isvc(object_store))
     monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
-    summary = Artifact(name="summary", uri=str(tmp_path / "summary"))
-    drifted = detect_drift.python_func(
-        store_url=url,
-        model_repository=str(tmp_path / "no-local-repository"),
+    drifted: bool = detect_drift.python_func(
+        store_url=store_url,
+        model_repository=str(out / "no-local-repository"),
         model_name=MODEL,
         deploy_target="kserve",
         kserve_namespace=NAMESPACE,
@@ -150,15 +143,36 @@ def test_the_drift_step_compares_with_the_bundle_kserve_serves(
         max_macro_f1_drop=0.05,
         workspace="",
         pushgateway="",
-        report=HTML(name="report", uri=str(tmp_path / "report")),
-        summary=summary,
-        metrics=Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+        report=HTML(name="report", uri=str(out / "report")),
+        summary=Artifact(name="summary", uri=str(out / "summary")),
+        metrics=Metrics(name="metrics", uri=str(out / "metrics")),
     )
-    assert drifted is False
-    written = json.loads(Path(summary.path).read_text())
+    return drifted
+
+
+def test_the_drift_step_compares_with_the_bundle_kserve_serves(
+    object_store: str,
+    held_out_traffic: Any,
+    traffic_store: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = traffic_store(held_out_traffic.head(250))
+    api = api_returning(isvc(object_store))
+    assert run_drift_step(url, api, tmp_path, monkeypatch) is False
+    written = json.loads((tmp_path / "summary").read_text())
     assert written["status"] == "no_drift" and written["window_rows"] == 250
     assert written["bundle"] == object_store
     api.get_namespaced_custom_object.assert_called_once()
+
+
+def test_the_drift_step_without_an_inference_service_says_what_to_do(
+    held_out_traffic: Any, traffic_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = traffic_store(held_out_traffic.head(250))
+    missing = api_returning(ApiException(status=404, reason="Not Found"))
+    with pytest.raises(ModelNotFoundError, match="no InferenceService 'textops-classifier'"):
+        run_drift_step(url, missing, tmp_path, monkeypatch)
 
 
 def test_textops_drift_takes_a_bundle_uri(

@@ -1,12 +1,12 @@
-"""The bundle a drift check compares with when the model is served by KServe.
+"""The bundle in production on KServe, read back from the InferenceService and the store.
 
 On a cluster, the deploy step rolls each bundle out to an InferenceService whose `storageUri`
 points into the object store (the pipeline root), and there is no local model repository to
-read. The drift step reads the InferenceService instead and takes the bundle that answers
-most of the traffic: the latest one, or the previous one while a canary runs. It then copies,
-through fsspec with the artifact store's credentials, only the files the drift job reads (the
-reference sample, the labels and the metadata with the test metrics, about 150 KB) rather
-than the whole bundle (about 150 MB of models).
+read. The steps that need to know what is in production read the InferenceService instead and
+take the bundle that answers most of the traffic: the latest one, or the previous one while a
+canary runs. They copy, through fsspec with the artifact store's credentials, only the files
+they read (the validate step the labels; the drift check the reference sample, the labels and
+the metadata, about 150 KB) rather than the whole bundle (about 150 MB of models).
 """
 
 from __future__ import annotations
@@ -14,27 +14,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textops.components.common.bundle import (
-    LABELS_FILE,
-    METADATA_FILE,
-    REFERENCE_FILE,
-    REQUIRED_FILES,
-)
+from textops.components.common.bundle import LABELS_FILE, REQUIRED_FILES
 from textops.components.common.dataio import is_uri, missing_backend_message
 from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.common.labels import LabelMap
 from textops.components.deploy.isvc import read_state
 from textops.components.deploy.kube_api import ApiFailure, call_api
 
 if TYPE_CHECKING:
     from kubernetes.client import CustomObjectsApi
 
-#: The bundle files the drift job reads.
-DRIFT_FILES = (LABELS_FILE, METADATA_FILE, REFERENCE_FILE)
 _GROUP, _VERSION, _PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
 
-def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) -> str:
-    """The storageUri of the bundle answering most of the InferenceService's traffic.
+def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) -> str | None:
+    """The storageUri of the bundle answering most of the InferenceService's traffic; None
+    when there is no InferenceService `model_name` (nothing deployed yet).
 
     Args:
         model_name: The InferenceService's name (the deploy step names it after the model).
@@ -42,7 +37,7 @@ def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) ->
         api: A Kubernetes client for custom resources.
 
     Raises:
-        ModelNotFoundError: There is no such InferenceService, or it names no storageUri.
+        ModelNotFoundError: The InferenceService names no storageUri.
         ConfigError: The API refused the read (RBAC) or could not be reached.
     """
     try:
@@ -57,26 +52,22 @@ def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) ->
         )
     except ApiFailure as e:
         if e.status == 404:
-            raise ModelNotFoundError(
-                f"there is no InferenceService {model_name!r} in namespace {namespace!r} to "
-                "compare traffic with: run the training pipeline with deploy_target 'kserve' "
-                "first, or give the bundle to compare with (bundle=s3://...)"
-            ) from e
+            return None
         raise ConfigError(
-            f"cannot read InferenceService {namespace}/{model_name} ({e.detail}); the drift "
-            "step's service account needs get on inferenceservices.serving.kserve.io"
+            f"cannot read InferenceService {namespace}/{model_name} ({e.detail}); this step's "
+            "service account needs get on inferenceservices.serving.kserve.io"
         ) from e
     state = read_state(isvc, namespace)
     uri = state.previous_storage_uri if state.canary_running else state.storage_uri
     if not uri:
         raise ModelNotFoundError(
             f"InferenceService {namespace}/{model_name} names no storageUri: it was not "
-            "deployed by textops; give the bundle to compare with (bundle=s3://...)"
+            "deployed by textops"
         )
     return uri
 
 
-def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...] = DRIFT_FILES) -> Path:
+def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...]) -> Path:
     """Copy `files` of the bundle at `uri` (an fsspec URI: s3://, gs://, ...) into `target`.
 
     The bundle must be complete where it is (every required file present), as a bundle opened
@@ -125,3 +116,32 @@ def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...] = DRIFT_FI
         except OSError as e:
             raise ConfigError(f"cannot copy {uri}/{name}: {e}") from e
     return target
+
+
+def served_labels(
+    model_name: str, namespace: str, api: CustomObjectsApi, scratch: Path
+) -> LabelMap | None:
+    """The label map of the bundle in production, or None when no InferenceService serves
+    `model_name` yet (the first deployment is free to choose its labels).
+
+    Args:
+        model_name: The InferenceService's name.
+        namespace: Its namespace.
+        api: A Kubernetes client for custom resources.
+        scratch: A directory to copy labels.json into.
+
+    Raises:
+        ModelNotFoundError: The InferenceService names no storageUri, or its bundle is
+            incomplete or has an unreadable labels.json.
+        ConfigError: The InferenceService or its bundle cannot be read from here.
+    """
+    uri = served_bundle_uri(model_name, namespace, api)
+    if uri is None:
+        return None
+    path = fetch_bundle_files(uri, scratch, (LABELS_FILE,)) / LABELS_FILE
+    try:
+        return LabelMap.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelNotFoundError(
+            f"the bundle in production ({uri}) has no readable {LABELS_FILE}: {e}"
+        ) from e

@@ -1,0 +1,110 @@
+"""On a cluster (deploy_target 'kserve'), the validate step holds the data to the labels of the
+bundle the InferenceService serves, as it holds them to the local repository's on one machine.
+
+The bundle sits in fsspec's in-memory object store (`memory://`, read through the same calls
+as `s3://`); the Kubernetes API is an autospec of the real `CustomObjectsApi`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import fsspec
+import pandas as pd
+import pytest
+from kfp.dsl import HTML, Artifact, Dataset, Markdown
+from kubernetes.client import CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from textops.components.common.errors import DataValidationError
+from textops.components.common.labels import LabelMap
+from textops.components.deploy.served_bundle import served_labels
+
+MODEL = "textops-classifier"
+NAMESPACE = "textops"
+
+
+@pytest.fixture
+def served_bundle(tiny_bundle_dir: Path) -> Iterator[str]:
+    """The tiny bundle (labels negative, positive) in an in-memory object store; its URI."""
+    fs = fsspec.filesystem("memory")
+    fs.put(str(tiny_bundle_dir), "/root/deploy/bundle", recursive=True)
+    yield "memory:///root/deploy/bundle"
+    fs.rm("/root", recursive=True)
+
+
+def cluster(answer: Any) -> Any:
+    api = mock.create_autospec(CustomObjectsApi, instance=True)
+    if isinstance(answer, Exception):
+        api.get_namespaced_custom_object.side_effect = answer
+    else:
+        api.get_namespaced_custom_object.return_value = {
+            "metadata": {"name": MODEL},
+            "spec": {"predictor": {"model": {"storageUri": answer}}},
+        }
+    return api
+
+
+def validate_on_cluster(
+    labels: tuple[str, ...], api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate component's function with deploy_target 'kserve' on 20 rows of `labels`."""
+    from textops.components.validate.component import validate_data
+
+    data = tmp_path / "data.csv"
+    rows = [(f"review number {i} of the shop", labels[i % len(labels)]) for i in range(20)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(data, index=False)
+    monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
+    validate_data.python_func(
+        data=str(data),
+        data_format="auto",
+        text_column="text",
+        label_column="label",
+        allowed_labels=[],
+        min_rows=2,
+        min_text_chars=1,
+        max_text_chars=2000,
+        text_mostly=1.0,
+        max_duplicate_share=0.5,
+        max_conflicting_label_share=0.5,
+        min_class_share=0.0,
+        enforce_production_labels=True,
+        redact_pii=False,
+        model_repository=str(tmp_path / "no-local-repository"),
+        model_name=MODEL,
+        deploy_target="kserve",
+        kserve_namespace=NAMESPACE,
+        validated_data=Dataset(name="validated_data", uri=str(tmp_path / "out" / "data")),
+        validation_result=Artifact(name="result", uri=str(tmp_path / "out" / "result")),
+        report=HTML(name="report", uri=str(tmp_path / "out" / "report")),
+        summary=Markdown(name="summary", uri=str(tmp_path / "out" / "summary")),
+    )
+
+
+def test_the_labels_in_production_are_the_served_bundles(
+    served_bundle: str, tmp_path: Path
+) -> None:
+    labels = served_labels(MODEL, NAMESPACE, cluster(served_bundle), tmp_path)
+    assert labels == LabelMap(("negative", "positive"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]
+    missing = cluster(ApiException(status=404, reason="Not Found"))
+    assert served_labels(MODEL, NAMESPACE, missing, tmp_path / "none") is None
+
+
+def test_data_with_other_labels_than_the_served_model_stops_the_run(
+    served_bundle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validate_on_cluster(("negative", "positive"), cluster(served_bundle), tmp_path, monkeypatch)
+    with pytest.raises(DataValidationError, match="the served model predicts"):
+        validate_on_cluster(("neg", "pos"), cluster(served_bundle), tmp_path, monkeypatch)
+
+
+def test_the_first_deployment_may_choose_its_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = cluster(ApiException(status=404, reason="Not Found"))
+    validate_on_cluster(("neg", "pos"), missing, tmp_path, monkeypatch)
+    assert (tmp_path / "out" / "data").exists()
