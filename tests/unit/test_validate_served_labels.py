@@ -1,22 +1,18 @@
 """On a cluster (deploy_target 'kserve'), the validate step holds the data to the labels of the
 bundle the InferenceService serves, as it holds them to the local repository's on one machine.
 
-The bundle sits in fsspec's in-memory object store (`memory://`, read through the same calls
-as `s3://`); the Kubernetes API is an autospec of the real `CustomObjectsApi`.
+The object store and the Kubernetes API are the fixtures of tests/unit/conftest.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import fsspec
 import pandas as pd
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Markdown
-from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from textops.components.common.errors import DataValidationError
@@ -28,24 +24,9 @@ NAMESPACE = "textops"
 
 
 @pytest.fixture
-def served_bundle(tiny_bundle_dir: Path) -> Iterator[str]:
-    """The tiny bundle (labels negative, positive) in an in-memory object store; its URI."""
-    fs = fsspec.filesystem("memory")
-    fs.put(str(tiny_bundle_dir), "/root/deploy/bundle", recursive=True)
-    yield "memory:///root/deploy/bundle"
-    fs.rm("/root", recursive=True)
-
-
-def cluster(answer: Any) -> Any:
-    api = mock.create_autospec(CustomObjectsApi, instance=True)
-    if isinstance(answer, Exception):
-        api.get_namespaced_custom_object.side_effect = answer
-    else:
-        api.get_namespaced_custom_object.return_value = {
-            "metadata": {"name": MODEL},
-            "spec": {"predictor": {"model": {"storageUri": answer}}},
-        }
-    return api
+def served_bundle(tiny_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
+    """The tiny bundle (labels negative, positive) in the in-memory object store; its URI."""
+    return in_object_store(tiny_bundle_dir)
 
 
 def validate_on_cluster(
@@ -85,26 +66,29 @@ def validate_on_cluster(
 
 
 def test_the_labels_in_production_are_the_served_bundles(
-    served_bundle: str, tmp_path: Path
+    served_bundle: str, kserve_api: Callable[[Any], Any], tmp_path: Path
 ) -> None:
-    labels = served_labels(MODEL, NAMESPACE, cluster(served_bundle), tmp_path)
+    labels = served_labels(MODEL, NAMESPACE, kserve_api(served_bundle), tmp_path)
     assert labels == LabelMap(("negative", "positive"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]
-    missing = cluster(ApiException(status=404, reason="Not Found"))
+    missing = kserve_api(ApiException(status=404, reason="Not Found"))
     assert served_labels(MODEL, NAMESPACE, missing, tmp_path / "none") is None
 
 
 def test_data_with_other_labels_than_the_served_model_stops_the_run(
-    served_bundle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served_bundle: str,
+    kserve_api: Callable[[Any], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    validate_on_cluster(("negative", "positive"), cluster(served_bundle), tmp_path, monkeypatch)
+    validate_on_cluster(("negative", "positive"), kserve_api(served_bundle), tmp_path, monkeypatch)
     with pytest.raises(DataValidationError, match="the served model predicts"):
-        validate_on_cluster(("neg", "pos"), cluster(served_bundle), tmp_path, monkeypatch)
+        validate_on_cluster(("neg", "pos"), kserve_api(served_bundle), tmp_path, monkeypatch)
 
 
 def test_the_first_deployment_may_choose_its_labels(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kserve_api: Callable[[Any], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    missing = cluster(ApiException(status=404, reason="Not Found"))
+    missing = kserve_api(ApiException(status=404, reason="Not Found"))
     validate_on_cluster(("neg", "pos"), missing, tmp_path, monkeypatch)
     assert (tmp_path / "out" / "data").exists()

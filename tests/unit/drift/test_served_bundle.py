@@ -1,23 +1,19 @@
 """The bundle a drift check compares with on a cluster: the one the InferenceService serves,
 fetched from the object store.
 
-The object store here is fsspec's in-memory filesystem (`memory://`), read through the same
-`url_to_fs` calls that read `s3://` in a cluster; the Kubernetes API is an autospec of the
-real `CustomObjectsApi`.
+The object store and the Kubernetes API are the fixtures of tests/unit/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import fsspec
 import pytest
 from kfp.dsl import HTML, Artifact, Metrics
-from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
@@ -31,13 +27,9 @@ MODEL = "textops-classifier"
 
 
 @pytest.fixture
-def object_store(drift_bundle_dir: Path) -> Iterator[str]:
-    """The drift bundle uploaded to an in-memory object store; its URI."""
-    fs = fsspec.filesystem("memory")
-    root = "/pipeline-root/export/bundle"
-    fs.put(str(drift_bundle_dir), root, recursive=True)
-    yield f"memory://{root}"
-    fs.rm("/pipeline-root", recursive=True)
+def object_store(drift_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
+    """The drift bundle uploaded to the in-memory object store; its URI."""
+    return in_object_store(drift_bundle_dir)
 
 
 def isvc(storage_uri: str, *, canary: int | None = None, previous: str | None = None) -> Any:
@@ -49,15 +41,6 @@ def isvc(storage_uri: str, *, canary: int | None = None, previous: str | None = 
         "metadata": {"name": MODEL, "annotations": annotations},
         "spec": {"predictor": predictor},
     }
-
-
-def api_returning(answer: Any) -> Any:
-    api = mock.create_autospec(CustomObjectsApi, instance=True)
-    if isinstance(answer, Exception):
-        api.get_namespaced_custom_object.side_effect = answer
-    else:
-        api.get_namespaced_custom_object.return_value = answer
-    return api
 
 
 def test_only_the_files_the_drift_job_reads_are_copied(object_store: str, tmp_path: Path) -> None:
@@ -89,15 +72,17 @@ def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_pat
     assert MODEL_FILE in REQUIRED_FILES
 
 
-def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs() -> None:
-    api = api_returning(isvc("s3://root/2/bundle"))
+def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs(
+    kserve_api: Callable[[Any], Any],
+) -> None:
+    api = kserve_api(isvc("s3://root/2/bundle"))
     assert served_bundle_uri(MODEL, NAMESPACE, api) == "s3://root/2/bundle"
     api.get_namespaced_custom_object.assert_called_once_with(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
     )
-    canary = api_returning(isvc("s3://root/3/bundle", canary=10, previous="s3://root/2/bundle"))
+    canary = kserve_api(isvc("s3://root/3/bundle", canary=10, previous="s3://root/2/bundle"))
     assert served_bundle_uri(MODEL, NAMESPACE, canary) == "s3://root/2/bundle"
-    promoted = api_returning(isvc("s3://root/3/bundle", canary=100, previous="s3://root/2/b"))
+    promoted = kserve_api(isvc("s3://root/3/bundle", canary=100, previous="s3://root/2/b"))
     assert served_bundle_uri(MODEL, NAMESPACE, promoted) == "s3://root/3/bundle"
 
 
@@ -109,14 +94,14 @@ def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs() -> None:
     ],
 )
 def test_an_unreadable_served_bundle_says_why(
-    answer: Any, error: type[Exception], message: str
+    answer: Any, error: type[Exception], message: str, kserve_api: Callable[[Any], Any]
 ) -> None:
     with pytest.raises(error, match=message):
-        served_bundle_uri(MODEL, NAMESPACE, api_returning(answer))
+        served_bundle_uri(MODEL, NAMESPACE, kserve_api(answer))
 
 
-def test_no_inference_service_means_nothing_is_served() -> None:
-    missing = api_returning(ApiException(status=404, reason="Not Found"))
+def test_no_inference_service_means_nothing_is_served(kserve_api: Callable[[Any], Any]) -> None:
+    missing = kserve_api(ApiException(status=404, reason="Not Found"))
     assert served_bundle_uri(MODEL, NAMESPACE, missing) is None
 
 
@@ -152,13 +137,14 @@ def run_drift_step(store_url: str, api: Any, out: Path, monkeypatch: pytest.Monk
 
 def test_the_drift_step_compares_with_the_bundle_kserve_serves(
     object_store: str,
+    kserve_api: Callable[[Any], Any],
     held_out_traffic: Any,
     traffic_store: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = traffic_store(held_out_traffic.head(250))
-    api = api_returning(isvc(object_store))
+    api = kserve_api(isvc(object_store))
     assert run_drift_step(url, api, tmp_path, monkeypatch) is False
     written = json.loads((tmp_path / "summary").read_text())
     assert written["status"] == "no_drift" and written["window_rows"] == 250
@@ -167,10 +153,14 @@ def test_the_drift_step_compares_with_the_bundle_kserve_serves(
 
 
 def test_the_drift_step_without_an_inference_service_says_what_to_do(
-    held_out_traffic: Any, traffic_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kserve_api: Callable[[Any], Any],
+    held_out_traffic: Any,
+    traffic_store: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = traffic_store(held_out_traffic.head(250))
-    missing = api_returning(ApiException(status=404, reason="Not Found"))
+    missing = kserve_api(ApiException(status=404, reason="Not Found"))
     with pytest.raises(ModelNotFoundError, match="no InferenceService 'textops-classifier'"):
         run_drift_step(url, missing, tmp_path, monkeypatch)
 
