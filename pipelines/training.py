@@ -170,6 +170,8 @@ def training_pipeline(
         test_data=preprocess.outputs["test_data"],
         model_repository=model_repository,
         model_name=model_name,
+        deploy_target=deploy_target,
+        kserve_namespace=kserve_namespace,
         champion_url=champion_url,
         min_accuracy=min_accuracy,
         min_macro_f1=min_macro_f1,
@@ -180,7 +182,8 @@ def training_pipeline(
     ).set_display_name("evaluate")
     # The model in production may have changed since the last run: never answer from a cache.
     evaluate.set_caching_options(False)
-    use_artifact_store_credentials(evaluate)  # the model repository the champion is read from
+    # The champion may be the bundle KServe serves, in the object store.
+    use_artifact_store_credentials(evaluate)
     export = export_model(
         model=train.outputs["model"],
         validation_data=preprocess.outputs["validation_data"],

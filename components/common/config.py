@@ -229,7 +229,8 @@ class TrainingConfig(BaseModel):
     champion_url: str = Field(
         "",
         description="Base URL of the model in production (an InferenceService) that evaluate "
-        "compares against; empty: the model repository's current version.",
+        "compares against through its V2 route; empty: the model repository's current version, "
+        "or with deploy_target kserve the bundle the InferenceService serves.",
     )
     output_dir: str = Field(
         ".textops", description="Where runs, reports and the local model repository live."

@@ -11,6 +11,7 @@ the metadata, about 150 KB) rather than the whole bundle (about 150 MB of models
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,20 @@ if TYPE_CHECKING:
 _GROUP, _VERSION, _PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
 
-def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) -> str | None:
-    """The storageUri of the bundle answering most of the InferenceService's traffic; None
-    when there is no InferenceService `model_name` (nothing deployed yet).
+@dataclass(frozen=True)
+class ServedBundle:
+    """The bundle answering most of an InferenceService's traffic."""
+
+    uri: str
+    #: The version the deploy step recorded on the InferenceService; None when unknown (the
+    #: InferenceService records only its latest version's number).
+    version: int | None
+
+
+def served_bundle(model_name: str, namespace: str, api: CustomObjectsApi) -> ServedBundle | None:
+    """The bundle answering most of the InferenceService's traffic (the latest one, or the
+    previous one while a canary runs); None when there is no InferenceService `model_name`
+    (nothing deployed yet).
 
     Args:
         model_name: The InferenceService's name (the deploy step names it after the model).
@@ -58,20 +70,21 @@ def served_bundle_uri(model_name: str, namespace: str, api: CustomObjectsApi) ->
             "service account needs get on inferenceservices.serving.kserve.io"
         ) from e
     state = read_state(isvc, namespace)
-    uri = state.previous_storage_uri if state.canary_running else state.storage_uri
-    if not uri:
+    if state.canary_running and state.previous_storage_uri:
+        return ServedBundle(state.previous_storage_uri, None)
+    if not state.storage_uri:
         raise ModelNotFoundError(
             f"InferenceService {namespace}/{model_name} names no storageUri: it was not "
             "deployed by textops"
         )
-    return uri
+    return ServedBundle(state.storage_uri, state.version or None)
 
 
-def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...]) -> Path:
+def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...] | None = None) -> Path:
     """Copy `files` of the bundle at `uri` (an fsspec URI: s3://, gs://, ...) into `target`.
 
     The bundle must be complete where it is (every required file present), as a bundle opened
-    locally must be; only `files` are copied.
+    locally must be; only `files` are copied, or every file of it when `files` is None.
 
     Returns:
         `target`.
@@ -110,7 +123,7 @@ def fetch_bundle_files(uri: str, target: Path, files: tuple[str, ...]) -> Path:
     if missing:
         raise ModelNotFoundError(f"model bundle {uri} is incomplete: missing {', '.join(missing)}")
     target.mkdir(parents=True, exist_ok=True)
-    for name in files:
+    for name in sorted(present) if files is None else files:
         try:
             fs.get_file(f"{root}/{name}", str(target / name))
         except OSError as e:
@@ -135,13 +148,13 @@ def served_labels(
             incomplete or has an unreadable labels.json.
         ConfigError: The InferenceService or its bundle cannot be read from here.
     """
-    uri = served_bundle_uri(model_name, namespace, api)
-    if uri is None:
+    served = served_bundle(model_name, namespace, api)
+    if served is None:
         return None
-    path = fetch_bundle_files(uri, scratch, (LABELS_FILE,)) / LABELS_FILE
+    path = fetch_bundle_files(served.uri, scratch, (LABELS_FILE,)) / LABELS_FILE
     try:
         return LabelMap.load(path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelNotFoundError(
-            f"the bundle in production ({uri}) has no readable {LABELS_FILE}: {e}"
+            f"the bundle in production ({served.uri}) has no readable {LABELS_FILE}: {e}"
         ) from e

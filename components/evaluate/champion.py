@@ -1,8 +1,9 @@
 """Find the model in production and score it on the challenger's test texts.
 
-The champion is either the bundle `current.json` points to in the local model repository,
-run with ONNX Runtime exactly as serving runs it, or, given the base URL of the server that
-serves it (a KServe InferenceService), the model behind that server's V2 infer route.
+The champion is the bundle `current.json` points to in the local model repository, or the
+bundle a KServe InferenceService serves (fetched from its storageUri), run with ONNX Runtime
+exactly as serving runs it; or, given the base URL of the server that serves it, the model
+behind that server's V2 infer route.
 Whatever keeps it from being scored (a damaged pointer, a missing or altered file, a graph
 ONNX Runtime cannot load; a server that does not answer, or answers nonsense) becomes an
 `unreadable` result with the error, which the gate turns into a refusal: a champion that
@@ -12,11 +13,17 @@ cannot be compared never lets a challenger through unchecked.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from textops.components.common.bundle import ModelBundle
-from textops.components.common.errors import ModelNotFoundError, PublishError, RemoteModelError
+from textops.components.common.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    PublishError,
+    RemoteModelError,
+)
 from textops.components.common.model_repository import current_version
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.evaluate.classifiers import RemoteClassifier, v2_model_url
@@ -51,6 +58,7 @@ def score_champion(
     true_labels: Sequence[str],
     challenger_labels: Sequence[str],
     champion_url: str = "",
+    kserve_namespace: str | None = None,
 ) -> ChampionResult:
     """Score the model in production on the same texts the challenger was scored on.
 
@@ -63,6 +71,9 @@ def score_champion(
         champion_url: The base URL (http:// or https://) of the server that serves the
             model in production (an InferenceService); when given, it is scored there
             instead of from the repository.
+        kserve_namespace: Without `champion_url`: the namespace of the InferenceService
+            `model_name`, whose bundle (fetched from its storageUri) is the champion instead
+            of the repository's current version.
 
     Returns:
         `none` when nothing is published, `labels_differ` when the champion's label set is not
@@ -72,6 +83,11 @@ def score_champion(
         return score_served_champion(
             champion_url.strip(), model_name, texts, true_labels, challenger_labels
         )
+    if kserve_namespace is not None:
+        with tempfile.TemporaryDirectory(prefix="textops-champion-") as scratch:
+            return _score_inference_service_bundle(
+                model_name, kserve_namespace, Path(scratch), texts, true_labels, challenger_labels
+            )
     try:
         published = current_version(repository, model_name)
     except PublishError as e:
@@ -81,31 +97,63 @@ def score_champion(
     if published is None:
         logger.info("no champion repository=%s model=%s", repository, model_name)
         return ChampionResult("none")
+    return _score_bundle(published.version, published.path, texts, true_labels, challenger_labels)
+
+
+def _score_inference_service_bundle(
+    model_name: str,
+    namespace: str,
+    scratch: Path,
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    challenger_labels: Sequence[str],
+) -> ChampionResult:
+    """Fetch the bundle the InferenceService serves into `scratch` and score it there."""
+    from textops.components.common.kubernetes_api import custom_objects_api
+    from textops.components.deploy.served_bundle import fetch_bundle_files, served_bundle
+
     try:
-        classifier = load_champion(published.path)
+        served = served_bundle(model_name, namespace, custom_objects_api())
+        if served is None:
+            logger.info("no champion inferenceservice=%s/%s", namespace, model_name)
+            return ChampionResult("none")
+        fetch_bundle_files(served.uri, scratch)
+    except (ConfigError, ModelNotFoundError) as e:
+        logger.warning(
+            "champion unreadable inferenceservice=%s/%s error=%s", namespace, model_name, e
+        )
+        return ChampionResult("unreadable", error=f"the model in production cannot be fetched: {e}")
+    logger.info("champion fetched uri=%s version=%s", served.uri, served.version)
+    return _score_bundle(served.version, scratch, texts, true_labels, challenger_labels)
+
+
+def _score_bundle(
+    version: int | None,
+    path: Path,
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    challenger_labels: Sequence[str],
+) -> ChampionResult:
+    """Load the champion bundle at `path` with ONNX Runtime, as serving runs it, and score it."""
+    try:
+        classifier = load_champion(path)
         labels = classifier.labels
         if set(labels.names) != set(challenger_labels):
-            return ChampionResult(
-                "labels_differ", published.version, published.path, labels=labels.names
-            )
+            return ChampionResult("labels_differ", version, path, labels=labels.names)
         probabilities = classifier.predict_proba(list(texts))
     # Deliberately broad: ONNX Runtime and tokenizers raise bare Exception subclasses, and
     # any failure here must become a recorded refusal, never a crash without a decision.
     except Exception as e:
-        logger.warning("champion unreadable path=%s error=%s", published.path, e)
-        return ChampionResult(
-            "unreadable", published.version, published.path, error=f"{type(e).__name__}: {e}"
-        )
+        logger.warning("champion unreadable path=%s error=%s", path, e)
+        return ChampionResult("unreadable", version, path, error=f"{type(e).__name__}: {e}")
     scores = score_model([labels.index(n) for n in true_labels], probabilities, labels.names)
     logger.info(
-        "champion scored version=%d macro_f1=%.4f accuracy=%.4f",
-        published.version,
+        "champion scored version=%s macro_f1=%.4f accuracy=%.4f",
+        version,
         scores.macro_f1,
         scores.accuracy,
     )
-    return ChampionResult(
-        "scored", published.version, published.path, labels=labels.names, scores=scores
-    )
+    return ChampionResult("scored", version, path, labels=labels.names, scores=scores)
 
 
 def score_served_champion(

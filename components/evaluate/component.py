@@ -22,6 +22,8 @@ def evaluate_model(
     test_data: Input[Dataset],
     model_repository: str,
     model_name: str,
+    deploy_target: str,
+    kserve_namespace: str,
     min_accuracy: float,
     min_macro_f1: float,
     max_regression: float,
@@ -38,18 +40,24 @@ def evaluate_model(
 ) -> bool:
     """Score the new model and the one in production on the test split; decide what ships.
 
-    The model in production is the model repository's current version, or, when
-    `champion_url` is set, the model the server at that URL (an InferenceService) answers for.
+    The model in production is the model the server at `champion_url` (an InferenceService)
+    answers for when it is set; else, with `deploy_target` 'kserve', the bundle the
+    InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves; else the
+    model repository's current version.
 
     Returns whether the new model may ship; the reasons are in `decision`'s metadata. (A single
     output, because kfp.local cannot branch on one field of a NamedTuple output.)
     """
     import json
 
+    from textops.components.common.kubernetes_api import resolve_namespace
     from textops.components.common.logs import configure_logging
     from textops.components.evaluate.evaluation import GateSettings, evaluate_challenger
 
     configure_logging()
+    served_from = None
+    if deploy_target == "kserve" and not champion_url.strip():
+        served_from = resolve_namespace(kserve_namespace, "kserve_namespace")
 
     outcome = evaluate_challenger(
         model_dir=model.path,
@@ -68,6 +76,7 @@ def evaluate_model(
         summary_path=summary.path,
         decision_path=decision.path,
         champion_url=champion_url,
+        kserve_namespace=served_from,
     )
     scalars = outcome.scalars()
     for name, value in scalars.items():

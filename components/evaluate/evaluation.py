@@ -165,6 +165,7 @@ def evaluate_challenger(
     summary_path: str | Path,
     decision_path: str | Path,
     champion_url: str = "",
+    kserve_namespace: str | None = None,
 ) -> EvaluationOutcome:
     """Score the new model and the one in production on the test split; decide what ships.
 
@@ -181,6 +182,8 @@ def evaluate_challenger(
         decision_path: Where the decision goes, as JSON.
         champion_url: The base URL of the server (an InferenceService) that serves the model
             in production; empty: the repository's current version is the champion.
+        kserve_namespace: Without `champion_url`: the champion is the bundle the
+            InferenceService `model_name` in this namespace serves (see `score_champion`).
 
     Returns:
         The scores, the champion's fate and the decision.
@@ -234,6 +237,7 @@ def evaluate_challenger(
         [labels.names[i] for i in y_true],
         labels.names,
         champion_url=champion_url,
+        kserve_namespace=kserve_namespace,
     )
     outcome = EvaluationOutcome(
         model_name=model_name,

@@ -49,7 +49,7 @@ def detect_drift(
     from textops.components.common.errors import ModelNotFoundError
     from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
-    from textops.components.deploy.served_bundle import served_bundle_uri
+    from textops.components.deploy.served_bundle import served_bundle
     from textops.components.monitor.collector_cli import default_store_url
     from textops.components.monitor.drift_job import (
         OutputPaths,
@@ -77,13 +77,14 @@ def detect_drift(
     )
     if not bundle and deploy_target == "kserve":
         namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
-        bundle = served_bundle_uri(model_name, namespace, custom_objects_api()) or ""
-        if not bundle:
+        served = served_bundle(model_name, namespace, custom_objects_api())
+        if served is None:
             raise ModelNotFoundError(
                 f"there is no InferenceService {model_name!r} in namespace {namespace!r} to "
                 "compare traffic with: run the training pipeline with deploy_target 'kserve' "
                 "first, or give the bundle to compare with (bundle=s3://...)"
             )
+        bundle = served.uri
     scratch = Path(tempfile.mkdtemp(prefix="textops-bundle-"))
     bundle_dir = resolve_bundle(
         bundle or None, model_repository or None, model_name, scratch=scratch

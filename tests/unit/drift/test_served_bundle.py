@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
 from textops.components.common.errors import ConfigError, ModelNotFoundError
-from textops.components.deploy.served_bundle import fetch_bundle_files, served_bundle_uri
+from textops.components.deploy.served_bundle import ServedBundle, fetch_bundle_files, served_bundle
 from textops.components.monitor.drift_job import DRIFT_FILES
 from textops.pipelines.cli import main
 
@@ -32,11 +32,19 @@ def object_store(drift_bundle_dir: Path, in_object_store: Callable[[Path], str])
     return in_object_store(drift_bundle_dir)
 
 
-def isvc(storage_uri: str, *, canary: int | None = None, previous: str | None = None) -> Any:
+def isvc(
+    storage_uri: str,
+    *,
+    version: int = 1,
+    canary: int | None = None,
+    previous: str | None = None,
+) -> Any:
     predictor: dict[str, Any] = {"model": {"storageUri": storage_uri}}
     if canary is not None:
         predictor["canaryTrafficPercent"] = canary
-    annotations = {"textops.dev/previous-storage-uri": previous} if previous else {}
+    annotations = {"textops.dev/model-version": str(version)}
+    if previous:
+        annotations["textops.dev/previous-storage-uri"] = previous
     return {
         "metadata": {"name": MODEL, "annotations": annotations},
         "spec": {"predictor": predictor},
@@ -75,15 +83,19 @@ def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_pat
 def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs(
     kserve_api: Callable[[Any], Any],
 ) -> None:
-    api = kserve_api(isvc("s3://root/2/bundle"))
-    assert served_bundle_uri(MODEL, NAMESPACE, api) == "s3://root/2/bundle"
+    api = kserve_api(isvc("s3://root/2/bundle", version=2))
+    assert served_bundle(MODEL, NAMESPACE, api) == ServedBundle("s3://root/2/bundle", 2)
     api.get_namespaced_custom_object.assert_called_once_with(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
     )
-    canary = kserve_api(isvc("s3://root/3/bundle", canary=10, previous="s3://root/2/bundle"))
-    assert served_bundle_uri(MODEL, NAMESPACE, canary) == "s3://root/2/bundle"
-    promoted = kserve_api(isvc("s3://root/3/bundle", canary=100, previous="s3://root/2/b"))
-    assert served_bundle_uri(MODEL, NAMESPACE, promoted) == "s3://root/3/bundle"
+    canary = kserve_api(
+        isvc("s3://root/3/bundle", version=3, canary=10, previous="s3://root/2/bundle")
+    )
+    assert served_bundle(MODEL, NAMESPACE, canary) == ServedBundle("s3://root/2/bundle", None)
+    promoted = kserve_api(
+        isvc("s3://root/3/bundle", version=3, canary=100, previous="s3://root/2/b")
+    )
+    assert served_bundle(MODEL, NAMESPACE, promoted) == ServedBundle("s3://root/3/bundle", 3)
 
 
 @pytest.mark.parametrize(
@@ -97,12 +109,12 @@ def test_an_unreadable_served_bundle_says_why(
     answer: Any, error: type[Exception], message: str, kserve_api: Callable[[Any], Any]
 ) -> None:
     with pytest.raises(error, match=message):
-        served_bundle_uri(MODEL, NAMESPACE, kserve_api(answer))
+        served_bundle(MODEL, NAMESPACE, kserve_api(answer))
 
 
 def test_no_inference_service_means_nothing_is_served(kserve_api: Callable[[Any], Any]) -> None:
     missing = kserve_api(ApiException(status=404, reason="Not Found"))
-    assert served_bundle_uri(MODEL, NAMESPACE, missing) is None
+    assert served_bundle(MODEL, NAMESPACE, missing) is None
 
 
 def run_drift_step(store_url: str, api: Any, out: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
