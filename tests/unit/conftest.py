@@ -39,22 +39,50 @@ def in_object_store() -> Iterator[Callable[[Path], str]]:
 
 
 @pytest.fixture
+def tiny_bundle_in_store(tiny_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
+    """The tiny bundle (labels negative, positive) in the in-memory object store; its URI."""
+    return in_object_store(tiny_bundle_dir)
+
+
+def _inference_service(
+    storage_uri: str,
+    *,
+    version: int = 1,
+    canary: int | None = None,
+    previous: str | None = None,
+) -> dict[str, Any]:
+    predictor: dict[str, Any] = {"model": {"storageUri": storage_uri}}
+    if canary is not None:
+        predictor["canaryTrafficPercent"] = canary
+    annotations = {"textops.dev/model-version": str(version)}
+    if previous:
+        annotations["textops.dev/previous-storage-uri"] = previous
+    return {
+        "metadata": {"name": "textops-classifier", "annotations": annotations},
+        "spec": {"predictor": predictor},
+    }
+
+
+@pytest.fixture
+def inference_service() -> Callable[..., dict[str, Any]]:
+    """A function writing the InferenceService the deploy step leaves: its storageUri, and
+    `version`, `canary` (canaryTrafficPercent) and `previous` (the previous storageUri)."""
+    return _inference_service
+
+
+@pytest.fixture
 def kserve_api() -> Callable[[Any], Any]:
     """A function giving a `CustomObjectsApi` autospec whose InferenceService read returns
-    `answer`: an InferenceService (a mapping), one serving a storageUri (a string), or an
-    exception it raises."""
+    `answer`: an InferenceService (a mapping), one serving a storageUri (a string, version 1),
+    or an exception it raises."""
 
     def api(answer: Any) -> Any:
         fake = mock.create_autospec(CustomObjectsApi, instance=True)
         if isinstance(answer, Exception):
             fake.get_namespaced_custom_object.side_effect = answer
-        elif isinstance(answer, str):
-            fake.get_namespaced_custom_object.return_value = {
-                "metadata": {"name": "textops-classifier"},
-                "spec": {"predictor": {"model": {"storageUri": answer}}},
-            }
         else:
-            fake.get_namespaced_custom_object.return_value = answer
+            isvc = _inference_service(answer) if isinstance(answer, str) else answer
+            fake.get_namespaced_custom_object.return_value = isvc
         return fake
 
     return api

@@ -23,21 +23,9 @@ MODEL = "textops-classifier"
 NAMESPACE = "textops"
 
 
-@pytest.fixture
-def served_bundle(tiny_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
-    return in_object_store(tiny_bundle_dir)
-
-
 @pytest.fixture(scope="module")
 def test_split(tiny_splits: dict[str, Path]) -> pd.DataFrame:
     return pd.read_parquet(tiny_splits["test"])
-
-
-def inference_service(storage_uri: str, version: int) -> dict[str, Any]:
-    return {
-        "metadata": {"name": MODEL, "annotations": {"textops.dev/model-version": str(version)}},
-        "spec": {"predictor": {"model": {"storageUri": storage_uri}}},
-    }
 
 
 def champion_on_cluster(
@@ -55,14 +43,15 @@ def champion_on_cluster(
 
 
 def test_the_served_bundle_scores_as_the_same_bundle_does_from_the_repository(
-    served_bundle: str,
+    tiny_bundle_in_store: str,
+    inference_service: Callable[..., Any],
     kserve_api: Callable[[Any], Any],
     test_split: pd.DataFrame,
     tiny_bundle_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api = kserve_api(inference_service(served_bundle, 4))
+    api = kserve_api(inference_service(tiny_bundle_in_store, version=4))
     served = champion_on_cluster(api, test_split, tmp_path, monkeypatch)
 
     repository = tmp_path / "models"
@@ -104,13 +93,14 @@ def test_before_the_first_deployment_there_is_no_champion(
 def test_a_champion_that_cannot_be_read_is_unreadable_so_the_gate_refuses(
     damage: str,
     message: str,
-    served_bundle: str,
+    tiny_bundle_in_store: str,
+    inference_service: Callable[..., Any],
     kserve_api: Callable[[Any], Any],
     test_split: pd.DataFrame,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store, root = fsspec.filesystem("memory"), served_bundle.removeprefix("memory://")
+    store, root = fsspec.filesystem("memory"), tiny_bundle_in_store.removeprefix("memory://")
     if damage == "incomplete":
         store.rm(f"{root}/{TOKENIZER_FILE}")
     if damage == "altered":
@@ -118,7 +108,7 @@ def test_a_champion_that_cannot_be_read_is_unreadable_so_the_gate_refuses(
     api = kserve_api(
         ApiException(status=403, reason="Forbidden")
         if damage == "forbidden"
-        else inference_service(served_bundle, 2)
+        else inference_service(tiny_bundle_in_store, version=2)
     )
     champion = champion_on_cluster(api, test_split, tmp_path, monkeypatch)
     assert champion.status == "unreadable"

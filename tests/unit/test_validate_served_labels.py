@@ -23,12 +23,6 @@ MODEL = "textops-classifier"
 NAMESPACE = "textops"
 
 
-@pytest.fixture
-def served_bundle(tiny_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
-    """The tiny bundle (labels negative, positive) in the in-memory object store; its URI."""
-    return in_object_store(tiny_bundle_dir)
-
-
 def validate_on_cluster(
     labels: tuple[str, ...], api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,9 +60,9 @@ def validate_on_cluster(
 
 
 def test_the_labels_in_production_are_the_served_bundles(
-    served_bundle: str, kserve_api: Callable[[Any], Any], tmp_path: Path
+    tiny_bundle_in_store: str, kserve_api: Callable[[Any], Any], tmp_path: Path
 ) -> None:
-    labels = served_labels(MODEL, NAMESPACE, kserve_api(served_bundle), tmp_path)
+    labels = served_labels(MODEL, NAMESPACE, kserve_api(tiny_bundle_in_store), tmp_path)
     assert labels == LabelMap(("negative", "positive"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]
     missing = kserve_api(ApiException(status=404, reason="Not Found"))
@@ -76,14 +70,16 @@ def test_the_labels_in_production_are_the_served_bundles(
 
 
 def test_data_with_other_labels_than_the_served_model_stops_the_run(
-    served_bundle: str,
+    tiny_bundle_in_store: str,
     kserve_api: Callable[[Any], Any],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    validate_on_cluster(("negative", "positive"), kserve_api(served_bundle), tmp_path, monkeypatch)
+    validate_on_cluster(
+        ("negative", "positive"), kserve_api(tiny_bundle_in_store), tmp_path, monkeypatch
+    )
     with pytest.raises(DataValidationError, match="the served model predicts"):
-        validate_on_cluster(("neg", "pos"), kserve_api(served_bundle), tmp_path, monkeypatch)
+        validate_on_cluster(("neg", "pos"), kserve_api(tiny_bundle_in_store), tmp_path, monkeypatch)
 
 
 def test_the_first_deployment_may_choose_its_labels(

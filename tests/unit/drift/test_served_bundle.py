@@ -32,25 +32,6 @@ def object_store(drift_bundle_dir: Path, in_object_store: Callable[[Path], str])
     return in_object_store(drift_bundle_dir)
 
 
-def isvc(
-    storage_uri: str,
-    *,
-    version: int = 1,
-    canary: int | None = None,
-    previous: str | None = None,
-) -> Any:
-    predictor: dict[str, Any] = {"model": {"storageUri": storage_uri}}
-    if canary is not None:
-        predictor["canaryTrafficPercent"] = canary
-    annotations = {"textops.dev/model-version": str(version)}
-    if previous:
-        annotations["textops.dev/previous-storage-uri"] = previous
-    return {
-        "metadata": {"name": MODEL, "annotations": annotations},
-        "spec": {"predictor": predictor},
-    }
-
-
 def test_only_the_files_the_drift_job_reads_are_copied(object_store: str, tmp_path: Path) -> None:
     target = fetch_bundle_files(object_store, tmp_path / "copy", DRIFT_FILES)
     assert sorted(p.name for p in target.iterdir()) == sorted(DRIFT_FILES)
@@ -81,19 +62,19 @@ def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_pat
 
 
 def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs(
-    kserve_api: Callable[[Any], Any],
+    kserve_api: Callable[[Any], Any], inference_service: Callable[..., Any]
 ) -> None:
-    api = kserve_api(isvc("s3://root/2/bundle", version=2))
+    api = kserve_api(inference_service("s3://root/2/bundle", version=2))
     assert served_bundle(MODEL, NAMESPACE, api) == ServedBundle("s3://root/2/bundle", 2)
     api.get_namespaced_custom_object.assert_called_once_with(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
     )
     canary = kserve_api(
-        isvc("s3://root/3/bundle", version=3, canary=10, previous="s3://root/2/bundle")
+        inference_service("s3://root/3/bundle", version=3, canary=10, previous="s3://root/2/bundle")
     )
     assert served_bundle(MODEL, NAMESPACE, canary) == ServedBundle("s3://root/2/bundle", None)
     promoted = kserve_api(
-        isvc("s3://root/3/bundle", version=3, canary=100, previous="s3://root/2/b")
+        inference_service("s3://root/3/bundle", version=3, canary=100, previous="s3://root/2/b")
     )
     assert served_bundle(MODEL, NAMESPACE, promoted) == ServedBundle("s3://root/3/bundle", 3)
 
@@ -156,7 +137,7 @@ def test_the_drift_step_compares_with_the_bundle_kserve_serves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = traffic_store(held_out_traffic.head(250))
-    api = kserve_api(isvc(object_store))
+    api = kserve_api(object_store)
     assert run_drift_step(url, api, tmp_path, monkeypatch) is False
     written = json.loads((tmp_path / "summary").read_text())
     assert written["status"] == "no_drift" and written["window_rows"] == 250
