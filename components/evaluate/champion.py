@@ -12,6 +12,7 @@ cannot be compared never lets a challenger through unchecked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -124,7 +125,10 @@ def _score_inference_service_bundle(
         )
         return ChampionResult("unreadable", error=f"the model in production cannot be fetched: {e}")
     logger.info("champion fetched uri=%s version=%s", served.uri, served.version)
-    return _score_bundle(served.version, scratch, texts, true_labels, challenger_labels)
+    result = _score_bundle(served.version, scratch, texts, true_labels, challenger_labels)
+    # The copy is gone after this; the report names where the bundle is (without the scheme,
+    # as for a served champion's route).
+    return dataclasses.replace(result, path=Path(served.uri.split("://", 1)[-1]))
 
 
 def _score_bundle(

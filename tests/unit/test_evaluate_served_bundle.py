@@ -67,6 +67,7 @@ def test_the_served_bundle_scores_as_the_same_bundle_does_from_the_repository(
     assert served.scores is not None and local.scores is not None
     assert served.scores.scalars() == pytest.approx(local.scores.scalars(), abs=1e-6)
     assert served.version == 4
+    assert str(served.path) == tiny_bundle_in_store.split("://", 1)[1]
     api.get_namespaced_custom_object.assert_called_once_with(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
     )
