@@ -22,8 +22,6 @@ def evaluate_model(
     test_data: Input[Dataset],
     model_repository: str,
     model_name: str,
-    deploy_target: str,
-    kserve_namespace: str,
     min_accuracy: float,
     min_macro_f1: float,
     max_regression: float,
@@ -35,8 +33,11 @@ def evaluate_model(
     report: Output[HTML],
     summary: Output[Markdown],
     decision: Output[Artifact],
-    # Last, as the one input with a default: empty compares with the model repository.
+    # Last, the inputs with defaults (the TrainingConfig's): by default the champion is the
+    # model repository's current version.
     champion_url: str = "",
+    deploy_target: str = "local",
+    kserve_namespace: str = "",
 ) -> bool:
     """Score the new model and the one in production on the test split; decide what ships.
 

@@ -11,8 +11,6 @@ def detect_drift(
     store_url: str,
     model_repository: str,
     model_name: str,
-    deploy_target: str,
-    kserve_namespace: str,
     bundle: str,
     since: str,
     until: str,
@@ -28,6 +26,9 @@ def detect_drift(
     report: Output[HTML],
     summary: Output[Artifact],
     metrics: Output[Metrics],
+    # The TrainingConfig's defaults: without `bundle`, the model repository's current version.
+    deploy_target: str = "local",
+    kserve_namespace: str = "",
 ) -> bool:
     """Compare a window of logged traffic with the model bundle's reference sample.
 

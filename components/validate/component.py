@@ -24,12 +24,13 @@ def validate_data(
     redact_pii: bool,
     model_repository: str,
     model_name: str,
-    deploy_target: str,
-    kserve_namespace: str,
     validated_data: Output[Dataset],
     validation_result: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
+    # The TrainingConfig's defaults: the production labels are the model repository's.
+    deploy_target: str = "local",
+    kserve_namespace: str = "",
 ):
     """Validate labelled data with Great Expectations; fail the run on a critical finding.
 
