@@ -36,10 +36,10 @@ def detect_drift(
     else the local SQLite file. The bundle is `bundle` when given (a directory or an s3://
     URI), else, with `deploy_target` 'kserve', the one the InferenceService `model_name` in
     `kserve_namespace` (empty: this pod's) serves to most of its traffic, else the current
-    version of `model_name` in `model_repository`. The window is `model_name`'s traffic in the store
-    between `since` and `until` (ISO 8601 or a duration back from now such as 24h; empty:
-    unbounded), the most recent `last` texts of it when `last` > 0. Empty `workspace` and
-    `pushgateway` skip them.
+    version of `model_name` in `model_repository`. The window is `model_name`'s traffic in
+    the store between `since` and `until` (ISO 8601 or a duration back from now such as 24h;
+    empty: unbounded), the most recent `last` texts of it when `last` > 0. Empty `workspace`
+    and `pushgateway` skip them.
 
     Returns whether drift was found; the reasons are in `summary`'s metadata and file.
     """
