@@ -71,10 +71,11 @@ def inference_service() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def kserve_api() -> Callable[[Any], Any]:
+def kserve_api(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
     """A function giving a `CustomObjectsApi` autospec whose InferenceService read returns
     `answer`: an InferenceService (a mapping), one serving a storageUri (a string, version 1),
-    or an exception it raises."""
+    or an exception it raises. The last one made is what `custom_objects_api()` returns, as
+    the cluster's API, to the components that call it."""
 
     def api(answer: Any) -> Any:
         fake = mock.create_autospec(CustomObjectsApi, instance=True)
@@ -83,6 +84,9 @@ def kserve_api() -> Callable[[Any], Any]:
         else:
             isvc = _inference_service(answer) if isinstance(answer, str) else answer
             fake.get_namespaced_custom_object.return_value = isvc
+        monkeypatch.setattr(
+            "textops.components.common.kubernetes_api.custom_objects_api", lambda: fake
+        )
         return fake
 
     return api

@@ -28,10 +28,8 @@ def test_split(tiny_splits: dict[str, Path]) -> pd.DataFrame:
     return pd.read_parquet(tiny_splits["test"])
 
 
-def champion_on_cluster(
-    api: Any, frame: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Any:
-    monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
+def champion_on_cluster(frame: pd.DataFrame, tmp_path: Path) -> Any:
+    """The champion in kserve mode, on the `kserve_api` made last."""
     return score_champion(
         tmp_path / "no-repository",
         MODEL,
@@ -49,10 +47,9 @@ def test_the_served_bundle_scores_as_the_same_bundle_does_from_the_repository(
     test_split: pd.DataFrame,
     tiny_bundle_dir: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = kserve_api(inference_service(tiny_bundle_in_store, version=4))
-    served = champion_on_cluster(api, test_split, tmp_path, monkeypatch)
+    served = champion_on_cluster(test_split, tmp_path)
 
     repository = tmp_path / "models"
     publish_bundle(tiny_bundle_dir, repository, MODEL)
@@ -77,10 +74,9 @@ def test_before_the_first_deployment_there_is_no_champion(
     kserve_api: Callable[[Any], Any],
     test_split: pd.DataFrame,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    missing = kserve_api(ApiException(status=404, reason="Not Found"))
-    assert champion_on_cluster(missing, test_split, tmp_path, monkeypatch).status == "none"
+    kserve_api(ApiException(status=404, reason="Not Found"))
+    assert champion_on_cluster(test_split, tmp_path).status == "none"
 
 
 @pytest.mark.parametrize(
@@ -99,18 +95,17 @@ def test_a_champion_that_cannot_be_read_is_unreadable_so_the_gate_refuses(
     kserve_api: Callable[[Any], Any],
     test_split: pd.DataFrame,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store, root = fsspec.filesystem("memory"), tiny_bundle_in_store.removeprefix("memory://")
     if damage == "incomplete":
         store.rm(f"{root}/{TOKENIZER_FILE}")
     if damage == "altered":
         store.pipe_file(f"{root}/{MODEL_FILE}", b"not the exported graph")
-    api = kserve_api(
+    kserve_api(
         ApiException(status=403, reason="Forbidden")
         if damage == "forbidden"
         else inference_service(tiny_bundle_in_store, version=2)
     )
-    champion = champion_on_cluster(api, test_split, tmp_path, monkeypatch)
+    champion = champion_on_cluster(test_split, tmp_path)
     assert champion.status == "unreadable"
     assert message in champion.error

@@ -23,16 +23,14 @@ MODEL = "textops-classifier"
 NAMESPACE = "textops"
 
 
-def validate_on_cluster(
-    labels: tuple[str, ...], api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The validate component's function with deploy_target 'kserve' on 20 rows of `labels`."""
+def validate_on_cluster(labels: tuple[str, ...], tmp_path: Path) -> None:
+    """The validate component's function with deploy_target 'kserve' on 20 rows of `labels`,
+    on the `kserve_api` made last."""
     from textops.components.validate.component import validate_data
 
     data = tmp_path / "data.csv"
     rows = [(f"review number {i} of the shop", labels[i % len(labels)]) for i in range(20)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(data, index=False)
-    monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
     validate_data.python_func(
         data=str(data),
         data_format="auto",
@@ -73,18 +71,16 @@ def test_data_with_other_labels_than_the_served_model_stops_the_run(
     tiny_bundle_in_store: str,
     kserve_api: Callable[[Any], Any],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    validate_on_cluster(
-        ("negative", "positive"), kserve_api(tiny_bundle_in_store), tmp_path, monkeypatch
-    )
+    kserve_api(tiny_bundle_in_store)
+    validate_on_cluster(("negative", "positive"), tmp_path)
     with pytest.raises(DataValidationError, match="the served model predicts"):
-        validate_on_cluster(("neg", "pos"), kserve_api(tiny_bundle_in_store), tmp_path, monkeypatch)
+        validate_on_cluster(("neg", "pos"), tmp_path)
 
 
 def test_the_first_deployment_may_choose_its_labels(
-    kserve_api: Callable[[Any], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kserve_api: Callable[[Any], Any], tmp_path: Path
 ) -> None:
-    missing = kserve_api(ApiException(status=404, reason="Not Found"))
-    validate_on_cluster(("neg", "pos"), missing, tmp_path, monkeypatch)
+    kserve_api(ApiException(status=404, reason="Not Found"))
+    validate_on_cluster(("neg", "pos"), tmp_path)
     assert (tmp_path / "out" / "data").exists()

@@ -98,11 +98,10 @@ def test_no_inference_service_means_nothing_is_served(kserve_api: Callable[[Any]
     assert served_bundle(MODEL, NAMESPACE, missing) is None
 
 
-def run_drift_step(store_url: str, api: Any, out: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """The drift component's function with deploy_target 'kserve' and `api` as the cluster's."""
+def run_drift_step(store_url: str, out: Path) -> bool:
+    """The drift component's function with deploy_target 'kserve', on the `kserve_api` made last."""
     from textops.components.monitor.component import detect_drift
 
-    monkeypatch.setattr("textops.components.common.kubernetes_api.custom_objects_api", lambda: api)
     drifted: bool = detect_drift.python_func(
         store_url=store_url,
         model_repository=str(out / "no-local-repository"),
@@ -134,11 +133,10 @@ def test_the_drift_step_compares_with_the_bundle_kserve_serves(
     held_out_traffic: Any,
     traffic_store: Any,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = traffic_store(held_out_traffic.head(250))
     api = kserve_api(object_store)
-    assert run_drift_step(url, api, tmp_path, monkeypatch) is False
+    assert run_drift_step(url, tmp_path) is False
     written = json.loads((tmp_path / "summary").read_text())
     assert written["status"] == "no_drift" and written["window_rows"] == 250
     assert written["bundle"] == object_store
@@ -150,12 +148,11 @@ def test_the_drift_step_without_an_inference_service_says_what_to_do(
     held_out_traffic: Any,
     traffic_store: Any,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = traffic_store(held_out_traffic.head(250))
-    missing = kserve_api(ApiException(status=404, reason="Not Found"))
+    kserve_api(ApiException(status=404, reason="Not Found"))
     with pytest.raises(ModelNotFoundError, match="no InferenceService 'textops-classifier'"):
-        run_drift_step(url, missing, tmp_path, monkeypatch)
+        run_drift_step(url, tmp_path)
 
 
 def test_textops_drift_takes_a_bundle_uri(
