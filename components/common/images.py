@@ -11,11 +11,13 @@ IMAGE_TAG = "0.1.0"
 
 
 def image(target: str) -> str:
-    """The image reference of one Dockerfile target: `train`, `data`, `serve` or `monitor`."""
+    """The image reference of one Dockerfile target: `data`, `train`, `serve`, `serve-gpu` or
+    `monitor`."""
     return f"{IMAGE_REPOSITORY}-{target}:{IMAGE_TAG}"
 
 
 DATA_IMAGE = image("data")
 TRAIN_IMAGE = image("train")
 SERVE_IMAGE = image("serve")
+SERVE_GPU_IMAGE = image("serve-gpu")
 MONITOR_IMAGE = image("monitor")

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def publish_bundle(
                     f"copying {bundle.path} to {target} corrupted {', '.join(corrupted)}; "
                     "check the disk and publish again"
                 )
-        published_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        published_at = datetime.now(UTC).isoformat(timespec="seconds")
         _write_json_atomically(
             model_root / CURRENT_FILE,
             {"version": version, "path": str(target.resolve()), "published_at": published_at},

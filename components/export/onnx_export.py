@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +295,7 @@ def _metadata_fields(
         "parity": fp32.parity.to_dict(),
         "fusion": fp32.fusion_record(),
         **{graph.precision: graph.record for graph in optional},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "opset": OPSET,
         "onnx_inputs": list(input_names),
         "torch_version": torch.__version__,

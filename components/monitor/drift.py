@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from textops.components.common.errors import DriftInputError
@@ -58,7 +58,7 @@ class DriftResult:
     labelled_rows: int
     reference_rows: int
     min_window_rows: int
-    measured_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    measured_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     snapshot: Any = None
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from textops.components.common.errors import ConfigError
@@ -164,7 +164,7 @@ def run_report(
         metrics.append(accuracy_metric)
 
     report = Report(metrics, include_tests=True, tags=["textops", "drift"])
-    snapshot = report.run(current, reference, name=name, timestamp=datetime.now(timezone.utc))
+    snapshot = report.run(current, reference, name=name, timestamp=datetime.now(UTC))
 
     outcomes = []
     for test_name, metric in drift_metrics.items():

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
     """
     match = _DURATION.match(text)
     if match:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     try:
         moment = datetime.fromisoformat(text.strip())
@@ -68,7 +68,7 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
             f"cannot read the time {text!r}: give ISO 8601 (2026-05-01T12:00:00Z) or a "
             "duration back from now (30m, 24h, 7d)"
         ) from e
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def run_drift_job(
         window,
         settings,
         baseline=baseline,
-        name=f"{model_name} drift {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+        name=f"{model_name} drift {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
     )
     summary = result.summary()
     summary.update(

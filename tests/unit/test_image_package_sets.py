@@ -43,6 +43,7 @@ ENTRY_MODULES = {
     "data": ["kfp.dsl.executor_main"],
     "train": ["kfp.dsl.executor_main", "textops.components.train.launch"],
     "serve": ["textops.components.serve.__main__"],
+    "serve-gpu": ["textops.components.serve.__main__"],
     "monitor": [
         "kfp.dsl.executor_main",
         "textops.components.monitor.collector",
@@ -51,12 +52,17 @@ ENTRY_MODULES = {
 }
 #: Service packages that run whole in one image: every module, and every import any of their
 #: functions makes when called, must resolve there.
-SERVICE_PACKAGES = {"serve": "components/serve", "monitor": "components/monitor"}
+SERVICE_PACKAGES = {
+    "serve": "components/serve",
+    "serve-gpu": "components/serve",
+    "monitor": "components/monitor",
+}
 #: `python -m MODULE ARGS` each image must be able to start (run to the end of its --help).
 RUN_MODULES = {
     "data": [("textops.pipelines", ["--help"])],
     "train": [("textops.pipelines", ["--help"])],
     "serve": [("textops.components.serve", ["--help"]), ("textops.pipelines", ["--help"])],
+    "serve-gpu": [("textops.components.serve", ["--help"]), ("textops.pipelines", ["--help"])],
     "monitor": [("textops.pipelines", ["--help"])],
 }
 
@@ -67,7 +73,7 @@ def image_extras() -> dict[str, set[str]]:
     extras: dict[str, set[str]] = {}
     for block in re.split(r"^FROM ", text, flags=re.M)[1:]:
         name = re.match(r"\S+\s+AS\s+(\S+)", block, re.I)
-        found = re.search(r'textops-\*\.whl\)\[([a-z,]+)\]"', block)
+        found = re.search(r'-r "/wheels/textops\[([a-z,]+)\]\.txt"', block)
         if name and found:
             extras[name[1]] = set(found[1].split(","))
     return extras
@@ -126,9 +132,7 @@ def foreign_files(allowed: set[str]) -> dict[str, str]:
 def component_entry_points() -> dict[str, list[tuple[str, list[str]]]]:
     """Target -> (module, names imported from it) for each component module and the imports
     its component bodies make, found by each `@dsl.component`'s `base_image`."""
-    entries: dict[str, list[tuple[str, list[str]]]] = {
-        target: [] for target in IMAGE_CONSTANTS.values()
-    }
+    entries: dict[str, list[tuple[str, list[str]]]] = {target: [] for target in ENTRY_MODULES}
     for path in sorted((ROOT / "components").rglob("*.py")):
         tree = ast.parse(path.read_text())
         module = "textops." + ".".join(path.relative_to(ROOT).with_suffix("").parts)
@@ -266,18 +270,19 @@ def run_guarded(
 
 def test_every_image_target_has_a_package_set() -> None:
     extras = image_extras()
-    assert set(extras) == {"data", "train", "serve", "monitor"}
+    assert set(extras) == {"data", "train", "serve", "serve-gpu", "monitor"}
     for image, wanted in extras.items():
         _, missing = package_set(wanted)
-        # onnxruntime-gpu is the train image's CUDA build of the onnxruntime module this
+        # onnxruntime-gpu is the GPU images' CUDA build of the onnxruntime module this
         # environment has; anything else missing would leave the test blind to a package.
         assert missing <= {"onnxruntime-gpu"}, (image, missing)
 
 
 def test_the_serve_package_set_has_no_torch_and_the_others_have_kfp() -> None:
     sets = {image: package_set(extras)[0] for image, extras in image_extras().items()}
-    assert not {"torch", "transformers", "kfp", "great-expectations", "evidently"} & sets["serve"]
-    assert {"kserve", "onnxruntime", "tokenizers"} <= sets["serve"]
+    for image in ("serve", "serve-gpu"):
+        assert not {"torch", "transformers", "kfp", "great-expectations", "evidently"} & sets[image]
+        assert {"kserve", "onnxruntime", "tokenizers"} <= sets[image]
     assert "torch" in sets["train"] and "transformers" in sets["train"]
     for image in ("data", "train", "monitor"):
         assert "kfp" in sets[image], image
@@ -290,7 +295,7 @@ def test_the_guard_refuses_what_the_image_lacks(tmp_path: Path) -> None:
     assert "it comes from torch, which the serve image does not install" in result.stderr
 
 
-@pytest.mark.parametrize("image", ["data", "train", "serve", "monitor"])
+@pytest.mark.parametrize("image", ["data", "train", "serve", "serve-gpu", "monitor"])
 def test_the_image_imports_its_entry_points(image: str, tmp_path: Path) -> None:
     imports = [(module, []) for module in ENTRY_MODULES[image]]
     imports += component_entry_points()[image] + service_entry_points(image)

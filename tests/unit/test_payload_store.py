@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from textops.components.monitor.store import (
     open_store,
 )
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
 
 def postgres_binaries() -> tuple[str, str] | None:
@@ -194,7 +194,7 @@ def test_window_filters(store: PayloadStore) -> None:
     store.write_events(
         [request(f"e{i}", i * 60, f"t{i}", model="m" if i % 2 else "n") for i in range(6)]
     )
-    start = datetime.fromtimestamp(T0, timezone.utc)
+    start = datetime.fromtimestamp(T0, UTC)
     assert store.fetch_window(model_name="m")["text"].tolist() == ["t1", "t3", "t5"]
     since, until = start + timedelta(minutes=2), start + timedelta(minutes=4)
     assert store.fetch_window(since=since, until=until)["text"].tolist() == ["t2", "t3"]

@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -307,12 +308,12 @@ def test_an_unreachable_pushgateway_does_not_lose_the_run(
 
 
 def test_times_are_iso_8601_or_a_duration_back_from_now() -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from textops.components.common.errors import DriftInputError
     from textops.components.monitor.drift_job import parse_moment
 
-    now = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     assert parse_moment("24h", now) == now - timedelta(hours=24)
     assert parse_moment("30m", now) == now - timedelta(minutes=30)
     assert parse_moment("1.5d", now) == now - timedelta(days=1.5)
