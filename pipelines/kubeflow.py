@@ -19,13 +19,14 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from textops.components.common.cluster_run import check_cluster_arguments
 from textops.components.common.errors import ConfigError, KubeflowError
 
 if TYPE_CHECKING:
@@ -59,12 +60,14 @@ _HINTS = {
 
 @dataclass(frozen=True)
 class PipelinePackage:
-    """A compiled pipeline file: its pipeline name, parameter names and content hash."""
+    """A compiled pipeline file: its pipeline name, parameters, their defaults, content hash."""
 
     path: Path
     name: str
     parameters: frozenset[str]
     digest: str
+    #: The parameters' compiled default values, by name (those that have one).
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def read(cls, path: str | Path) -> PipelinePackage:
@@ -89,7 +92,12 @@ class PipelinePackage:
         if not isinstance(spec, dict) or not name:
             raise ConfigError(f"{path} is not a compiled pipeline (no pipelineInfo.name)")
         inputs = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-        return cls(path, name, frozenset(inputs), hashlib.sha256(content).hexdigest())
+        defaults = {
+            parameter: definition["defaultValue"]
+            for parameter, definition in inputs.items()
+            if isinstance(definition, dict) and "defaultValue" in definition
+        }
+        return cls(path, name, frozenset(inputs), hashlib.sha256(content).hexdigest(), defaults)
 
     @property
     def version_name(self) -> str:
@@ -97,7 +105,13 @@ class PipelinePackage:
         return f"{self.name}-{self.digest[:12]}"
 
     def check_arguments(self, arguments: Mapping[str, Any]) -> None:
-        """Raise ConfigError naming any argument that is not a parameter of this pipeline."""
+        """Refuse arguments this pipeline cannot run with on a cluster, before anything is sent.
+
+        Raises:
+            ConfigError: An argument that is not a parameter of this pipeline, or values
+                (given or compiled defaults) whose outputs would stay inside a pod, naming
+                the parameter to set (`cluster_run.check_cluster_arguments`).
+        """
         unknown = sorted(set(arguments) - self.parameters)
         if unknown:
             named = []
@@ -108,6 +122,13 @@ class PipelinePackage:
                 f"{', '.join(named)}: not a parameter of the compiled pipeline {self.path} "
                 f"({len(self.parameters)} parameters); recompile it if the code has changed"
             )
+        try:
+            check_cluster_arguments({**self.defaults, **arguments})
+        except ConfigError as e:
+            raise ConfigError(
+                f"{e}. On Kubeflow Pipelines the run would fail in its first step: give the "
+                "value in --config or with --param NAME=VALUE"
+            ) from e
 
 
 @dataclass(frozen=True)

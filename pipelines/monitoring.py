@@ -13,6 +13,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from textops.components.common.cluster_run import PAYLOAD_STORE_SECRET, PAYLOAD_STORE_SECRET_KEY
 from textops.components.monitor.collector_cli import STORE_URL_ENV
 from textops.components.monitor.component import detect_drift
 from textops.components.monitor.drift_settings import DriftSettings
@@ -20,11 +21,6 @@ from textops.pipelines.cluster import use_artifact_store_credentials
 from textops.pipelines.training import training_pipeline
 
 PIPELINE_NAME = "textops-monitoring"
-#: The Secret (and key) holding the payload store's URL, the one the collector reads in a
-#: cluster (manifests/README.md, "Production"): the URL carries a password, so it is no
-#: pipeline parameter. An empty `store_url` parameter means: this, else the local SQLite file.
-STORE_SECRET = "textops-collector-store"
-STORE_SECRET_KEY = "url"
 _DRIFT = DriftSettings()
 
 #: The drift job's parameters: (name, type, default).
@@ -66,8 +62,10 @@ def _monitoring(*values: Any) -> None:
     drift.set_caching_options(False)
     kubernetes.use_secret_as_env(
         drift,
-        secret_name=STORE_SECRET,
-        secret_key_to_env={STORE_SECRET_KEY: STORE_URL_ENV},
+        # The payload store's URL carries a password, so it comes from the collector's Secret
+        # (manifests/README.md, "Production") rather than a parameter; `store_url` wins.
+        secret_name=PAYLOAD_STORE_SECRET,
+        secret_key_to_env={PAYLOAD_STORE_SECRET_KEY: STORE_URL_ENV},
         optional=True,
     )
     # The bundle the InferenceService serves (deploy_target 'kserve') is in the object store.

@@ -221,9 +221,5 @@ def pipeline_arguments(config: TrainingConfig) -> dict[str, object]:
     arguments = {
         name: values[name] for name in training_pipeline.component_spec.inputs if name in values
     }
-    arguments["model_repository"] = (
-        f"{config.output_dir.rstrip('/')}/models"
-        if "://" in config.output_dir
-        else str(config.model_repository)
-    )
+    arguments["model_repository"] = str(config.model_repository)
     return arguments

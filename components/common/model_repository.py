@@ -42,8 +42,15 @@ def model_root(repository: str | Path, model_name: str) -> Path:
     """The directory that holds every version of `model_name`.
 
     Raises:
-        PublishError: The model name is not one plain directory name.
+        PublishError: The repository is a URI (it is a local directory), or the model name is
+            not one plain directory name.
     """
+    if "://" in str(repository):
+        raise PublishError(
+            f"model repository {repository} is a URI, but the model repository is a local "
+            "directory (a volume on a cluster); to serve from an object store, deploy with "
+            "deploy_target 'kserve', which rolls the bundle out from the pipeline root"
+        )
     if not _MODEL_NAME.fullmatch(model_name):
         raise PublishError(
             f"model name {model_name!r} cannot name a repository directory: use letters, "

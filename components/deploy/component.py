@@ -24,10 +24,14 @@ def deploy_model(
 
     Returns the published version's directory (local) or the InferenceService's URL (kserve).
     """
+    from textops.components.common.cluster_run import check_deploy_target, on_a_cluster
     from textops.components.common.logs import configure_logging
     from textops.components.deploy.deployment import deploy_bundle
 
     configure_logging()
+    # The validate step refused this already; a run never reports a pod-local publish.
+    if on_a_cluster(bundle.uri):
+        check_deploy_target(deploy_target, model_repository)
 
     return deploy_bundle(
         bundle_path=bundle.path,

@@ -41,17 +41,27 @@ def detect_drift(
     empty: unbounded), the most recent `last` texts of it when `last` > 0. Empty `workspace`
     and `pushgateway` skip them.
 
+    On a cluster (its artifacts in an object store), it first refuses a store, workspace or
+    `deploy_target` whose data would live only inside this pod.
+
     Returns whether drift was found; the reasons are in `summary`'s metadata and file.
     """
     import json
+    import os
     import tempfile
     from pathlib import Path
 
+    from textops.components.common.cluster_run import (
+        check_deploy_target,
+        check_local_path,
+        check_payload_store,
+        on_a_cluster,
+    )
     from textops.components.common.errors import ModelNotFoundError
     from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
     from textops.components.deploy.served_bundle import served_bundle
-    from textops.components.monitor.collector_cli import default_store_url
+    from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
     from textops.components.monitor.drift_job import (
         OutputPaths,
         WindowSpec,
@@ -64,6 +74,12 @@ def detect_drift(
     from textops.components.monitor.store import mask_url
 
     configure_logging()
+    # The first step: on a cluster, a check that could only read a pod's own disk, or a
+    # retraining that could only publish there, stops here, naming what to set.
+    if on_a_cluster(report.uri):
+        check_deploy_target(deploy_target, model_repository)
+        check_payload_store(store_url or os.environ.get(STORE_URL_ENV, ""))
+        check_local_path("workspace", workspace)
 
     settings = load_drift_settings(
         None,

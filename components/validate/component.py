@@ -34,6 +34,9 @@ def validate_data(
 ):
     """Validate labelled data with Great Expectations; fail the run on a critical finding.
 
+    On a cluster (its artifacts in an object store), first refuse a `deploy_target` that would
+    publish the model inside a pod.
+
     With `enforce_production_labels`, the labels must be those of the model in production: the
     current version in `model_repository`, or with `deploy_target` 'kserve' the bundle the
     InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves.
@@ -41,6 +44,7 @@ def validate_data(
     import tempfile
     from pathlib import Path
 
+    from textops.components.common.cluster_run import check_deploy_target, on_a_cluster
     from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
     from textops.components.common.model_repository import current_labels
@@ -48,6 +52,9 @@ def validate_data(
     from textops.components.validate.checks import ValidationSettings, validate_file
 
     configure_logging()
+    # The first step: a cluster run whose model would end up on a pod's disk stops here.
+    if on_a_cluster(report.uri):
+        check_deploy_target(deploy_target, model_repository)
 
     settings = ValidationSettings(
         allowed_labels=tuple(str(label) for label in allowed_labels),

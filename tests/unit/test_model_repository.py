@@ -92,3 +92,9 @@ def test_the_deploy_step_reads_through_this_module() -> None:
     assert publish.list_versions is model_repository.list_versions
     assert publish.PublishedVersion is model_repository.PublishedVersion
     assert publish.CURRENT_FILE == model_repository.CURRENT_FILE
+
+
+def test_a_uri_is_refused_as_a_model_repository() -> None:
+    # Path("s3://b/m") would quietly become the local directory "s3:/b/m".
+    with pytest.raises(PublishError, match="is a URI, but the model repository is a local"):
+        model_repository.model_root("s3://bucket/models", "textops-classifier")

@@ -61,13 +61,16 @@ def test_drift_submits_the_compiled_training_pipeline_to_kubeflow(
         monkeypatch.delenv(kubeflow.ENDPOINT_ENV, raising=False)
         host = ["--kubeflow-host", HOST]
     url = traffic_store(tweet_traffic.head(200))
+    # On Kubeflow the retrained model must roll out to KServe (cluster_run.py).
+    cluster_config = tmp_path / "cluster.yaml"
+    cluster_config.write_text(training_config.read_text() + "deploy_target: kserve\n")
     code = main(
         [
             *drift_args(url, drift_bundle_dir, tmp_path / "out"),
             "--no-workspace",
             "--trigger",
             "--config",
-            str(training_config),
+            str(cluster_config),
             *host,
             "--namespace",
             "team-a",
@@ -80,7 +83,7 @@ def test_drift_submits_the_compiled_training_pipeline_to_kubeflow(
     assert call["host"] == HOST
     assert call["package"] == kubeflow.PIPELINE_PACKAGES["training"]
     assert call["pipeline_name"] == "textops-training"
-    assert call["arguments"] == pipeline_arguments(load_config(training_config))
+    assert call["arguments"] == pipeline_arguments(load_config(cluster_config))
     assert call["arguments"]["epochs"] == 2
     assert (call["experiment"], call["namespace"]) == ("retraining", "team-a")
     assert "retraining: started Kubeflow run run-1" in capsys.readouterr().out

@@ -406,7 +406,7 @@ def compile_stand_in(path: Path, name: str, parameters: dict[str, Any]) -> Path:
 def monitoring_package(tmp_path: Path) -> Path:
     """A stand-in for the compiled monitoring pipeline: its name, drift parameters, and some of
     the training parameters it passes on when it retrains."""
-    parameters = {"store_url": "sqlite:///p.db", "since": "24h", "model_name": "m", "epochs": 3}
+    parameters = {"store_url": "", "since": "24h", "model_name": "m", "epochs": 3}
     return compile_stand_in(tmp_path / "monitoring.yaml", "textops-monitoring", parameters)
 
 

@@ -11,7 +11,13 @@ from textops.components.common.errors import ConfigError, KubeflowError
 from textops.pipelines.cli import main
 from textops.pipelines.kubeflow import PipelinePackage, connect, submit_pipeline_run
 
-ARGUMENTS = {"data": "s3://bucket/reviews.parquet", "epochs": 2, "learning_rate": 5e-5}
+#: A run's arguments as a cluster needs them: the model rolls out to KServe (cluster_run.py).
+ARGUMENTS = {
+    "data": "s3://bucket/reviews.parquet",
+    "epochs": 2,
+    "learning_rate": 5e-5,
+    "deploy_target": "kserve",
+}
 
 
 def _submit(url: str, package: Path, **kwargs: object) -> str:
@@ -32,7 +38,9 @@ def test_first_submit_creates_the_pipeline_its_version_the_experiment_and_a_run(
     from textops.pipelines.training import pipeline_arguments
 
     # Every parameter, as `textops submit` sends them.
-    arguments = pipeline_arguments(TrainingConfig(epochs=2, data="s3://bucket/reviews.parquet"))
+    arguments = pipeline_arguments(
+        TrainingConfig(epochs=2, data="s3://bucket/reviews.parquet", deploy_target="kserve")
+    )
     run_id = _submit(kubeflow.url, training_package, arguments=arguments)
 
     assert [p["display_name"] for p in kubeflow.pipelines.values()] == ["textops-training"]
@@ -179,7 +187,8 @@ def test_the_submit_command_takes_the_host_from_the_environment(
     kubeflow, training_package: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KF_PIPELINES_ENDPOINT", kubeflow.url)
-    assert main(["submit", "--package", str(training_package)]) == 0
+    argv = ["submit", "--package", str(training_package), "--param", "deploy_target=kserve"]
+    assert main(argv) == 0
     assert len(kubeflow.runs) == 1
 
 

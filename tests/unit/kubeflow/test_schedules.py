@@ -20,7 +20,8 @@ from textops.pipelines.schedules import (
     validate_cron,
 )
 
-ARGUMENTS = {"data": "s3://bucket/reviews.parquet", "epochs": 2}
+#: A run's arguments as a cluster needs them: the model rolls out to KServe (cluster_run.py).
+ARGUMENTS = {"data": "s3://bucket/reviews.parquet", "epochs": 2, "deploy_target": "kserve"}
 
 
 def _apply(fake: Any, package: Path, arguments: dict[str, Any] | None = None, **kwargs: Any):
@@ -240,11 +241,12 @@ def test_create_with_every_default_schedules_retraining_and_drift(
 
     monkeypatch.setitem(module.PIPELINE_PACKAGES, "monitoring", monitoring_package)
     config = tmp_path / "cluster.yaml"
-    config.write_text("epochs: 2\n")
+    config.write_text("epochs: 2\ndeploy_target: kserve\n")
     argv = ["schedule", "create", "--host", kubeflow.url, "--config", str(config)]
     assert main([*argv, "--param", "nope=1"]) == 2  # a parameter neither pipeline takes
     assert kubeflow.requests == []
-    assert main([*argv, "--param", "store_url=sqlite:///w.db", "--param", "seed=3"]) == 0
+    store = "postgresql://drift@payloads.textops:5432/payloads"
+    assert main([*argv, "--param", f"store_url={store}", "--param", "seed=3"]) == 0
     runs = {r["display_name"]: r for r in kubeflow.recurring_runs.values()}
     assert {name: r["trigger"]["cron_schedule"]["cron"] for name, r in runs.items()} == {
         "textops-retraining": "0 0 3 * * 1",
@@ -258,7 +260,7 @@ def test_create_with_every_default_schedules_retraining_and_drift(
     assert runs["textops-drift-check"]["runtime_config"]["parameters"] == {
         "epochs": 2,
         "model_name": "textops-classifier",
-        "store_url": "sqlite:///w.db",
+        "store_url": store,
     }
     assert runs["textops-retraining"]["runtime_config"]["parameters"]["seed"] == 3
     assert "store_url" not in runs["textops-retraining"]["runtime_config"]["parameters"]
