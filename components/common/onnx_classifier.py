@@ -7,6 +7,7 @@ numpy, onnxruntime and tokenizers: the serving image has no torch and no transfo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +57,37 @@ def default_providers() -> list[str]:
     if _CUDA in available:
         return [_CUDA, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+@functools.cache
+def prepare_cuda() -> bool:
+    """Make ONNX Runtime's CUDA provider usable, once per process; False where it is not built in.
+
+    onnxruntime-gpu from PyPI does not bring CUDA and cuDNN: they come as the nvidia-* packages
+    (its `[cuda,cudnn]` extras), in site-packages, where the dynamic loader does not look.
+    `onnxruntime.preload_dlls()` loads them from there; without it, on an image where nothing
+    else puts them on the loader's path (the slim serve-gpu image; a CUDA base image would), a
+    CUDA session finds no libcudart and runs on CPU. onnxruntime builds without the function
+    (before 1.21) rely on LD_LIBRARY_PATH; the CPU build has no CUDA provider, so nothing is
+    loaded there.
+
+    Returns:
+        Whether this onnxruntime build offers CUDAExecutionProvider. True does not promise a
+        device: a session asked for CUDA on a machine without driver or GPU runs on CPU, which
+        `OnnxClassifier.providers` shows.
+    """
+    if _CUDA not in ort.get_available_providers():
+        return False
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            # directory="": the nvidia-* site packages, then the default search path (None
+            # would also look in a Windows torch's folder, which this image does not have).
+            preload(directory="")
+        except (OSError, RuntimeError) as e:
+            # Sessions then fail over to CPU, and the serving runtime reports that.
+            logger.warning("onnxruntime.preload_dlls failed: %s: %s", type(e).__name__, e)
+    return True
 
 
 def load_tokenizer(path: str | Path, max_seq_length: int) -> Tokenizer:
@@ -170,11 +202,10 @@ class OnnxClassifier:
             options.intra_op_num_threads = intra_op_threads
         for key, value in (session_config or {}).items():
             options.add_session_config_entry(key, value)
-        self.session = ort.InferenceSession(
-            str(model_path),
-            sess_options=options,
-            providers=list(providers) if providers is not None else default_providers(),
-        )
+        chosen = list(providers) if providers is not None else default_providers()
+        if _CUDA in chosen:
+            prepare_cuda()
+        self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
         self._input_types = self._check_graph(model_path)
         logger.info(
             "loaded %s: inputs=%s providers=%s labels=%d",

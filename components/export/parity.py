@@ -17,41 +17,48 @@ import numpy as np
 from tqdm import tqdm
 
 from textops.components.common.errors import ExportError
-from textops.components.common.metrics import classification_scores
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.common.precision_quality import (
+    FP16_MAX_LOSS_POINTS,
+    INT8_MAX_LOSS_POINTS,
+    Agreement,
+    QualityReport,
+    agreement,
+    quality_report,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# The rule INT8 and fp16 are judged by lives in common, since the predictor judges fp16 by it
+# again on the GPU it serves on; export reads it, and its allowances, through these names
+# (which tests patch here).
+__all__ = [
+    "BATCH_SIZE",
+    "FP16_MAX_LOSS_POINTS",
+    "INT8_MAX_LOSS_POINTS",
+    "PARITY_MAX_ABS_DIFF",
+    "Agreement",
+    "ParityReport",
+    "QualityReport",
+    "agreement",
+    "check_tokenization",
+    "onnx_logits",
+    "parity_report",
+    "pytorch_logits",
+    "quality_report",
+    "require_parity",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Largest absolute difference allowed between ONNX Runtime fp32 and PyTorch logits.
 PARITY_MAX_ABS_DIFF = 1e-3
-#: Most accuracy or macro-F1 (in points, 1.0 = one percentage point) INT8 may lose vs fp32.
-INT8_MAX_LOSS_POINTS = 1.0
-#: The same allowance for fp16 on a GPU, which rounds activations as INT8 rounds weights.
-FP16_MAX_LOSS_POINTS = 1.0
 #: Texts per batch in every validation pass (and the reference predictions).
 BATCH_SIZE = 64
 
 #: Tokenizes one batch into the graph's named integer inputs (`OnnxClassifier.encode`).
 Encoder = Callable[[Sequence[str]], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How closely one set of logits follows another, row for row."""
-
-    rows: int
-    max_abs_diff: float
-    argmax_agreement: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "max_abs_diff": self.max_abs_diff,
-            "argmax_agreement": self.argmax_agreement,
-        }
 
 
 @dataclass(frozen=True)
@@ -83,53 +90,6 @@ class ParityReport:
             f"argmax agreement {self.argmax_agreement:.4%} (needs 100%), max abs logit "
             f"difference {self.max_abs_diff:.3g} (allowed {self.tolerance:.3g}) on "
             f"{self.rows} rows"
-        )
-
-
-@dataclass(frozen=True)
-class QualityReport:
-    """A reduced-precision graph's accuracy and macro-F1 against fp32's, on true labels."""
-
-    rows: int
-    fp32: dict[str, float]
-    candidate: dict[str, float]
-    max_loss_points: float
-    agreement_with_fp32: Agreement
-
-    @property
-    def accuracy_loss_points(self) -> float:
-        return 100.0 * (self.fp32["accuracy"] - self.candidate["accuracy"])
-
-    @property
-    def macro_f1_loss_points(self) -> float:
-        return 100.0 * (self.fp32["macro_f1"] - self.candidate["macro_f1"])
-
-    @property
-    def passed(self) -> bool:
-        """True when neither accuracy nor macro-F1 drops by more than `max_loss_points`."""
-        return max(self.accuracy_loss_points, self.macro_f1_loss_points) <= self.max_loss_points
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "fp32_accuracy": self.fp32["accuracy"],
-            "fp32_macro_f1": self.fp32["macro_f1"],
-            "accuracy": self.candidate["accuracy"],
-            "macro_f1": self.candidate["macro_f1"],
-            "accuracy_loss_points": self.accuracy_loss_points,
-            "macro_f1_loss_points": self.macro_f1_loss_points,
-            "max_loss_points": self.max_loss_points,
-            "agreement_with_fp32": self.agreement_with_fp32.to_dict(),
-            "passed": self.passed,
-        }
-
-    def describe(self) -> str:
-        """One line for logs and metadata reasons."""
-        return (
-            f"accuracy {self.candidate['accuracy']:.4f} vs fp32 {self.fp32['accuracy']:.4f} "
-            f"(loss {self.accuracy_loss_points:.2f} points), macro-F1 "
-            f"{self.candidate['macro_f1']:.4f} vs fp32 {self.fp32['macro_f1']:.4f} (loss "
-            f"{self.macro_f1_loss_points:.2f} points); at most {self.max_loss_points:g} allowed"
         )
 
 
@@ -192,18 +152,6 @@ def onnx_logits(classifier: OnnxClassifier, texts: Sequence[str], desc: str) -> 
     return _stack(batches, len(classifier.labels))
 
 
-def agreement(candidate: np.ndarray, reference: np.ndarray) -> Agreement:
-    """Largest logit difference and share of equal argmaxes of two (rows, classes) arrays."""
-    rows = len(reference)
-    if rows == 0:
-        return Agreement(rows=0, max_abs_diff=0.0, argmax_agreement=1.0)
-    return Agreement(
-        rows=rows,
-        max_abs_diff=float(np.abs(candidate - reference).max()),
-        argmax_agreement=float((candidate.argmax(-1) == reference.argmax(-1)).mean()),
-    )
-
-
 def parity_report(onnx: np.ndarray, torch: np.ndarray) -> ParityReport:
     """Judge ONNX fp32 logits against PyTorch's with the tolerance in force now."""
     measured = agreement(onnx, torch)
@@ -234,30 +182,6 @@ def require_parity(report: ParityReport, graph: str) -> None:
         report.rows,
         report.max_abs_diff,
         report.argmax_agreement,
-    )
-
-
-def quality_report(
-    fp32: np.ndarray,
-    candidate: np.ndarray,
-    label_ids: np.ndarray,
-    max_loss_points: float,
-) -> QualityReport:
-    """Score fp32 and a reduced-precision graph's logits against the true labels.
-
-    Args:
-        fp32: Logits of the fp32 graph that ships.
-        candidate: Logits of the INT8 or fp16 graph, same rows.
-        label_ids: True class ids of the rows.
-        max_loss_points: Most accuracy or macro-F1 points the candidate may lose.
-    """
-    num_labels = fp32.shape[1]
-    return QualityReport(
-        rows=len(label_ids),
-        fp32=classification_scores(label_ids, fp32.argmax(-1), num_labels),
-        candidate=classification_scores(label_ids, candidate.argmax(-1), num_labels),
-        max_loss_points=max_loss_points,
-        agreement_with_fp32=agreement(candidate, fp32),
     )
 
 

@@ -4,8 +4,10 @@
   unfused graph when that does; else nothing ships (ExportError).
 - `model.int8.onnx`, INT8 dynamic quantization for CPU serving: only if it loses at most
   `parity.INT8_MAX_LOSS_POINTS` of accuracy and of macro-F1 against fp32 on true labels.
-- `model.fp16.onnx`, for GPU serving: judged like INT8 where a CUDA device runs it; without
-  one it ships unchecked, and the record says so.
+- `model.fp16.onnx`, for GPU serving: judged like INT8 (`parity.FP16_MAX_LOSS_POINTS`) where
+  a CUDA device runs it; without one it ships unchecked, and the record says so and why. The
+  GPU predictor judges it again, by the same rule, on the GPU that serves it, and serves fp32
+  where it fails or cannot be judged (see `textops.components.serve.execution`).
 
 Every record lands in metadata.json under `fusion`, `int8` and `fp16`.
 """
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from textops.components.common.bundle import FP16_MODEL_FILE, INT8_MODEL_FILE
-from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.common.onnx_classifier import OnnxClassifier, prepare_cuda
 from textops.components.export import parity
 from textops.components.export.optimize import (
     INT8_WEIGHT_TYPE,
@@ -188,7 +190,7 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
         return OptionalGraph("fp16", None, {**record, "shipped": False, "reason": reason})
     record["bytes"] = target.stat().st_size
 
-    gpu = _cuda_classifier(target, validation)
+    gpu, no_gpu = _cuda_classifier(target, validation)
     if gpu is None:
         # A run on CPU would prove only that the file loads: ONNX Runtime computes most fp16
         # nodes there in fp32 behind inserted casts, not as a GPU rounds them.
@@ -199,8 +201,10 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
             shipped=True,
             file=FP16_MODEL_FILE,
             checked=False,
-            reason="not checked: no CUDA device here, and fp16 is judged only where it serves",
+            reason=f"not checked: no CUDA device here ({no_gpu}); fp16 is judged only on a "
+            "GPU, and the GPU predictor judges it before serving it",
         )
+        logger.info("fp16 ships unchecked: %s", no_gpu)
         return OptionalGraph("fp16", target, record)
 
     logits = parity.onnx_logits(gpu, validation.texts, "fp16 quality (cuda)")
@@ -216,20 +220,26 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
     )
     if not quality.passed:
         record["reason"] = f"fp16 on CUDA loses too much against fp32: {quality.describe()}"
+        logger.warning("fp16 not shipped: %s", quality.describe())
         return OptionalGraph("fp16", None, record)
     record.update(file=FP16_MODEL_FILE, reason=f"checked on CUDA: {quality.describe()}")
+    logger.info("fp16 ships, checked on CUDA: %s", quality.describe())
     return OptionalGraph("fp16", target, record)
 
 
-def _cuda_classifier(path: Path, validation: ValidationRun) -> OnnxClassifier | None:
-    """The graph on CUDA, or None where this onnxruntime build or machine has no CUDA."""
-    import onnxruntime as ort
-
-    if _CUDA not in ort.get_available_providers():
-        return None
-    classifier = validation.open_graph(path, (_CUDA, *_CPU))
+def _cuda_classifier(path: Path, validation: ValidationRun) -> tuple[OnnxClassifier | None, str]:
+    """The graph on CUDA, or None and why not (no CUDA in this onnxruntime or on this machine)."""
+    if not prepare_cuda():  # loads the nvidia-* CUDA and cuDNN libraries where they are needed
+        return None, "this onnxruntime build has no CUDAExecutionProvider"
+    try:
+        classifier = validation.open_graph(path, (_CUDA, *_CPU))
+    except Exception as e:  # ONNX Runtime's errors derive from Exception only
+        # The CPU smoke run that follows says whether the file itself is at fault.
+        return None, f"the CUDA session failed ({type(e).__name__}: {e})"
     # onnxruntime-gpu falls back to CPU, with a warning only, when no device or driver is found.
-    return classifier if classifier.providers[0] == _CUDA else None
+    if classifier.providers[0] != _CUDA:
+        return None, "onnxruntime has CUDAExecutionProvider, but no GPU or driver answered"
+    return classifier, ""
 
 
 def _smoke_failure(path: Path, validation: ValidationRun) -> str | None:

@@ -54,7 +54,8 @@ class TextopsDataPlane(DataPlane):
             ) from e
 
     async def model_metadata(self, model_name: str) -> dict[str, Any]:
-        """KServe's V2 model metadata plus `versions` (the one served) and `platform`."""
+        """KServe's V2 model metadata plus `versions` (the one served), `platform` and
+        `parameters` (how it runs; `v2_metadata` keeps them in the HTTP answer)."""
         metadata: dict[str, Any] = await super().model_metadata(model_name)
         model = self.get_model_from_registry(model_name)
         if isinstance(model, TextClassifierModel):

@@ -25,6 +25,15 @@ MODEL_VERSION = Gauge(
     "1 for the model version being served.",
     ["model_name", "version"],
 )
+#: The labels of `MODEL_RUNTIME` besides model_name, in its order.
+RUNTIME_LABELS = ("version", "provider", "precision", "requested_precision", "fallback")
+MODEL_RUNTIME = Gauge(
+    "textops_model_runtime_info",
+    "1 for how the served model version runs: the ONNX Runtime execution provider, the "
+    "precision served and the one asked for, and the fallback that explains a difference "
+    "(none when there is no difference).",
+    ["model_name", *RUNTIME_LABELS],
+)
 INFERENCE_BATCH_TEXTS = Histogram(
     "textops_inference_batch_texts",
     "Texts per ONNX Runtime call, after coalescing concurrent requests.",
@@ -49,3 +58,19 @@ def set_served_version(model_name: str, version: str, previous: str | None) -> N
         with contextlib.suppress(KeyError):  # never exported in this process
             MODEL_VERSION.remove(model_name, previous)
     MODEL_VERSION.labels(model_name=model_name, version=version).set(1)
+
+
+def set_served_runtime(
+    model_name: str, runtime: dict[str, str], previous: dict[str, str] | None
+) -> None:
+    """Point `textops_model_runtime_info` at `runtime` (and drop `previous`).
+
+    Args:
+        model_name: The served model's name.
+        runtime: A value for each of `RUNTIME_LABELS`.
+        previous: The labels of the version served until now; None on the first load.
+    """
+    if previous is not None and previous != runtime:
+        with contextlib.suppress(KeyError):  # never exported in this process
+            MODEL_RUNTIME.remove(model_name, *(previous[label] for label in RUNTIME_LABELS))
+    MODEL_RUNTIME.labels(model_name, *(runtime[label] for label in RUNTIME_LABELS)).set(1)

@@ -33,6 +33,7 @@ from textops.components.serve.payload_logger import PayloadLogger, event_id
 from textops.components.serve.payloads import BadRequestError, BatchTooLargeError
 from textops.components.serve.settings import ServeSettings
 from textops.components.serve.v1_predict import V1PredictRoute
+from textops.components.serve.v2_metadata import V2MetadataRoute
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +279,12 @@ def install_http_hooks(app: FastAPI, settings: ServeSettings, dataplane: DataPla
         # scans every route to name a trace log line), so that a V1 predict request meets
         # nothing but this middleware and the data plane (see `v1_predict`).
         return ServingMiddleware(
-            V1PredictRoute(build_stack(), dataplane, app.exception_handlers),
+            V1PredictRoute(
+                # V2 model metadata with the predictor's `parameters` (see `v2_metadata`).
+                V2MetadataRoute(build_stack(), dataplane),
+                dataplane,
+                app.exception_handlers,
+            ),
             model_name=settings.model_name,
             max_body_bytes=settings.max_body_bytes,
             served_version=served_version,

@@ -96,7 +96,7 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             if (
                 current is not None
                 and self.settings.model_repository is not None
-                and (current.path, current.version, current.precision)
+                and (current.path, current.version, current.requested_precision)
                 == (source.path, source.version, source.precision)
             ):
                 logger.info("reload skipped: version %s is already served", current.version)
@@ -137,6 +137,14 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
     def runtime(self) -> ClassifierRuntime:
         """The version being served."""
         return self.served
+
+    def _swap_in(self, served: ClassifierRuntime) -> None:
+        """Serve `served` from now on; both info gauges follow (version, and how it runs)."""
+        previous = self._served
+        super()._swap_in(served)
+        metrics.set_served_runtime(
+            self.name, served.metric_labels(), previous.metric_labels() if previous else None
+        )
 
     def _get_batcher(self) -> InferenceBatcher:
         if self._batcher is None:
@@ -190,5 +198,12 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
         return occlusion.explanations(spans, result.probabilities, result.runtime)
 
     def metadata_extras(self) -> dict[str, Any]:
-        """The V2 metadata fields KServe leaves out: the served version and the platform."""
-        return {"versions": [self.runtime.version], "platform": PLATFORM}
+        """The V2 metadata fields KServe leaves out: the served version, the platform, and in
+        `parameters` how it runs (provider, precision asked and served, fallback, fp16 check).
+        """
+        runtime = self.runtime
+        return {
+            "versions": [runtime.version],
+            "platform": PLATFORM,
+            "parameters": runtime.execution.parameters(),
+        }

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.serve.execution import CUDA, Execution, open_classifier
 from textops.components.serve.settings import BundleSource, ServePrecision
 
 logger = logging.getLogger(__name__)
 
-_CPU = ["CPUExecutionProvider"]
 #: Run once on every new session before it serves, so that its first request is not slow.
 _WARMUP_TEXTS = ("warm-up", "a second, somewhat longer warm-up text")
 
@@ -32,15 +32,29 @@ class ClassifierRuntime:
         classifier: The ONNX Runtime session, tokenizer and label map.
         version: The version reported in responses and metadata.
         path: The bundle directory it was loaded from.
-        precision: The model file it runs.
-        load_seconds: Time taken to load and warm it up.
+        execution: The graph it runs, on which provider, what was asked and why they differ.
+        load_seconds: Time taken to load, check and warm it up.
     """
 
     classifier: OnnxClassifier
     version: str
     path: Path
-    precision: ServePrecision
+    execution: Execution
     load_seconds: float
+
+    @property
+    def precision(self) -> ServePrecision:
+        """The model file it runs (fp32 where fp16 was asked but could not be served)."""
+        return self.execution.precision
+
+    @property
+    def requested_precision(self) -> ServePrecision:
+        """The precision it was loaded for: `--precision`, or the default choice."""
+        return self.execution.requested
+
+    def metric_labels(self) -> dict[str, str]:
+        """The labels of `textops_model_runtime_info`, model_name aside."""
+        return {"version": self.version, **self.execution.metric_labels()}
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -63,41 +77,49 @@ def session_config(spinning: bool) -> dict[str, str]:
 
 
 def load_runtime(
-    source: BundleSource, intra_op_threads: int | None, *, spinning: bool = False
+    source: BundleSource,
+    intra_op_threads: int | None,
+    *,
+    spinning: bool = False,
+    accelerator: str = CUDA,
 ) -> ClassifierRuntime:
     """Open the bundle's session and warm it up.
 
     INT8 graphs run on the CPU provider only (their quantized operators have no CUDA kernels);
-    fp32 and fp16 use CUDA when this onnxruntime build has it.
+    fp32 uses CUDA when this onnxruntime build has it; fp16 is served only on CUDA, after it
+    passes export's fp16 rule there, else fp32 is, with a warning (see `execution`).
 
     Idle intra-op threads do not spin unless `spinning`: spinning shortens a lone call a
     little, but the spinning threads take the cores the event loop and the next requests need
     (on 2 cores, spinning halved the requests/s at concurrency 32).
 
+    `accelerator` is the provider fp16 is served on; only tests change it (see
+    `execution.open_classifier`).
+
     Raises:
-        ModelNotFoundError: The bundle is incomplete or lacks the model of `source.precision`.
+        ModelNotFoundError: The bundle is incomplete or lacks the INT8 model asked for.
     """
     started = time.perf_counter()
-    classifier = OnnxClassifier.from_bundle(
+    classifier, execution = open_classifier(
         source.path,
-        precision=source.precision,
+        source.precision,
         intra_op_threads=intra_op_threads,
-        providers=_CPU if source.precision == "int8" else None,
         session_config=session_config(spinning),
+        accelerator=accelerator,
     )
     classifier.predict_proba(list(_WARMUP_TEXTS))
     runtime = ClassifierRuntime(
         classifier=classifier,
         version=source.version,
         path=source.path,
-        precision=source.precision,
+        execution=execution,
         load_seconds=time.perf_counter() - started,
     )
     logger.info(
-        "runtime ready: bundle=%s version=%s precision=%s threads=%s spinning=%s seconds=%.3f",
+        "runtime ready: bundle=%s version=%s %s threads=%s spinning=%s seconds=%.3f",
         source.path,
         source.version,
-        source.precision,
+        execution.describe(),
         intra_op_threads or "auto",
         spinning,
         runtime.load_seconds,

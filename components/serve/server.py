@@ -119,7 +119,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision",
         choices=("fp32", "int8", "fp16"),
-        help="model file to run (default: int8 when the bundle has model.int8.onnx, else fp32)",
+        help="model file to run (default: int8 when the bundle has model.int8.onnx, else "
+        "fp32); fp16 runs on CUDA only, after a check against fp32 there, and falls back to "
+        "fp32 with a warning where it cannot",
     )
     parser.add_argument(
         "--intra-op-threads",

@@ -64,7 +64,9 @@ class ServeSettings:
         bundle: The bundle directory served in bundle mode.
         model_repository: The local model repository served in repository mode.
         model_version: The version to report in bundle mode; None reads it from the bundle.
-        precision: Which model file to run; None picks int8 when the bundle has it.
+        precision: Which model file to run; None picks int8 when the bundle has it. fp16 is
+            served only on CUDA, once it passes export's fp16 rule there; else fp32 is (see
+            `execution`).
         intra_op_threads: ONNX Runtime threads per call; None uses the usable cores.
         intra_op_spinning: Let idle intra-op threads spin-wait for the next call.
         max_batch_size: Texts one request may hold.

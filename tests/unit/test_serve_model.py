@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from prometheus_client import REGISTRY
@@ -39,7 +40,9 @@ def model(tiny_bundle_dir: Path) -> TextClassifierModel:
 
 def test_load_makes_the_model_ready_with_its_version(model: TextClassifierModel) -> None:
     assert model.ready
-    assert model.metadata_extras() == {"versions": ["4"], "platform": "onnxruntime_onnx"}
+    extras = model.metadata_extras()
+    assert (extras["versions"], extras["platform"]) == (["4"], "onnxruntime_onnx")
+    assert extras["parameters"] == model.runtime.execution.parameters()
     labels = model.runtime.labels
     assert model.get_output_types()[1] == {
         "name": "probabilities",
@@ -163,6 +166,37 @@ def test_reload_swaps_the_runtime_and_the_version_gauge(
     gauge = "textops_model_version_info"
     assert REGISTRY.get_sample_value(gauge, {"model_name": "unit-model", "version": "5"}) == 1
     assert REGISTRY.get_sample_value(gauge, {"model_name": "unit-model", "version": "4"}) is None
+
+
+def test_the_runtime_gauge_says_how_the_served_version_runs(tiny_bundle_dir: Path) -> None:
+    fp16 = TextClassifierModel(
+        ServeSettings(model_name="gpu-model", bundle=tiny_bundle_dir, precision="fp16")
+    )
+    fp16.load()
+    execution = fp16.runtime.execution
+    labels = {"model_name": "gpu-model", "version": fp16.runtime.version}
+    labels |= {"provider": execution.provider, "precision": execution.precision}
+    labels |= {"requested_precision": "fp16", "fallback": execution.fallback}
+    gauge = "textops_model_runtime_info"
+    assert REGISTRY.get_sample_value(gauge, labels) == 1
+    parameters = fp16.metadata_extras()["parameters"]
+    assert {k: parameters[k] for k in ("provider", "precision", "fallback")} == {
+        "provider": execution.provider,
+        "precision": execution.precision,
+        "fallback": execution.fallback,
+    }
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert (labels["provider"], labels["precision"]) == ("CPUExecutionProvider", "fp32")
+        assert labels["fallback"] == "no_cuda_provider"
+
+    fp16.settings = ServeSettings(
+        model_name="gpu-model", bundle=tiny_bundle_dir, precision="fp32", model_version="9"
+    )
+    asyncio.run(fp16.reload())
+    assert REGISTRY.get_sample_value(gauge, labels) is None
+    now = {**labels, "version": "9", "requested_precision": "fp32", "precision": "fp32"}
+    now["fallback"] = "none"
+    assert REGISTRY.get_sample_value(gauge, now) == 1
 
 
 def test_cloudevent_headers_are_the_agents() -> None:
