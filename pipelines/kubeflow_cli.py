@@ -81,8 +81,8 @@ def add_arguments_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--service-account",
-        help="Kubernetes service account the run's pods use, e.g. textops-pipeline, which "
-        "may roll models out to KServe (default: Kubeflow Pipelines' own)",
+        help="Kubernetes service account the run's pods use (default: Kubeflow Pipelines' "
+        "own, e.g. pipeline-runner); manifests/pipeline-rbac grants it what the steps need",
     )
 
 

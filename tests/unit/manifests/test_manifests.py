@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
 KSERVE_REFERENCE = ROOT.parent / "shared" / "reference" / "kserve"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
-#: Every kustomization a user may apply, relative to manifests/.
+#: Every kustomization a user may apply into the textops namespace, relative to manifests/
+#: (pipeline-rbac, which reaches into the pipeline's namespace: test_manifests_pipeline_rbac.py).
 KUSTOMIZATIONS = [f"overlays/{name}" for name in OVERLAYS] + ["observability"]
 
 NAMESPACE = "textops"
@@ -284,14 +285,25 @@ def test_the_image_tag_is_set_once(manifests: Any) -> None:
             assert "newTag" not in entry or path.parent.name == "base", path
 
 
+#: An image from outside the project, pinned: a release tag, and a digest when one is given.
+_PINNED_IMAGE = re.compile(r"[a-z0-9.-]+(/[a-z0-9._-]+)+:v?\d+\.\d+\.\d+(@sha256:[0-9a-f]{64})?")
+
+
 def test_the_serve_and_monitor_images_are_used(manifests: Any) -> None:
     images = {
-        container["image"].rsplit(":", 1)[0]
+        container["image"]
         for obj in manifests.render("overlays/production")
         for _, container in manifests.containers(obj)
         if "image" in container  # An InferenceService's model runs its runtime's image.
     }
-    assert images == {"ghcr.io/textops/textops-serve", "ghcr.io/textops/textops-monitor"}
+    ours = {image for image in images if image.startswith(IMAGE_REPOSITORY)}
+    assert {image.rsplit(":", 1)[0] for image in ours} == {
+        "ghcr.io/textops/textops-serve",
+        "ghcr.io/textops/textops-monitor",
+    }
+    # observability/'s Pushgateway is the one other image; it is pinned where it is used.
+    for image in images - ours:
+        assert _PINNED_IMAGE.fullmatch(image), f"{image} is not pinned to a release"
 
 
 # --- the commands the containers run -----------------------------------------------------------

@@ -118,8 +118,8 @@ def objects(manifests: Any) -> tuple[dict[str, Any], ...]:
     return tuple(manifests.render("observability"))
 
 
-def _one(objects: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
-    (found,) = [o for o in objects if o["kind"] == kind]
+def _one(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     return found
 
 
@@ -223,7 +223,18 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
 
 def test_the_rendered_objects_are_the_expected_kinds(objects: tuple[dict[str, Any], ...]) -> None:
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["ConfigMap", "NetworkPolicy", "PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "PodMonitor",
+        "PrometheusRule",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "ServiceMonitor",
+    ]
     assert _one(objects, "PrometheusRule")["spec"]["groups"] == _rule_groups()
 
 
@@ -302,7 +313,7 @@ def test_prometheus_scrapes_the_predictor_and_the_collector(
     }
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["targetPort"] == 8080 and endpoint["path"] == "/metrics"
-    service_monitor = _one(objects, "ServiceMonitor")
+    service_monitor = _one(objects, "ServiceMonitor", "textops-collector")
     assert service_monitor["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/name": "textops-collector"
     }
@@ -313,7 +324,7 @@ def test_prometheus_scrapes_the_predictor_and_the_collector(
 
 
 def test_only_prometheus_is_let_in_for_the_metrics(objects: tuple[dict[str, Any], ...]) -> None:
-    policy = _one(objects, "NetworkPolicy")
+    policy = _one(objects, "NetworkPolicy", "textops-collector-metrics")
     assert policy["spec"]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "textops-collector"
     }
@@ -321,3 +332,101 @@ def test_only_prometheus_is_let_in_for_the_metrics(objects: tuple[dict[str, Any]
     (peer,) = rule["from"]
     assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8088}]
+
+
+# --- the drift gauges' way in: the Pushgateway ---------------------------------------------------
+
+PUSHGATEWAY = "textops-pushgateway"
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+#: The label Kubeflow Pipelines (v2) puts on every pod of a run, the drift step's included.
+PIPELINE_POD_PEER = {
+    "namespaceSelector": {},
+    "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}},
+}
+
+
+def _flag_value(args: list[str], flag: str) -> str:
+    (value,) = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{flag}=")]
+    return value
+
+
+def _pushgateway_container(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    deployment = _one(objects, "Deployment", PUSHGATEWAY)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def _pushgateway_url(objects: tuple[dict[str, Any], ...]) -> str:
+    service = _one(objects, "Service", PUSHGATEWAY)
+    (port,) = service["spec"]["ports"]
+    return (
+        f"http://{service['metadata']['name']}.{service['metadata']['namespace']}"
+        f".svc.cluster.local:{port['port']}"
+    )
+
+
+def test_prometheus_scrapes_the_pushgateway_keeping_the_pushed_labels(
+    objects: tuple[dict[str, Any], ...],
+) -> None:
+    deployment = _one(objects, "Deployment", PUSHGATEWAY)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = _one(objects, "Service", PUSHGATEWAY)
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    container = _pushgateway_container(objects)
+    (container_port,) = container["ports"]
+    assert port["targetPort"] == container_port["name"]
+    listen = _flag_value(container["args"], "--web.listen-address")
+    assert listen == f":{container_port['containerPort']}"
+    monitor = _one(objects, "ServiceMonitor", PUSHGATEWAY)
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == port["name"] and endpoint["path"] == "/metrics"
+    # The pushed job and model_name win over the target's labels (the operator's default
+    # would rename the pushed job exported_job); the target adds namespace.
+    assert endpoint["honorLabels"] is True
+
+
+def test_the_pushgateway_keeps_its_pushes_on_a_writable_volume(
+    objects: tuple[dict[str, Any], ...],
+) -> None:
+    container = _pushgateway_container(objects)
+    persistence = Path(_flag_value(container["args"], "--persistence.file"))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (mount,) = [m for m in container["volumeMounts"] if persistence.parent == Path(m["mountPath"])]
+    pod = _one(objects, "Deployment", PUSHGATEWAY)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+
+
+def test_only_prometheus_and_pipeline_pods_reach_the_pushgateway(
+    objects: tuple[dict[str, Any], ...],
+) -> None:
+    policy = _one(objects, "NetworkPolicy", f"{PUSHGATEWAY}-ingress")
+    pod_labels = _one(objects, "Deployment", PUSHGATEWAY)["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (port,) = _pushgateway_container(objects)["ports"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    assert sorted(rule["from"], key=str) == sorted([PROMETHEUS_PEER, PIPELINE_POD_PEER], key=str)
+
+
+def test_the_documented_pushgateway_url_is_the_manifests(
+    objects: tuple[dict[str, Any], ...],
+) -> None:
+    """Every `--param pushgateway=...` in the docs, and the Deployment's own comment, name the
+    Service this kustomization deploys."""
+    url = _pushgateway_url(objects)
+    documents = [ROOT / "docs" / "operations.md", ROOT / "manifests" / "README.md"]
+    for document in documents:
+        given = re.findall(r"--param pushgateway=(\w+://[^\s`]+)", document.read_text())
+        assert given, f"{document.name} gives the drift job no pushgateway"
+        assert set(given) == {url}, document.name
+    deployment = (OBSERVABILITY / "pushgateway" / "deployment.yaml").read_text()
+    assert f"--pushgateway {url}" in deployment
