@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "textops.pipelines.kubeflow_cli",
     "textops.components.monitor.drift_cli",
     "textops.components.serve.command",
+    "textops.pipelines.models_cli",
 )
 
 #: Where `textops compile` writes by default: the checked-in copies in this package.

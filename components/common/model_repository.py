@@ -4,10 +4,12 @@ The layout is the one KServe and Triton model repositories use:
 
     <repository>/<model_name>/1/            a complete bundle, never modified once written
     <repository>/<model_name>/2/
-    <repository>/<model_name>/current.json  {"version": 2, "path": ..., "published_at": ...}
+    <repository>/<model_name>/current.json  {"version": 2, "path": ..., "since": ..., "via": ...}
+    <repository>/<model_name>/history.jsonl when each version became current (deploy.served_history)
 
-`deploy.publish` writes it; the validate step reads the served model's labels from it, so that
-retraining cannot silently change the classes the service answers with.
+`deploy.publish` writes it (a publish, a promotion, a rollback); the validate step reads the
+served model's labels from it, so that retraining cannot silently change the classes the service
+answers with.
 """
 
 from __future__ import annotations

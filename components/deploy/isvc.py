@@ -8,9 +8,19 @@ that `KServeClient.create` and `KServeClient.patch` send.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from textops.components.deploy.served_history import (
+    HISTORY_ANNOTATION,
+    ServedPeriod,
+    format_periods,
+    next_periods,
+    parse_periods,
+    utc_now,
+    version_of_uri,
+)
 
 if TYPE_CHECKING:
     from kserve import V1beta1InferenceService
@@ -51,6 +61,23 @@ class ModelRollout:
     canary_traffic_percent: int | None = None
     #: What to put back if a canary fails; None clears the annotation.
     previous_storage_uri: str | None = None
+    #: The change this write makes, as the served history records it (see served_history).
+    via: str = "rollout"
+
+    def traffic(self) -> dict[str, int]:
+        """storageUri -> the share of traffic this spec sends it, once its revision is Ready.
+
+        A canary share of 0 holds all traffic on the revision rolled out before (KServe's
+        `latestRolledoutRevision`), the previous storageUri.
+        """
+        canary = self.canary_traffic_percent
+        if canary is None or canary >= 100:
+            return {self.storage_uri: 100}
+        shares = {self.storage_uri: canary}
+        if self.previous_storage_uri is not None:
+            previous = self.previous_storage_uri
+            shares[previous] = shares.get(previous, 0) + 100 - canary
+        return shares
 
 
 def inference_service(
@@ -60,6 +87,7 @@ def inference_service(
     *,
     resource_version: str | None = None,
     for_patch: bool = False,
+    history: Sequence[ServedPeriod] | None = None,
 ) -> V1beta1InferenceService:
     """The InferenceService as textops writes it (the whole object, or a merge patch).
 
@@ -71,6 +99,9 @@ def inference_service(
             object changed since it was read at that version.
         for_patch: Write `canaryTrafficPercent: 100` rather than leaving it out, and clear the
             previous-storageUri annotation with a null, as a merge patch needs.
+        history: The served history before this write (`ServiceState.history`, empty for a
+            new service); the history annotation then records the change. None leaves the
+            annotation out.
     """
     from kserve import (
         V1beta1InferenceService,
@@ -86,6 +117,8 @@ def inference_service(
     annotations: dict[str, str | None] = {MODEL_VERSION_ANNOTATION: str(model.version)}
     if model.previous_storage_uri is not None or for_patch:
         annotations[PREVIOUS_STORAGE_URI_ANNOTATION] = model.previous_storage_uri
+    if history is not None:
+        annotations[HISTORY_ANNOTATION] = format_periods(_recorded(history, model))
     canary = model.canary_traffic_percent
     if canary is None and for_patch:
         canary = 100
@@ -115,6 +148,22 @@ def inference_service(
     )
 
 
+def _recorded(history: Sequence[ServedPeriod], model: ModelRollout) -> tuple[ServedPeriod, ...]:
+    """The served history once `model` is written."""
+    version_of = {model.storage_uri: model.version}
+    previous = version_of_uri(history, model.previous_storage_uri)
+    if model.previous_storage_uri is not None and previous is not None:
+        version_of.setdefault(model.previous_storage_uri, previous)
+    return next_periods(
+        history,
+        model.traffic(),
+        version_of,
+        via=model.via,
+        now=utc_now(),
+        target=model.storage_uri,
+    )
+
+
 @dataclass(frozen=True)
 class ServiceState:
     """What an existing InferenceService's spec and metadata say (not its status)."""
@@ -127,11 +176,20 @@ class ServiceState:
     resource_version: str | None
     #: Runtime, model format, logger and label are the ones textops writes.
     has_textops_shape: bool
+    #: When each version served (the history annotation); a service deployed before the
+    #: annotation existed starts with its current model, served since an unknown time.
+    history: tuple[ServedPeriod, ...] = ()
 
     @property
     def canary_running(self) -> bool:
         """Whether part of the traffic still goes to the revision before the latest."""
         return self.canary_traffic_percent is not None and self.canary_traffic_percent < 100
+
+    @property
+    def next_version(self) -> int:
+        """The number for a new bundle: above every version served, so none is reused after
+        a rollback."""
+        return max([self.version, *(p.version for p in self.history)]) + 1
 
 
 def read_state(isvc: Mapping[str, Any], namespace: str) -> ServiceState:
@@ -149,14 +207,22 @@ def read_state(isvc: Mapping[str, Any], namespace: str) -> ServiceState:
         and (metadata.get("labels") or {}).get(PART_OF_LABEL) == PART_OF
     )
     canary = predictor.get("canaryTrafficPercent")
+    storage_uri = model.get("storageUri")
+    version = _as_int(annotations.get(MODEL_VERSION_ANNOTATION))
+    history = parse_periods(
+        annotations.get(HISTORY_ANNOTATION), f"{HISTORY_ANNOTATION} of {metadata.get('name')}"
+    )
+    if HISTORY_ANNOTATION not in annotations and storage_uri and version:
+        history = (ServedPeriod(version, None, None, "unknown", None, storage_uri),)
     return ServiceState(
-        storage_uri=model.get("storageUri"),
-        version=_as_int(annotations.get(MODEL_VERSION_ANNOTATION)),
+        storage_uri=storage_uri,
+        version=version,
         canary_traffic_percent=int(canary) if canary is not None else None,
         previous_storage_uri=annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION) or None,
         generation=_as_int(metadata.get("generation")),
         resource_version=metadata.get("resourceVersion"),
         has_textops_shape=bool(shape),
+        history=history,
     )
 
 

@@ -189,7 +189,7 @@ class InferenceServiceRollout:
             # Same model, but someone changed runtime, logger or labels: write them back.
             version, undo, canary = state.version, _Undo(None, state.version), None
         else:
-            version, undo = state.version + 1, _Undo(state.storage_uri, state.version)
+            version, undo = state.next_version, _Undo(state.storage_uri, state.version)
         first = ModelRollout(storage_uri, version, canary, undo.storage_uri if canary else None)
         try:
             patched = self._patch_current(
@@ -245,7 +245,7 @@ class InferenceServiceRollout:
                 f"inferenceservice -n {self.namespace} {self.name}`"
             )
         logger.warning("rolling back %s to %s: %s", self._where, undo.storage_uri, failure)
-        restore = ModelRollout(undo.storage_uri, undo.version)
+        restore = ModelRollout(undo.storage_uri, undo.version, via="restore")
         try:
             current = self._require()
             patched = self._patch_current(
@@ -287,7 +287,9 @@ class InferenceServiceRollout:
 
     def _create(self, storage_uri: str) -> dict[str, Any] | None:
         """Create the service; None when it already exists (409), for the caller to patch."""
-        body = inference_service(self.name, self.namespace, ModelRollout(storage_uri, 1))
+        body = inference_service(
+            self.name, self.namespace, ModelRollout(storage_uri, 1), history=()
+        )
         try:
             return dict(call_api("create", self.client.create, body, namespace=self.namespace))
         except ApiFailure as e:
@@ -315,6 +317,7 @@ class InferenceServiceRollout:
                 model,
                 resource_version=state.resource_version,
                 for_patch=True,
+                history=state.history,
             )
             try:
                 patched = call_api(

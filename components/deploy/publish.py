@@ -4,12 +4,15 @@ The layout is the one KServe and Triton model repositories use:
 
     <repository>/<model_name>/1/            a complete bundle, never modified once written
     <repository>/<model_name>/2/
-    <repository>/<model_name>/current.json  {"version": 2, "path": ..., "published_at": ...}
+    <repository>/<model_name>/current.json  {"version": 2, "path": ..., "since": ..., "via": ...}
+    <repository>/<model_name>/history.jsonl one line per change of current.json (served_history)
 
 A version directory appears by one atomic rename once its copy is complete and verified, and
 `current.json` is replaced atomically after that, so a reader (the predictor, a rollback)
-sees either the old version or the new one, never a half-copied bundle. Reading the repository
-is `common.model_repository`'s job.
+sees either the old version or the new one, never a half-copied bundle. `current.json` is
+written in one place, `_point_current_at`, which records the change in `history.jsonl` first:
+publishing, promoting and rolling back all go through it, under the publish lock. Reading the
+repository is `common.model_repository`'s job.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,12 @@ from textops.components.common.model_repository import (
     current_version,
     list_versions,
 )
+from textops.components.deploy.served_history import (
+    HISTORY_FILE,
+    history_event,
+    pointer_since,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ __all__ = [
     "PublishedVersion",
     "current_version",
     "list_versions",
+    "make_current",
     "publish_bundle",
     "verified_bundle",
 ]
@@ -93,14 +102,72 @@ def publish_bundle(
                     f"copying {bundle.path} to {target} corrupted {', '.join(corrupted)}; "
                     "check the disk and publish again"
                 )
-        published_at = datetime.now(UTC).isoformat(timespec="seconds")
-        _write_json_atomically(
-            model_root / CURRENT_FILE,
-            {"version": version, "path": str(target.resolve()), "published_at": published_at},
-        )
+        _point_current_at(model_root, version, "publish")
 
     logger.info("published %s version=%d path=%s", model_name, version, target)
     return PublishedVersion(model_name, version, target)
+
+
+def make_current(repository: str | Path, model_name: str, version: int, *, via: str) -> bool:
+    """Point current.json at an already published version (a promotion or a rollback).
+
+    Args:
+        repository: The model repository's root directory.
+        model_name: The model's name in the repository.
+        version: The version to serve; its directory must exist.
+        via: The change, as history.jsonl records it: "promote" or "rollback".
+
+    Returns:
+        Whether anything changed: False when `version` was current already.
+
+    Raises:
+        PublishError: The model name is unusable or current.json cannot be read.
+        ModelNotFoundError: No directory holds `version`.
+    """
+    model_root = model_repository.model_root(repository, model_name)
+    if version not in model_repository.version_numbers(model_root):
+        raise ModelNotFoundError(
+            f"{model_name} has no version {version} in {repository}; `textops models list` "
+            "shows the versions there are"
+        )
+    with _publish_lock(model_root):
+        # Read under the lock: a publish or another switch may have moved it meanwhile.
+        pointed = current_version(repository, model_name)
+        if pointed is not None and pointed.version == version:
+            return False
+        _point_current_at(model_root, version, via)
+    logger.info("made current %s version=%d via=%s", model_name, version, via)
+    return True
+
+
+def _point_current_at(model_root: Path, version: int, via: str) -> None:
+    """Record the change in history.jsonl, then point current.json at `version`.
+
+    The caller holds the publish lock. The record is written first, so a failure leaves
+    current.json as it was; a crash between the two leaves a record one change ahead, which
+    its reader reconciles with current.json.
+    """
+    now = utc_now()
+    history = model_root / HISTORY_FILE
+    try:
+        recorded = history.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        # A repository from before the record: start it with what serves now, if anything.
+        pointed = current_version(model_root.parent, model_root.name)
+        since = pointer_since(model_root)
+        recorded = history_event(pointed.version, "unknown", since) if pointed else ""
+    if recorded and not recorded.endswith("\n"):
+        recorded += "\n"
+    _write_text_atomically(history, recorded + history_event(version, via, now))
+    document: dict[str, Any] = {
+        "version": version,
+        "path": str((model_root / str(version)).resolve()),
+        "since": now,
+        "via": via,
+    }
+    if via == "publish":
+        document["published_at"] = now
+    _write_text_atomically(model_root / CURRENT_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def verified_bundle(bundle_dir: str | Path) -> tuple[ModelBundle, list[str]]:
@@ -169,12 +236,11 @@ def _next_version(model_root: Path) -> int:
     return max(highest, pointed.version if pointed else 0) + 1
 
 
-def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+def _write_text_atomically(path: Path, text: str) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             # On disk before the rename, so a crash cannot leave an empty current.json.
             os.fsync(handle.fileno())

@@ -31,6 +31,7 @@ from textops.components.deploy.kserve_rollout import InferenceServiceRollout, Ro
 
 NAME = "textops-classifier"
 NAMESPACE = "textops"
+HISTORY = "textops.dev/history"
 OLD = "s3://mlpipeline/v2/artifacts/textops-training/run-1/export-model/bundle"
 NEW = "s3://mlpipeline/v2/artifacts/textops-training/run-2/export-model/bundle"
 TIMEOUT = 60.0
@@ -285,7 +286,11 @@ class FakeInferenceServices:
     def _traffic_by_uri(self, namespace: str, name: str) -> dict[str, int]:
         uris = dict(self.controllers[(namespace, name)].revisions)
         traffic = self.objects[(namespace, name)]["status"]["components"]["predictor"]["traffic"]
-        return {uris[t["revisionName"]]: t["percent"] for t in traffic}
+        shares: dict[str, int] = {}
+        for target in traffic:  # two revisions may serve one bundle (a rollback starts anew)
+            uri = uris[target["revisionName"]]
+            shares[uri] = shares.get(uri, 0) + target["percent"]
+        return {uri: share for uri, share in shares.items() if share}
 
 
 class FakeClock:
@@ -349,6 +354,15 @@ def predictor(fake: FakeInferenceServices) -> dict[str, Any]:
     return fake.spec()["spec"]["predictor"]
 
 
+def without_history(fake: FakeInferenceServices) -> dict[str, str]:
+    return {k: v for k, v in annotations(fake).items() if k != HISTORY}
+
+
+def served_history(fake: FakeInferenceServices) -> list[dict[str, Any]]:
+    periods: list[dict[str, Any]] = json.loads(annotations(fake)[HISTORY])
+    return periods
+
+
 # --- create, re-run -------------------------------------------------------------------------
 
 
@@ -362,6 +376,9 @@ def test_the_first_rollout_creates_the_inference_service_in_the_shared_shape(
     )
     [(verb, body)] = fake.writes
     assert verb == "create"
+    [first] = json.loads(body["metadata"]["annotations"].pop(HISTORY))
+    assert first == {**first, "version": 1, "storageUri": OLD, "to": None, "via": "rollout"}
+    assert set(first) == {"version", "storageUri", "from", "to", "via"}
     assert body == {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -439,16 +456,26 @@ def test_a_new_bundle_gets_its_canary_share_then_all_traffic(
     assert canary_patch["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert canary_patch["spec"]["predictor"]["model"]["storageUri"] == NEW
     assert canary_patch["spec"]["predictor"]["model"]["args"] == ["--model-version", "4"]
+    canary_history = json.loads(canary_patch["metadata"]["annotations"].pop(HISTORY))
     assert canary_patch["metadata"]["annotations"] == {
         "textops.dev/model-version": "4",
         "textops.dev/previous-storage-uri": OLD,
     }
+    # Both serve while the canary runs; the one before the record began, since an unknown time.
+    assert [
+        (p["version"], p["storageUri"], p["from"] is None, p["to"]) for p in canary_history
+    ] == [
+        (3, OLD, True, None),
+        (4, NEW, False, None),
+    ]
     assert promotion["spec"]["predictor"]["canaryTrafficPercent"] == 100
     # The canary ran before the promotion: 90/10 first, then all to the new bundle.
     assert {OLD: 90, NEW: 10} in fake.traffic_history
     assert fake.traffic_history.index({OLD: 90, NEW: 10}) < fake.traffic_history.index({NEW: 100})
     assert fake.serving() == {NEW: 100}
-    assert annotations(fake) == {"textops.dev/model-version": "4"}  # the undo note is cleared
+    assert without_history(fake) == {"textops.dev/model-version": "4"}  # the undo note is cleared
+    old, new = served_history(fake)
+    assert (old["version"], old["endedBy"], new["version"], new["to"]) == (3, "rollout", 4, None)
     assert rollout.roll_out(NEW, canary_traffic_percent=10).action == "unchanged"
 
 
@@ -506,7 +533,10 @@ def test_a_canary_that_fails_to_load_is_rolled_back(
     assert f"the previous model ({OLD}, version 3) is still serving" in message
     assert predictor(fake)["model"]["storageUri"] == OLD
     assert predictor(fake)["canaryTrafficPercent"] == 100
-    assert annotations(fake) == {"textops.dev/model-version": "3"}
+    assert without_history(fake) == {"textops.dev/model-version": "3"}
+    old, canary = served_history(fake)  # the model before it served throughout
+    assert (old["storageUri"], old["to"]) == (OLD, None)
+    assert (canary["storageUri"], canary["endedBy"]) == (NEW, "restore")
     assert predictor(fake)["model"]["args"] == ["--model-version", "3"]
     assert fake.serving() == {OLD: 100}
     assert all(NEW not in split or split[NEW] < 100 for split in fake.traffic_history)

@@ -84,7 +84,11 @@ def test_concurrent_publishes_never_share_a_version(tiny_bundle_dir: Path, tmp_p
         "3",
         "4",
         "current.json",
+        "history.jsonl",
     ]
+    # The lock orders the record as it orders the versions.
+    lines = (repository / MODEL / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["version"] for line in lines] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
