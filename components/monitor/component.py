@@ -92,8 +92,10 @@ def detect_drift(
             "max_macro_f1_drop": max_macro_f1_drop,
         },
     )
-    if not bundle and deploy_target == "kserve":
+    namespace = None
+    if deploy_target == "kserve":
         namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
+    if not bundle and namespace is not None:
         served = served_bundle(model_name, namespace, custom_objects_api())
         if served is None:
             raise ModelNotFoundError(
@@ -123,6 +125,7 @@ def detect_drift(
         model_name=model_name,
         workspace=workspace or None,
         pushgateway=pushgateway or None,
+        namespace=namespace,
         window_spec=spec,
         source=mask_url(store_url),
         bundle_source=bundle or str(bundle_dir),

@@ -176,6 +176,7 @@ def run_drift_job(
     model_name: str,
     workspace: str | Path | None = None,
     pushgateway: str | None = None,
+    namespace: str | None = None,
     window_spec: WindowSpec | None = None,
     source: str = "",
     bundle_source: str | None = None,
@@ -190,6 +191,8 @@ def run_drift_job(
         model_name: The model, for the gauges' label and the workspace project.
         workspace: An Evidently workspace directory to add the run to; None: none.
         pushgateway: A Prometheus Pushgateway URL to push the gauges to; None: none.
+        namespace: The InferenceService's namespace, a grouping label of the pushed gauges;
+            None: none (a model served on this machine).
         window_spec: The window's bounds, recorded in the summary.
         source: Where the window came from (a masked store URL or a file), for the summary.
         bundle_source: Where the bundle came from when `bundle_dir` is a copy (its URI), for
@@ -246,7 +249,7 @@ def run_drift_job(
     )
     if pushgateway:
         try:
-            push_gauges(registry, pushgateway, model_name)
+            push_gauges(registry, pushgateway, model_name, namespace)
             summary["pushgateway"] = {"url": pushgateway, "error": None}
         except OSError as e:
             # The run's verdict and files stand; the gauges are in the .prom file still.

@@ -106,16 +106,27 @@ def write_gauges(registry: CollectorRegistry, path: str | Path) -> Path:
     return path
 
 
-def push_gauges(registry: CollectorRegistry, url: str, model_name: str) -> None:
-    """Push the gauges to a Prometheus Pushgateway, grouped by model name.
+def push_gauges(
+    registry: CollectorRegistry, url: str, model_name: str, namespace: str | None = None
+) -> None:
+    """Push the gauges to a Prometheus Pushgateway, grouped by model name (and namespace).
+
+    Args:
+        registry: The gauges.
+        url: The Pushgateway.
+        model_name: The model the gauges are about.
+        namespace: The model's InferenceService's namespace, when it has one. Pushed as a
+            grouping label, so the same model name in two namespaces keeps two groups and the
+            alerts (which group by namespace and model_name) name the right one.
 
     Raises:
         OSError: The Pushgateway cannot be reached or refused the push.
     """
     from prometheus_client import push_to_gateway
 
-    push_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key={"model_name": model_name})
-    logger.info("pushed drift gauges url=%s model_name=%s", url, model_name)
+    grouping = {"model_name": model_name, **({"namespace": namespace} if namespace else {})}
+    push_to_gateway(url, job=PUSH_JOB, registry=registry, grouping_key=grouping)
+    logger.info("pushed drift gauges url=%s grouping=%s", url, grouping)
 
 
 def workspace_project_name(model_name: str) -> str:

@@ -224,3 +224,10 @@ def test_pushed_drift_gauges_keep_their_labels_and_fire_the_drift_alert(
 
     (alert,) = _query(prometheus, 'ALERTS{alertname="TextopsDriftDetected", alertstate="firing"}')
     assert (alert["namespace"], alert["model_name"]) == ("textops", MODEL)
+
+    # The drift step pushes its InferenceService's namespace: the same model name served in
+    # another namespace keeps a group of its own, and that namespace wins over the target's.
+    push_gauges(drift_gauges(result, MODEL), pushgateway.url, MODEL, namespace="reviews")
+    (other,) = _query(prometheus, 'textops_drift_last_run_timestamp_seconds{namespace="reviews"}')
+    assert other["model_name"] == MODEL and other["job"] == PUSH_JOB
+    assert len(_query(prometheus, "textops_drift_last_run_timestamp_seconds")) == 2
