@@ -106,6 +106,11 @@ def training_pipeline(
     kserve_namespace: str = _DEFAULTS.kserve_namespace,
     canary_traffic_percent: int = _DEFAULTS.canary_traffic_percent,
     rollout_timeout_seconds: int = _DEFAULTS.rollout_timeout_seconds,
+    prometheus_url: str = _DEFAULTS.prometheus_url,
+    canary_analysis_seconds: int = _DEFAULTS.canary_analysis_seconds,
+    canary_min_requests: int = _DEFAULTS.canary_min_requests,
+    canary_max_error_rate_increase: float = _DEFAULTS.canary_max_error_rate_increase,
+    canary_max_p99_ratio: float = _DEFAULTS.canary_max_p99_ratio,
     champion_url: str = _DEFAULTS.champion_url,
     model_repository: str = str(_DEFAULTS.model_repository),
 ) -> TrainingOutputs:
@@ -201,6 +206,11 @@ def training_pipeline(
             kserve_namespace=kserve_namespace,
             canary_traffic_percent=canary_traffic_percent,
             rollout_timeout_seconds=rollout_timeout_seconds,
+            prometheus_url=prometheus_url,
+            canary_analysis_seconds=canary_analysis_seconds,
+            canary_min_requests=canary_min_requests,
+            canary_max_error_rate_increase=canary_max_error_rate_increase,
+            canary_max_p99_ratio=canary_max_p99_ratio,
         ).set_display_name("deploy")
         # Publishing has an effect outside the pipeline: never answer it from a cache.
         deploy.set_caching_options(False)

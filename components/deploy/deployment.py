@@ -14,11 +14,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textops.components.common.config import check_canary_analysis
 from textops.components.common.errors import ConfigError
 from textops.components.deploy.publish import publish_bundle, verified_bundle
 
 if TYPE_CHECKING:
     from kserve import KServeClient
+
+    from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ def deploy_bundle(
     kserve_namespace: str = "",
     canary_traffic_percent: int = 0,
     rollout_timeout_seconds: int = 600,
+    canary_analysis: CanaryAnalysisSettings | None = None,
     client: KServeClient | None = None,
 ) -> str:
     """Deploy a bundle to the configured target; return where it now serves from.
@@ -81,6 +85,9 @@ def deploy_bundle(
         canary_traffic_percent: Share of traffic for the new model before promotion.
         rollout_timeout_seconds: How long each wait for Ready (kserve) or for the local
             server's swap (local) may take.
+        canary_analysis: How to judge a canary against the stable model before promoting it
+            (kserve, with a canary share); None, or a window of 0, promotes a Ready canary
+            without analysis, with a warning.
         client: A KServe client to use (tests); by default one with this pod's credentials.
 
     Returns:
@@ -88,9 +95,11 @@ def deploy_bundle(
         InferenceService's URL (or `namespace/name` while KServe has not published one).
 
     Raises:
-        ConfigError: An unknown target or a setting out of range.
+        ConfigError: An unknown target or a setting out of range, or a canary analysis
+            without prometheus_url.
         PublishError: The bundle is incomplete or altered.
-        DeployError: The rollout or the hot-load failed; the message says what serves now.
+        DeployError: The rollout or the hot-load failed, or the canary did not pass its
+            analysis; the message says what serves now (and the analysis's figures).
     """
     if deploy_target not in DEPLOY_TARGETS:
         raise ConfigError(
@@ -115,6 +124,16 @@ def deploy_bundle(
 
     storage_uri = storage_uri_for(bundle_uri)
     namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
+    analysis = None
+    if canary_analysis is not None and 0 < canary_traffic_percent < 100:
+        # Refused before any API call: a canary share without the Prometheus to judge it by.
+        check_canary_analysis(
+            deploy_target,
+            canary_traffic_percent,
+            canary_analysis.window_seconds,
+            canary_analysis.prometheus_url,
+        )
+        analysis = canary_analysis.analysis(namespace)
     # The same check publishing makes: never roll out a bundle whose files changed.
     verified_bundle(bundle_path)
     rollout = InferenceServiceRollout(
@@ -122,6 +141,7 @@ def deploy_bundle(
         model_name,
         namespace,
         timeout_seconds=rollout_timeout_seconds,
+        canary_analysis=analysis,
     )
     result = rollout.roll_out(storage_uri, canary_traffic_percent)
     logger.info(

@@ -7,8 +7,11 @@ One rollout, as `InferenceServiceRollout.roll_out` runs it:
    (re-running a deploy is safe), only check that it is Ready.
 3. A new bundle: patch storageUri and the version annotation. With a canary share
    (0 < canaryTrafficPercent < 100) KServe sends that share to the new revision and the rest
-   to the one serving now; once the new revision is Ready, promote it (canaryTrafficPercent
-   100) and wait again. Without one, all traffic moves once the new revision is Ready.
+   to the one serving now; once the new revision is Ready, the canary analysis (when given)
+   watches both for a window and compares their errors and latency in Prometheus
+   (`canary_analysis`); a canary that passes is promoted (canaryTrafficPercent 100) and waited
+   for again, one that does not is rolled back (4). Without a canary share, all traffic moves
+   once the new revision is Ready.
 4. Anything that fails after the write (the new revision fails or is not Ready in time, the
    API stops answering) puts the previous storageUri back with all traffic, waits for it, and
    raises a `DeployError` that says what failed and what serves now.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from textops.components.common.errors import ConfigError, DeployError
+from textops.components.deploy.canary_analysis import CanaryAnalysis, CanaryAnalysisError
 from textops.components.deploy.isvc import (
     ModelRollout,
     Readiness,
@@ -93,8 +97,13 @@ class InferenceServiceRollout:
         poll_seconds: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        canary_analysis: CanaryAnalysis | None = None,
     ) -> None:
-        """Bind the client to one InferenceService; `sleep`/`monotonic` are the clock."""
+        """Bind the client to one InferenceService; `sleep`/`monotonic` are the clock.
+
+        `canary_analysis` judges a Ready canary before it is promoted; None promotes it as soon
+        as it is Ready, and says so in a warning.
+        """
         if timeout_seconds <= 0:
             raise ConfigError(f"rollout_timeout_seconds must be positive, got {timeout_seconds}")
         self.client = client
@@ -104,6 +113,7 @@ class InferenceServiceRollout:
         self.poll_seconds = poll_seconds
         self._sleep = sleep
         self._monotonic = monotonic
+        self.canary_analysis = canary_analysis
 
     @property
     def _where(self) -> str:
@@ -213,18 +223,25 @@ class InferenceServiceRollout:
     ) -> RolloutResult:
         """Wait for the written model, promote a canary, or put the previous model back."""
         stage = "the canary" if canary else "the new model"
+        canary_ready = False
         try:
             waited = self._wait(generation)
             if waited.readiness.ready and canary:
+                canary_ready = True
+                waited = self._judge_canary(storage_uri, generation, undo, waited)
                 logger.info("canary ready %s: promoting", self._where)
                 stage = "the promoted model"
                 promote = ModelRollout(storage_uri, version)
                 patched = self._patch_current(promote, waited.isvc, expect_uris={storage_uri})
                 waited = self._wait(read_state(patched, self.namespace).generation)
         except ApiFailure as e:
-            self._roll_back(storage_uri, undo, f"{stage}: {self._explain(e)}")
+            self._roll_back(
+                storage_uri, undo, f"{stage}: {self._explain(e)}", canary_ready=canary_ready
+            )
         if not waited.readiness.ready:
-            self._roll_back(storage_uri, undo, f"{stage} {self._failure(waited)}")
+            self._roll_back(
+                storage_uri, undo, f"{stage} {self._failure(waited)}", canary_ready=canary_ready
+            )
         logger.info("rolled out %s storage_uri=%s version=%d", self._where, storage_uri, version)
         return RolloutResult(
             "updated",
@@ -236,8 +253,57 @@ class InferenceServiceRollout:
             undo.storage_uri,
         )
 
-    def _roll_back(self, storage_uri: str, undo: _Undo, failure: str) -> NoReturn:
-        """Put the previous storageUri back with all traffic, then raise what happened."""
+    def _judge_canary(
+        self, storage_uri: str, generation: int, undo: _Undo, waited: _Waited
+    ) -> _Waited:
+        """The canary's state once it passed its analysis and is still Ready; else roll back.
+
+        Raises:
+            DeployError: The canary failed, or could not be judged; it was rolled back.
+            ApiFailure: The InferenceService could not be read after the analysis.
+        """
+        if self.canary_analysis is None:
+            logger.warning("canary ready %s: promoting it without analysis", self._where)
+            return waited
+        try:
+            report = self.canary_analysis.observe(waited.isvc)
+        except CanaryAnalysisError as e:
+            self._roll_back(
+                storage_uri,
+                undo,
+                f"the canary analysis could not be made: {e}",
+                canary_ready=True,
+            )
+        if not report.verdict.promote:
+            self._roll_back(
+                storage_uri,
+                undo,
+                f"the canary did not pass its analysis: {'; '.join(report.verdict.reasons)}. "
+                f"Analysis: {report.as_json()}",
+                canary_ready=True,
+            )
+        waited = self._wait(generation)  # a fresh read to promote from
+        if not waited.readiness.ready:
+            self._roll_back(
+                storage_uri,
+                undo,
+                f"the canary, after its analysis, {self._failure(waited)}",
+                canary_ready=True,
+            )
+        return waited
+
+    def _roll_back(
+        self, storage_uri: str, undo: _Undo, failure: str, *, canary_ready: bool = False
+    ) -> NoReturn:
+        """Put the previous storageUri back with all traffic, then raise what happened.
+
+        The previous storageUri comes back as a new revision, which is not Ready until its pod
+        has started. With all traffic asked for, Knative meanwhile routes it to the latest
+        Ready revision; after a canary that was Ready (it failed its analysis or its
+        promotion), that is the canary. So then the previous model first comes back held at
+        `canaryTrafficPercent: 0`, which keeps all traffic on the revision rolled out last
+        (the stable model), and takes all traffic only once its new revision is Ready.
+        """
         head = f"rolling out {storage_uri} to {self._where} failed: {failure}"
         if undo.storage_uri is None:
             raise DeployError(
@@ -246,12 +312,21 @@ class InferenceServiceRollout:
             )
         logger.warning("rolling back %s to %s: %s", self._where, undo.storage_uri, failure)
         restore = ModelRollout(undo.storage_uri, undo.version, via="restore")
+        steps = [restore]
+        if canary_ready:
+            held = ModelRollout(undo.storage_uri, undo.version, 0, undo.storage_uri, via="restore")
+            steps.insert(0, held)
         try:
-            current = self._require()
-            patched = self._patch_current(
-                restore, current, expect_uris={storage_uri, undo.storage_uri}
-            )
-            waited = self._wait(read_state(patched, self.namespace).generation)
+            waited = None
+            for step in steps:
+                current = self._require() if waited is None else waited.isvc
+                patched = self._patch_current(
+                    step, current, expect_uris={storage_uri, undo.storage_uri}
+                )
+                waited = self._wait(read_state(patched, self.namespace).generation)
+                if not waited.readiness.ready:
+                    break
+            assert waited is not None
         except ApiFailure as e:
             raise DeployError(
                 f"{head}. Putting the previous model back failed too ({self._explain(e)}): "

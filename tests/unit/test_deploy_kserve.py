@@ -75,14 +75,20 @@ class Controller:
     ready_revision: str | None = None
     rolled_out: str | None = None
     previous_rolled_out: str | None = None
+    started: set[str] = field(default_factory=set)  # "slow" revisions seen starting
 
 
 class FakeInferenceServices:
     """The Kubernetes API for InferenceServices, and a controller that reconciles on reads.
 
     `behaviour[storage_uri]` says what a revision of that bundle does: "ready", "fail" (the
-    model does not load) or "hang" (never Ready). `fail_next[verb]` queues errors for the
-    next calls of a verb (None lets a call through).
+    model does not load), "hang" (never Ready) or "slow" (Ready one reconcile later, as a pod
+    start takes). `fail_next[verb]` queues errors for the next calls of a verb (None lets a
+    call through).
+
+    Traffic is routed as KServe asks Knative to: the canary's share, or all of it when there
+    is no canary, goes to the latest *Ready* revision (`latestRevision: true`), the rest to
+    the revision rolled out last; `canaryTrafficPercent: 0` keeps it all there.
     """
 
     def __init__(self) -> None:
@@ -208,7 +214,7 @@ class FakeInferenceServices:
         obj = self.objects[(namespace, name)]
         status = obj.setdefault("status", {})
         generation = obj["metadata"]["generation"]
-        if status.get("observedGeneration", 0) >= generation:
+        if status.get("observedGeneration", 0) >= generation and not status.get("_starting"):
             return
         if not at_once and not status.pop("_seen", False):
             status["_seen"] = True  # the controller picks the change up on the next read
@@ -223,6 +229,10 @@ class FakeInferenceServices:
             )
         latest = controller.revisions[-1][0]
         behaviour = self.behaviour.get(uri, "ready")
+        starting = behaviour == "slow" and latest not in controller.started
+        if behaviour == "slow":
+            behaviour = "hang" if starting else "ready"
+            controller.started.add(latest)
         conditions: list[dict[str, Any]]
         model_status: dict[str, Any] = {"transitionStatus": "UpToDate"}
         if behaviour == "ready":
@@ -261,11 +271,7 @@ class FakeInferenceServices:
                     "transitionStatus": "BlockedByFailedLoad",
                     "lastFailureInfo": {"reason": "ModelLoadFailed", "message": message},
                 }
-            traffic = (
-                [{"revisionName": controller.rolled_out, "percent": 100}]
-                if controller.rolled_out
-                else []
-            )
+            traffic = self._route_while_starting(controller, canary)
         obj["status"] = {
             "observedGeneration": generation,
             "url": f"http://{name}.{namespace}.example.com",
@@ -281,7 +287,24 @@ class FakeInferenceServices:
                 }
             },
         }
+        if starting:
+            obj["status"]["_starting"] = True  # Ready at the next reconcile
         self.traffic_history.append(self._traffic_by_uri(namespace, name))
+
+    @staticmethod
+    def _route_while_starting(controller: Controller, canary: int | None) -> list[dict[str, Any]]:
+        """Traffic while the latest revision is not Ready: KServe's split, Knative's routing."""
+        share = 100 if canary is None else canary
+        targets = [(controller.rolled_out, 100 - share), (controller.ready_revision, share)]
+        traffic: list[dict[str, Any]] = []
+        for revision, percent in targets:
+            if revision is None or not percent:
+                continue
+            if traffic and traffic[-1]["revisionName"] == revision:
+                traffic[-1]["percent"] += percent
+            else:
+                traffic.append({"revisionName": revision, "percent": percent})
+        return traffic
 
     def _traffic_by_uri(self, namespace: str, name: str) -> dict[str, int]:
         uris = dict(self.controllers[(namespace, name)].revisions)

@@ -118,6 +118,10 @@ def test_the_rules_name_the_parameter_to_set() -> None:
         {"deploy_target": "kserve", "store_url": "", "workspace": "", "since": "1h"}
     )
     check_cluster_arguments({"store_url": "postgresql://drift@db:5432/payloads"})
+    canary = {"deploy_target": "kserve", "canary_traffic_percent": 10, "prometheus_url": ""}
+    with pytest.raises(ConfigError, match="prometheus_url is empty"):
+        check_cluster_arguments({**canary, "canary_analysis_seconds": 300})
+    check_cluster_arguments({**canary, "canary_analysis_seconds": 0})  # explicitly unjudged
 
 
 def test_the_compiled_training_pipeline_run_with_its_defaults_stops_in_validate(
