@@ -453,9 +453,10 @@ class InferenceServiceRollout:
         what = f"cannot {failure.verb} {self._where}"
         if failure.status in (401, 403):
             return (
-                f"{what}: {failure.detail}. The pipeline's service account needs get, create "
-                f"and patch on inferenceservices.serving.kserve.io in {self.namespace} (a Role "
-                "and RoleBinding; see manifests)"
+                f"{what}: {failure.detail}. The service account this runs as needs get, "
+                f"create and patch on inferenceservices.serving.kserve.io in {self.namespace}: "
+                f"apply manifests/pipeline-rbac with kserveNamespace={self.namespace} in its "
+                "pipeline.env"
             )
         if failure.status == 404 and failure.verb in ("create", "patch"):
             return (

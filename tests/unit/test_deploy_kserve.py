@@ -698,7 +698,8 @@ def test_a_create_that_loses_a_race_rolls_out_onto_the_winner(
         (
             "get",
             api_error(403, "Forbidden", "cannot get resource inferenceservices"),
-            "service account needs get, create and patch on inferenceservices",
+            "runs as needs get, create and patch on inferenceservices.serving.kserve.io in "
+            "textops: apply manifests/pipeline-rbac",
         ),
         (
             "create",
