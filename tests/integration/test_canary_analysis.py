@@ -32,14 +32,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 import httpx
 import pytest
 import yaml
-from kubernetes.client import Configuration, CustomObjectsApi
 
-from tests.unit.test_deploy_kserve import KUBECONFIG, NAMESPACE, FakeInferenceServices
+from tests.unit.test_deploy_kserve import (
+    NAMESPACE,
+    FakeInferenceServices,
+    kserve_client_over,
+)
 from textops.components.common.errors import DeployError
 from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
 from textops.components.deploy.canary_metrics import REVISION_LABEL
@@ -311,19 +313,8 @@ def fake() -> FakeInferenceServices:
 @pytest.fixture
 def client(fake: FakeInferenceServices) -> Iterator[Any]:
     """A real KServeClient whose CustomObjectsApi is an autospec driven by `fake`."""
-    from kserve import KServeClient
-
-    saved = Configuration.get_default_copy()
-    try:
-        kserve = KServeClient(config_dict=KUBECONFIG)
-        api = mock.create_autospec(CustomObjectsApi, instance=True)
-        api.get_namespaced_custom_object.side_effect = fake.get
-        api.create_namespaced_custom_object.side_effect = fake.create
-        api.patch_namespaced_custom_object.side_effect = fake.patch
-        kserve.api_instance = api
+    with kserve_client_over(fake) as kserve:
         yield kserve
-    finally:
-        Configuration.set_default(saved)
 
 
 def deploy(service: str, client: Any, prometheus: Prometheus, bundle: Path) -> str:

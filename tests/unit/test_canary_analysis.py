@@ -18,20 +18,18 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 import yaml
-from kubernetes.client import Configuration, CustomObjectsApi
 
 from tests.unit.test_deploy_kserve import (
-    KUBECONFIG,
     NAME,
     NAMESPACE,
     NEW,
     OLD,
     FakeClock,
     FakeInferenceServices,
+    kserve_client_over,
 )
 from textops.components.common.config import TrainingConfig, load_config
 from textops.components.common.errors import ConfigError, DeployError
@@ -296,19 +294,8 @@ def fake() -> FakeInferenceServices:
 @pytest.fixture
 def client(fake: FakeInferenceServices) -> Iterator[Any]:
     """A real KServeClient whose CustomObjectsApi is an autospec driven by `fake`."""
-    from kserve import KServeClient
-
-    saved = Configuration.get_default_copy()
-    try:
-        kserve = KServeClient(config_dict=KUBECONFIG)
-        api = mock.create_autospec(CustomObjectsApi, instance=True)
-        api.get_namespaced_custom_object.side_effect = fake.get
-        api.create_namespaced_custom_object.side_effect = fake.create
-        api.patch_namespaced_custom_object.side_effect = fake.patch
-        kserve.api_instance = api
+    with kserve_client_over(fake) as kserve:
         yield kserve
-    finally:
-        Configuration.set_default(saved)
 
 
 @pytest.fixture

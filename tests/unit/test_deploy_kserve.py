@@ -11,6 +11,7 @@ conditions, model load failures and the canary traffic split.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Iterator
@@ -333,8 +334,8 @@ def fake() -> FakeInferenceServices:
     return FakeInferenceServices()
 
 
-@pytest.fixture
-def client(fake: FakeInferenceServices) -> Iterator[Any]:
+@contextlib.contextmanager
+def kserve_client_over(fake: FakeInferenceServices) -> Iterator[Any]:
     """A real KServeClient whose CustomObjectsApi is an autospec driven by `fake`."""
     from kserve import KServeClient
 
@@ -349,6 +350,13 @@ def client(fake: FakeInferenceServices) -> Iterator[Any]:
         yield kserve
     finally:
         Configuration.set_default(saved)  # loading the kubeconfig changed the process default
+
+
+@pytest.fixture
+def client(fake: FakeInferenceServices) -> Iterator[Any]:
+    """A real KServeClient whose CustomObjectsApi is an autospec driven by `fake`."""
+    with kserve_client_over(fake) as kserve:
+        yield kserve
 
 
 @pytest.fixture

@@ -12,17 +12,15 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-from kubernetes.client import Configuration, CustomObjectsApi
 
 from tests.unit.test_deploy_kserve import (
-    KUBECONFIG,
     NAME,
     NAMESPACE,
     FakeClock,
     FakeInferenceServices,
+    kserve_client_over,
 )
 from textops.components.common.errors import ConfigError, DeployError, ModelNotFoundError
 from textops.components.deploy.isvc import ModelRollout, inference_service, read_state
@@ -58,19 +56,8 @@ def fake() -> FakeInferenceServices:
 @pytest.fixture
 def client(fake: FakeInferenceServices) -> Iterator[Any]:
     """A real KServeClient whose CustomObjectsApi is an autospec driven by `fake`."""
-    from kserve import KServeClient
-
-    saved = Configuration.get_default_copy()
-    try:
-        kserve = KServeClient(config_dict=KUBECONFIG)
-        api = mock.create_autospec(CustomObjectsApi, instance=True)
-        api.get_namespaced_custom_object.side_effect = fake.get
-        api.create_namespaced_custom_object.side_effect = fake.create
-        api.patch_namespaced_custom_object.side_effect = fake.patch
-        kserve.api_instance = api
+    with kserve_client_over(fake) as kserve:
         yield kserve
-    finally:
-        Configuration.set_default(saved)
 
 
 @pytest.fixture
