@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -371,7 +372,9 @@ def test_a_healthy_canary_is_promoted(
         # About 30 requests a second for the window; every one answered 200.
         assert MIN_REQUESTS <= figures["requests"] <= 60 * WINDOW_SECONDS, report
         assert figures["errors"] == 0 and figures["error_rate"] == 0
-        assert 0 < figures["p99_seconds"] < 1, report
+        # A measured latency, not a placeholder: how fast this machine answers is no test's
+        # business, so no upper bound.
+        assert math.isfinite(figures["p99_seconds"]) and figures["p99_seconds"] > 0, report
     for statuses in answered.values():
         assert set(statuses) == {200}, answered
 
