@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from kserve.errors import ModelNotReady
 
 from textops.components.serve import explain as occlusion
@@ -199,11 +200,15 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
 
     def metadata_extras(self) -> dict[str, Any]:
         """The V2 metadata fields KServe leaves out: the served version, the platform, and in
-        `parameters` how it runs (provider, precision asked and served, fallback, fp16 check).
+        `parameters` how it runs (provider, precision asked and served, fallback, fp16 check)
+        and `labels`, the probability columns' classes in order.
         """
         runtime = self.runtime
+        # A JSON-encoded list, as each answer's `probabilities` names them: parameter values
+        # are scalars. A client (evaluate's champion_url) learns the classes before scoring.
+        labels = orjson.dumps(list(runtime.labels)).decode()
         return {
             "versions": [runtime.version],
             "platform": PLATFORM,
-            "parameters": runtime.execution.parameters(),
+            "parameters": {**runtime.execution.parameters(), "labels": labels},
         }

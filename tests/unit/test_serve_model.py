@@ -42,8 +42,11 @@ def test_load_makes_the_model_ready_with_its_version(model: TextClassifierModel)
     assert model.ready
     extras = model.metadata_extras()
     assert (extras["versions"], extras["platform"]) == (["4"], "onnxruntime_onnx")
-    assert extras["parameters"] == model.runtime.execution.parameters()
     labels = model.runtime.labels
+    assert extras["parameters"] == {
+        **model.runtime.execution.parameters(),
+        "labels": '["negative","positive"]',  # as each answer names its columns
+    }
     assert model.get_output_types()[1] == {
         "name": "probabilities",
         "datatype": "FP32",
