@@ -1,10 +1,10 @@
 """The kustomize manifests: every overlay renders, every object is valid, the contracts hold.
 
 Rendering runs the real `kubectl kustomize` (see conftest.py). KServe objects are checked
-against the KServe CRDs' schemas in `../shared/reference/kserve` (skipped when that folder is
-absent), the core kinds against the Kubernetes schemas `kubernetes_validate` ships. Both checks
-are strict: a field the schema does not define is an error, as with
-`kubectl apply --validate=strict`. Security properties: test_manifests_security.py.
+against the KServe CRDs' schemas in `tests/reference/kserve` (upstream copies), the core kinds
+against the Kubernetes schemas `kubernetes_validate` ships. Both checks are strict: a field
+the schema does not define is an error, as with `kubectl apply --validate=strict`. Security
+properties: test_manifests_security.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFESTS = ROOT / "manifests"
-KSERVE_REFERENCE = ROOT.parent / "shared" / "reference" / "kserve"
+KSERVE_REFERENCE = ROOT / "tests" / "reference" / "kserve"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
 #: Every kustomization a user may apply into the textops namespace, relative to manifests/
 #: (pipeline-rbac, which reaches into the pipeline's namespace: test_manifests_pipeline_rbac.py).
@@ -111,13 +111,6 @@ def _crd_validator(kind: str) -> Any:
     return jsonschema.Draft4Validator(schema)
 
 
-@pytest.fixture(scope="module")
-def kserve_schemas() -> None:
-    if not KSERVE_REFERENCE.is_dir():
-        pytest.skip(f"KServe CRD schemas not found in {KSERVE_REFERENCE}")
-
-
-@pytest.mark.usefixtures("kserve_schemas")
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_kserve_objects_match_the_crd_schemas(manifests: Any, kustomization: str) -> None:
     checked = 0
