@@ -72,6 +72,42 @@ class LabelMap:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+@dataclass(frozen=True)
+class LabelSetChange:
+    """How a new model's classes differ from those of the model in production.
+
+    Only the sets count: the same classes in another output order are no change (the
+    champion is scored by class name). A change is falsy when the sets are equal, so
+    `if LabelSetChange.between(old, new):` reads as "the label sets differ".
+    """
+
+    added: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+    @classmethod
+    def between(cls, production: Iterable[str], new: Iterable[str]) -> LabelSetChange:
+        """The classes `new` adds to `production` and those it drops, each in its own order."""
+        old_names, new_names = list(production), list(new)
+        return cls(
+            added=tuple(n for n in new_names if n not in old_names),
+            dropped=tuple(n for n in old_names if n not in new_names),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.dropped)
+
+    def describe(self) -> str:
+        """The difference in words, e.g. "the new model adds [neutral] and drops [mixed]"."""
+        changes = [
+            f"{verb} [{', '.join(names)}]"
+            for verb, names in (("adds", self.added), ("drops", self.dropped))
+            if names
+        ]
+        if not changes:
+            return "the new model has the same labels"
+        return "the new model " + " and ".join(changes)
+
+
 def _is_int(name: str) -> bool:
     try:
         int(name)

@@ -25,6 +25,7 @@ from textops.components.common.errors import (
     PublishError,
     RemoteModelError,
 )
+from textops.components.common.labels import LabelSetChange
 from textops.components.common.model_repository import current_version
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.evaluate.classifiers import RemoteClassifier, v2_model_url
@@ -78,7 +79,8 @@ def score_champion(
 
     Returns:
         `none` when nothing is published, `labels_differ` when the champion's label set is not
-        the challenger's, `unreadable` with the error when it cannot be scored, else `scored`.
+        the challenger's (one class added or dropped is enough), `unreadable` with the error
+        when it cannot be scored, else `scored`.
     """
     if champion_url.strip():
         return score_served_champion(
@@ -142,7 +144,7 @@ def _score_bundle(
     try:
         classifier = load_champion(path)
         labels = classifier.labels
-        if set(labels.names) != set(challenger_labels):
+        if LabelSetChange.between(labels.names, challenger_labels):
             return ChampionResult("labels_differ", version, path, labels=labels.names)
         probabilities = classifier.predict_proba(list(texts))
     # Deliberately broad: ONNX Runtime and tokenizers raise bare Exception subclasses, and
@@ -194,11 +196,11 @@ def score_served_champion(
         )
         # The labels come with the metadata or, from the textops predictor, with every
         # answer: a label set known up front spares scoring a model of other classes.
-        if remote.labels.names and set(remote.labels.names) != set(challenger_labels):
+        if remote.labels.names and LabelSetChange.between(remote.labels.names, challenger_labels):
             return _labels_differ(remote, where)
         probabilities = remote.predict_proba(list(texts))
         labels = remote.labels
-        if set(labels.names) != set(challenger_labels):
+        if LabelSetChange.between(labels.names, challenger_labels):
             return _labels_differ(remote, where)
     except RemoteModelError as e:
         logger.warning("champion unreadable url=%s error=%s", url, e)

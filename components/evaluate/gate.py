@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from textops.components.common.errors import ConfigError
+from textops.components.common.labels import LabelSetChange
 from textops.components.evaluate.behaviour import BehaviourResult
 from textops.components.evaluate.scoring import ModelScores
 
@@ -147,9 +148,11 @@ def _champion_check(
             "current.json at a complete version, then run again",
         )
     if champion.status == "labels_differ":
+        production = f"v{champion.version}" if champion.version is not None else "model"
+        change = LabelSetChange.between(champion.labels, challenger.labels)
         sets = (
-            f"production v{champion.version} has {_names(champion.labels)}, the new model has "
-            f"{_names(challenger.labels)}"
+            f"production {production} has {_names(champion.labels)}, the new model has "
+            f"{_names(challenger.labels)}: {change.describe()}"
         )
         if settings.enforce_production_labels:
             return Check(

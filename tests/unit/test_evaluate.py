@@ -17,6 +17,7 @@ from textops.components.common.errors import ConfigError, DataError, ModelNotFou
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.deploy.publish import publish_bundle
+from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.evaluation import (
     EvaluationOutcome,
     GateSettings,
@@ -273,20 +274,39 @@ def test_a_challenger_better_than_the_champion_ships(
 # --- label sets -----------------------------------------------------------------------------
 
 
+#: Label sets of a model in production other than the challenger's (negative, positive), with
+#: how the challenger differs: nothing in common, or one class swapped for another.
+OTHER_LABELS = {
+    "disjoint": (("bad", "good"), "adds [negative, positive] and drops [bad, good]"),
+    "overlapping": (("mixed", "positive"), "adds [negative] and drops [mixed]"),
+}
+
+
+@pytest.fixture(params=sorted(OTHER_LABELS))
+def other_labels(request: pytest.FixtureRequest) -> tuple[tuple[str, ...], str]:
+    """The production labels and the difference the gate names, for each kind of change."""
+    labels: tuple[tuple[str, ...], str] = OTHER_LABELS[request.param]
+    return labels
+
+
 @pytest.fixture
-def other_labels_repository(tmp_path: Path, tiny_bundle_dir: Path) -> Path:
-    """A repository whose model in production predicts `bad` / `good`."""
-    bundle = relabel_bundle(tiny_bundle_dir, tmp_path / "relabelled", LabelMap(("bad", "good")))
+def other_labels_repository(
+    tmp_path: Path, tiny_bundle_dir: Path, other_labels: tuple[tuple[str, ...], str]
+) -> Path:
+    """A repository whose model in production predicts `other_labels`."""
+    names = LabelMap(other_labels[0])
+    bundle = relabel_bundle(tiny_bundle_dir, tmp_path / "relabelled", names)
     root = tmp_path / "models"
     publish_bundle(bundle, root, MODEL_NAME)
     return root
 
 
-def test_different_label_sets_refuse_with_both_sets_and_the_flag(
+def test_different_label_sets_refuse_with_both_sets_the_difference_and_the_flag(
     tmp_path: Path,
     tiny_model_dir: Path,
     tiny_splits: dict[str, Path],
     other_labels_repository: Path,
+    other_labels: tuple[tuple[str, ...], str],
     tree_digest: Callable[[Path], str],
 ) -> None:
     before = tree_digest(other_labels_repository)
@@ -298,10 +318,39 @@ def test_different_label_sets_refuse_with_both_sets_and_the_flag(
     )
     assert not outcome.deploy
     assert outcome.champion.status == "labels_differ"
+    assert outcome.champion.labels == other_labels[0]
     reason = outcome.reasons[0]
-    assert "[bad, good]" in reason and "[negative, positive]" in reason
+    production, difference = other_labels
+    assert f"production v1 has [{', '.join(production)}]" in reason
+    assert "the new model has [negative, positive]" in reason
+    assert f"the new model {difference}" in reason
     assert "--no-enforce-production-labels" in reason
+    assert read_decision(tmp_path)["deploy"] is False
     assert tree_digest(other_labels_repository) == before
+
+
+@pytest.mark.parametrize(
+    ("challenger_labels", "status"),
+    [
+        (("negative", "neutral", "positive"), "labels_differ"),  # the challenger adds a class
+        (("negative",), "labels_differ"),  # the challenger drops one
+        (("positive", "negative"), "scored"),  # the same set in another order
+    ],
+)
+def test_a_local_champion_is_compared_by_its_whole_label_set(
+    repository: Path,
+    tiny_splits: dict[str, Path],
+    challenger_labels: tuple[str, ...],
+    status: str,
+) -> None:
+    frame = pd.read_parquet(tiny_splits["test"])
+    texts, truth = frame["text"].tolist(), frame["label"].tolist()
+
+    result = score_champion(repository, MODEL_NAME, texts, truth, challenger_labels)
+
+    assert result.status == status, result.error
+    assert result.labels == ("negative", "positive")
+    assert (result.scores is not None) == (status == "scored")
 
 
 def test_different_label_sets_compare_to_floors_only_when_not_enforced(
@@ -309,6 +358,7 @@ def test_different_label_sets_compare_to_floors_only_when_not_enforced(
     tiny_model_dir: Path,
     tiny_splits: dict[str, Path],
     other_labels_repository: Path,
+    other_labels: tuple[tuple[str, ...], str],
 ) -> None:
     settings = GateSettings(0.0, 0.0, 0.01, enforce_production_labels=False)
     outcome = evaluate(
@@ -319,7 +369,8 @@ def test_different_label_sets_compare_to_floors_only_when_not_enforced(
         settings=settings,
     )
     assert outcome.deploy
-    assert any("compared to floors only" in r and "[bad, good]" in r for r in outcome.reasons)
+    production = ", ".join(other_labels[0])
+    assert any("compared to floors only" in r and f"[{production}]" in r for r in outcome.reasons)
     assert "champion_macro_f1" not in outcome.scalars()
 
 

@@ -93,12 +93,45 @@ def test_different_label_sets_refuse_when_enforced() -> None:
     assert "--no-enforce-production-labels" in reason
 
 
+@pytest.mark.parametrize(
+    ("production", "difference"),
+    [
+        (("negative", "neutral", "positive"), "the new model drops [neutral]"),
+        (("positive",), "the new model adds [negative]"),
+        (("negative", "mixed"), "the new model adds [positive] and drops [mixed]"),
+    ],
+)
+def test_overlapping_label_sets_refuse_and_name_the_labels_that_differ(
+    production: tuple[str, ...], difference: str
+) -> None:
+    other = ChampionResult("labels_differ", 2, Path("/models/m/2"), production)
+    decision = decide(SETTINGS, scores(0.95), other)
+    assert not decision.deploy
+    assert decision.reasons[0] == (
+        f"label sets differ: production v2 has [{', '.join(production)}], the new model has "
+        f"[negative, positive]: {difference}; enforce_production_labels is on, so the new "
+        "model does not ship (run with --no-enforce-production-labels to change the label set "
+        "on purpose)"
+    )
+
+
+def test_a_served_champion_without_a_version_is_named_as_the_production_model() -> None:
+    served = ChampionResult("labels_differ", None, Path("host/v2/models/m"), ("negative",))
+    reason = decide(SETTINGS, scores(0.95), served).reasons[0]
+    assert "production model has [negative], the new model has [negative, positive]" in reason
+    assert "vNone" not in reason
+
+
 def test_different_label_sets_compare_to_floors_only_when_not_enforced() -> None:
     settings = dataclasses.replace(SETTINGS, enforce_production_labels=False)
     other = ChampionResult("labels_differ", 2, Path("/models/m/2"), ("neg", "neu", "pos"))
     decision = decide(settings, scores(0.95), other)
     assert decision.deploy
-    assert any("compared to floors only" in r and "[neg, neu, pos]" in r for r in decision.reasons)
+    assert (
+        "label sets differ (production v2 has [neg, neu, pos], the new model has [negative, "
+        "positive]: the new model adds [negative, positive] and drops [neg, neu, pos]) and "
+        "enforce_production_labels is off: compared to floors only"
+    ) in decision.reasons
     # The floors still hold.
     assert not decide(settings, scores(0.5), other).deploy
 

@@ -38,7 +38,9 @@ class StandInPredictor(ThreadingHTTPServer):
 
     As the textops predictor does, the metadata lists the served version, and each answer
     names its probability columns in the `probabilities` output's `parameters.labels` (a
-    JSON-encoded list). Modes: "ok"; "metadata-labels" (the labels in the metadata instead);
+    JSON-encoded list); in mode "ok" only the answers name them (the textops predictor's
+    metadata does too: tests/integration/test_champion_labels.py). Modes: "ok";
+    "metadata-labels" (the labels in the metadata instead);
     "no-labels" (neither); "other-labels" (the classes are called spam and ham);
     "other-labels-metadata" (the metadata says so up front); "swapped" (probability columns
     in the wrong order); "relabelled" (the second answer orders its columns otherwise);
@@ -226,6 +228,31 @@ def test_a_served_champion_with_other_labels_is_reported_as_such(
     assert result.labels == ("spam", "ham")
     assert result.scores is None
     if mode == "other-labels-metadata":
+        assert predictor.batches == []  # known from the metadata: nothing was scored
+
+
+@pytest.mark.parametrize("mode", ["ok", "metadata-labels"])
+@pytest.mark.parametrize(
+    "challenger_labels",
+    [("negative", "neutral", "positive"), ("negative",), ("negative", "mixed")],
+    ids=["class-added", "class-dropped", "class-swapped"],
+)
+def test_a_served_champion_whose_labels_overlap_but_differ_is_reported_as_such(
+    predictor: StandInPredictor,
+    test_split: pd.DataFrame,
+    mode: str,
+    challenger_labels: tuple[str, ...],
+) -> None:
+    # "ok": the labels arrive with the answers; "metadata-labels": with the metadata only.
+    predictor.mode = mode
+
+    result = score(predictor.url, test_split, challenger_labels)
+
+    assert result.status == "labels_differ"
+    assert result.labels == ("negative", "positive")
+    assert result.version == 3
+    assert result.scores is None
+    if mode == "metadata-labels":
         assert predictor.batches == []  # known from the metadata: nothing was scored
 
 

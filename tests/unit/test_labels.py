@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from textops.components.common.errors import DataError
-from textops.components.common.labels import LabelMap, canonical_label
+from textops.components.common.labels import LabelMap, LabelSetChange, canonical_label
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,60 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     labels.save(tmp_path / "labels.json")
     assert LabelMap.load(tmp_path / "labels.json") == labels
     assert LabelMap.from_dict(labels.to_dict()) == labels
+
+
+def test_the_same_classes_in_another_order_are_no_change() -> None:
+    change = LabelSetChange.between(("negative", "positive"), ("positive", "negative"))
+    assert not change
+    assert (change.added, change.dropped) == ((), ())
+    assert change.describe() == "the new model has the same labels"
+
+
+@pytest.mark.parametrize(
+    ("production", "new", "added", "dropped", "words"),
+    [
+        # A class added: the sets overlap, neither is empty, and they still differ.
+        (
+            ("negative", "positive"),
+            ("negative", "neutral", "positive"),
+            ("neutral",),
+            (),
+            "the new model adds [neutral]",
+        ),
+        # A class dropped.
+        (
+            ("negative", "neutral", "positive"),
+            ("negative", "positive"),
+            (),
+            ("neutral",),
+            "the new model drops [neutral]",
+        ),
+        # One class swapped for another.
+        (
+            ("negative", "positive"),
+            ("negative", "mixed"),
+            ("mixed",),
+            ("positive",),
+            "the new model adds [mixed] and drops [positive]",
+        ),
+        # Nothing in common; each side keeps its own order.
+        (
+            ("spam", "ham"),
+            ("b", "a"),
+            ("b", "a"),
+            ("spam", "ham"),
+            "the new model adds [b, a] and drops [spam, ham]",
+        ),
+    ],
+)
+def test_a_label_set_change_names_each_class_added_and_dropped(
+    production: tuple[str, ...],
+    new: tuple[str, ...],
+    added: tuple[str, ...],
+    dropped: tuple[str, ...],
+    words: str,
+) -> None:
+    change = LabelSetChange.between(production, new)
+    assert change
+    assert (change.added, change.dropped) == (added, dropped)
+    assert change.describe() == words
