@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests: an object store and a cluster's InferenceService API.
+"""Fixtures shared by the unit tests: an object store, a cluster's InferenceService API and a
+Kubeflow Pipelines API.
 
 The object store is fsspec's in-memory filesystem (`memory://`), read through the same
 `url_to_fs` calls that read `s3://` in a cluster; the Kubernetes API is an autospec of the
@@ -16,6 +17,8 @@ from unittest import mock
 import fsspec
 import pytest
 from kubernetes.client import CustomObjectsApi
+
+from tests.unit.kubeflow_api import FakeKubeflow, serve_fake_kubeflow
 
 _UPLOADS = itertools.count()
 
@@ -90,3 +93,17 @@ def kserve_api(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
         return fake
 
     return api
+
+
+@pytest.fixture
+def kubeflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeflow]:
+    """A fresh fake Kubeflow Pipelines API on a free loopback port (tests/unit/kubeflow_api.py),
+    for the real `kfp.Client`; `.url` is its address."""
+    from kfp.client import client as kfp_client
+
+    # kfp keeps a context file in the home directory; keep the user's out of the tests.
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    for variable in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(variable, raising=False)
+    with serve_fake_kubeflow() as fake:
+        yield fake

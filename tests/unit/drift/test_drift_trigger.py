@@ -1,40 +1,26 @@
-"""`textops drift --trigger`: retraining on Kubeflow (its API faked at `submit_pipeline_run`)
-and on this machine through kfp.local (real, slow)."""
+"""`textops drift --trigger`: retraining on Kubeflow, through the real `kfp.Client` against the
+fake Kubeflow Pipelines API of tests/unit/kubeflow_api.py, and on this machine through kfp.local
+(real, slow)."""
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+import yaml
 
 from textops.components.common.config import load_config
-from textops.components.common.errors import KubeflowError
-from textops.pipelines import kubeflow
 from textops.pipelines.cli import main
+from textops.pipelines.kubeflow import ENDPOINT_ENV, PIPELINE_PACKAGES, TOKEN_ENV
 from textops.pipelines.training import pipeline_arguments
-
-HOST = "http://ml-pipeline.kubeflow.example:8888"
-
-
-@pytest.fixture
-def submissions(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Runs submitted to Kubeflow, recorded instead of sent. Each package is read and its
-    parameters checked against the arguments, as the real function does before any call."""
-    calls: list[dict[str, Any]] = []
-
-    def submit_pipeline_run(host: str, package: Path, **kwargs: Any) -> str:
-        kubeflow.PipelinePackage.read(package).check_arguments(kwargs["arguments"])
-        calls.append({"host": host, "package": Path(package), **kwargs})
-        return f"run-{len(calls)}"
-
-    monkeypatch.setattr(kubeflow, "submit_pipeline_run", submit_pipeline_run)
-    return calls
 
 
 @pytest.fixture
 def training_config(tmp_path: Path) -> Path:
     path = tmp_path / "training.yaml"
-    path.write_text("epochs: 2\nlearning_rate: 0.00005\nmodel_name: textops-classifier\n")
+    # On Kubeflow the retrained model must roll out to KServe (cluster_run.py).
+    path.write_text(
+        "epochs: 2\nlearning_rate: 0.00005\nmodel_name: textops-classifier\ndeploy_target: kserve\n"
+    )
     return path
 
 
@@ -44,33 +30,32 @@ def drift_args(url: str, bundle: Path, out: Path) -> list[str]:
 
 @pytest.mark.parametrize("host_from", ["flag", "environment"])
 def test_drift_submits_the_compiled_training_pipeline_to_kubeflow(
+    kubeflow,
     drift_bundle_dir,
     tweet_traffic,
     traffic_store,
     training_config,
-    submissions,
     tmp_path,
     capsys,
     monkeypatch,
     host_from: str,
 ) -> None:
     if host_from == "environment":
-        monkeypatch.setenv(kubeflow.ENDPOINT_ENV, HOST)
+        monkeypatch.setenv(ENDPOINT_ENV, kubeflow.url)
         host = []
     else:
-        monkeypatch.delenv(kubeflow.ENDPOINT_ENV, raising=False)
-        host = ["--kubeflow-host", HOST]
+        host = ["--kubeflow-host", kubeflow.url]
+    # A cluster's API wants a token: the one in the environment, as the CronJob mounts it.
+    kubeflow.token = "drift-job-token"
+    monkeypatch.setenv(TOKEN_ENV, kubeflow.token)
     url = traffic_store(tweet_traffic.head(200))
-    # On Kubeflow the retrained model must roll out to KServe (cluster_run.py).
-    cluster_config = tmp_path / "cluster.yaml"
-    cluster_config.write_text(training_config.read_text() + "deploy_target: kserve\n")
     code = main(
         [
             *drift_args(url, drift_bundle_dir, tmp_path / "out"),
             "--no-workspace",
             "--trigger",
             "--config",
-            str(cluster_config),
+            str(training_config),
             *host,
             "--namespace",
             "team-a",
@@ -78,48 +63,69 @@ def test_drift_submits_the_compiled_training_pipeline_to_kubeflow(
             "retraining",
         ]
     )
+
     assert code == 4
-    (call,) = submissions
-    assert call["host"] == HOST
-    assert call["package"] == kubeflow.PIPELINE_PACKAGES["training"]
-    assert call["pipeline_name"] == "textops-training"
-    assert call["arguments"] == pipeline_arguments(load_config(cluster_config))
-    assert call["arguments"]["epochs"] == 2
-    assert (call["experiment"], call["namespace"]) == ("retraining", "team-a")
-    assert "retraining: started Kubeflow run run-1" in capsys.readouterr().out
+    (run,) = kubeflow.runs.values()
+    (version,) = kubeflow.versions.values()
+    (pipeline,) = kubeflow.pipelines.values()
+    (experiment,) = kubeflow.experiments.values()
+    # The checked-in compiled training pipeline, uploaded as it is (its first document is the
+    # pipeline spec; the platform spec follows).
+    compiled = next(yaml.safe_load_all(PIPELINE_PACKAGES["training"].read_text()))
+    assert version["pipeline_spec"] == compiled
+    assert pipeline["display_name"] == "textops-training"
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": pipeline["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
+    # With the settings of the config, every one of them, as `textops submit` sends them.
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters == pipeline_arguments(load_config(training_config))
+    assert (parameters["epochs"], parameters["deploy_target"]) == (2, "kserve")
+    assert run["experiment_id"] == experiment["experiment_id"]
+    assert (experiment["display_name"], experiment["namespace"]) == ("retraining", "team-a")
+    assert f"retraining: started Kubeflow run {run['run_id']}" in capsys.readouterr().out
 
 
 def test_no_drift_or_no_trigger_starts_nothing(
+    kubeflow,
     drift_bundle_dir,
     held_out_traffic,
     tweet_traffic,
     traffic_store,
     training_config,
-    submissions,
     tmp_path,
+    monkeypatch,
 ) -> None:
     out = tmp_path / "out"
     trigger = ["--no-workspace", "--trigger", "--config", str(training_config)]
     url = traffic_store(held_out_traffic.head(200))
-    assert main([*drift_args(url, drift_bundle_dir, out), *trigger, "--kubeflow-host", HOST]) == 0
+    assert (
+        main([*drift_args(url, drift_bundle_dir, out), *trigger, "--kubeflow-host", kubeflow.url])
+        == 0
+    )
+    # Drift without --trigger: not even with an address in the environment.
+    monkeypatch.setenv(ENDPOINT_ENV, kubeflow.url)
     url = traffic_store(tweet_traffic.head(400))
     assert main([*drift_args(url, drift_bundle_dir, out), "--no-workspace", "--last", "400"]) == 4
-    assert submissions == []
+    assert kubeflow.requests == []
 
 
 def test_a_refused_submission_is_reported_after_the_drift_outputs(
-    drift_bundle_dir, tweet_traffic, traffic_store, training_config, monkeypatch, tmp_path, capsys
+    kubeflow, drift_bundle_dir, tweet_traffic, traffic_store, training_config, tmp_path, capsys
 ) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> str:
-        raise KubeflowError(f"{HOST} refused to start a run (403 Forbidden)")
-
-    monkeypatch.setattr(kubeflow, "submit_pipeline_run", refuse)
+    kubeflow.fail("POST", "/runs", 403, "User system:serviceaccount:drift cannot create runs")
     url = traffic_store(tweet_traffic.head(200))
     out = tmp_path / "out"
     args = [*drift_args(url, drift_bundle_dir, out), "--no-workspace", "--trigger"]
-    assert main([*args, "--config", str(training_config), "--kubeflow-host", HOST]) == 2
-    assert "refused to start a run" in capsys.readouterr().err
+
+    code = main([*args, "--config", str(training_config), "--kubeflow-host", kubeflow.url])
+
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "cannot create runs" in error and kubeflow.url in error
     assert json.loads((out / "summary.json").read_text())["drifted"] is True
+    assert kubeflow.requested("POST", "/runs") == 1 and kubeflow.runs == {}
 
 
 @pytest.mark.slow
@@ -127,7 +133,7 @@ def test_a_refused_submission_is_reported_after_the_drift_outputs(
 def test_drift_retrains_on_this_machine_through_kfp_local(
     drift_bundle_dir, tweet_traffic, traffic_store, sample_sentences, tmp_path, capsys, monkeypatch
 ) -> None:
-    monkeypatch.delenv(kubeflow.ENDPOINT_ENV, raising=False)
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
     data = tmp_path / "fresh.csv"
     sample_sentences.head(300).to_csv(data, index=False)
     config = tmp_path / "training.yaml"
