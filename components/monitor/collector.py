@@ -5,10 +5,14 @@
 Routes: `POST /events` and `POST /` (CloudEvents, see `events.py`), `POST /labels` (ground
 truth, a JSON list of `{"id": <Ce-Id>, "item": 0, "label": "..."}`), `GET /healthz` and
 `GET /metrics` (Prometheus). An event is answered 200 only once it is committed to the store;
-the writes of concurrent requests are committed together (`group_commit.py`). Malformed events
-get 400 with the reason, bodies over the size limit 413, and a store that fails 503, so the
-sender may retry. Texts are redacted before they are stored; what was redacted is counted in
-`textops_collector_redactions_total{kind}` and never logged.
+the writes of concurrent requests are committed together (`group_commit.py`), and no event
+fails because of another's values. Malformed events get 400 with the reason, as do events whose
+values the store cannot hold (`unstorable`, which validation should leave to no event), bodies
+over the size limit 413, and a store that fails 503, so the sender may retry. Every refusal is
+counted in `textops_collector_events_rejected_total{reason}` and logged in one line. Texts are
+redacted before they are stored; what was redacted is counted in
+`textops_collector_redactions_total{kind}` and never logged; values made storable (`storable.py`)
+are counted in `textops_collector_values_normalized_total{reason}`.
 """
 
 from __future__ import annotations
@@ -41,15 +45,18 @@ from textops.components.monitor.collector_cli import (
     DEFAULT_MAX_BODY_BYTES,
     add_collect_arguments,
 )
-from textops.components.monitor.events import parse_cloudevents, to_payload_event
+from textops.components.monitor.events import ReadEvent, parse_cloudevents, to_payload_event
 from textops.components.monitor.group_commit import MAX_BATCH_EVENTS, GroupCommitWriter
 from textops.components.monitor.labels import label_rows
+from textops.components.monitor.storable import NORMALIZATION_REASONS, UnstorableDataError
 from textops.components.monitor.store import PayloadStore, mask_url, open_store
 
 logger = logging.getLogger(__name__)
 
-#: Reasons an event is rejected, the `reason` label of the rejected counter.
-REJECT_REASONS = ("malformed", "too_large", "store_unavailable")
+#: Reasons an event is rejected, the `reason` label of the rejected counter: malformed (400),
+#: unstorable (400: values the store refused), too_large (413), store_unavailable (503) and
+#: internal_error (500, a fault of the collector; its log line has the traceback).
+REJECT_REASONS = ("malformed", "unstorable", "too_large", "store_unavailable", "internal_error")
 
 
 class CollectorMetrics:
@@ -74,7 +81,15 @@ class CollectorMetrics:
         )
         self.rejected = Counter(
             "textops_collector_events_rejected_total",
-            "Events refused: malformed (400), too_large (413), store_unavailable (503)",
+            "Events refused: malformed (400), unstorable (400), too_large (413), "
+            "store_unavailable (503), internal_error (500)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.normalized = Counter(
+            "textops_collector_values_normalized_total",
+            "Values stored changed so the store can hold them: texts or labels with a "
+            "lone_surrogate or a nul (replaced by U+FFFD), a non_finite_confidence (unknown)",
             ["reason"],
             registry=self.registry,
         )
@@ -98,6 +113,8 @@ class CollectorMetrics:
         # Every series exists from the start, so dashboards and alerts see zeros, not gaps.
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for reason in NORMALIZATION_REASONS:
+            self.normalized.labels(reason)
         for kind in KINDS:
             self.redactions.labels(kind)
 
@@ -124,6 +141,14 @@ class Collector:
 
     async def events(self, request: Request) -> Response:
         """Store the CloudEvents of one request; 200 once they are committed."""
+        try:
+            return await self._store_events(request)
+        except Exception:  # a fault of the collector: answered, counted and logged all the same
+            logger.exception("event rejected status=500 reason=internal_error")
+            self.metrics.rejected.labels("internal_error").inc()
+            return _json({"error": "the collector failed on this event; see its log"}, 500)
+
+    async def _store_events(self, request: Request) -> Response:
         received_at = time.time()
         try:
             body = await self._body(request)
@@ -131,32 +156,45 @@ class Collector:
             self.metrics.received.inc()
             return self._reject(413, "too_large", self._too_large_message(e.size))
         try:
-            parsed = [
+            read = [
                 to_payload_event(event, received_at)
                 for event in parse_cloudevents(request.headers, body)
             ]
         except EventFormatError as e:
             self.metrics.received.inc()
             return self._reject(400, "malformed", str(e))
-        self.metrics.received.inc(len(parsed))
-        events = [event for event, _ in parsed]
+        self.metrics.received.inc(len(read))
+        events = [one.event for one in read]
         try:
             new = await self.writer.write_events(events)
+        except UnstorableDataError as e:
+            return self._reject(
+                400,
+                "unstorable",
+                f"the payload store cannot hold this request's events ({e}); they are not "
+                "stored, and sending them again will fail again",
+                count=len(events),
+            )
         except PayloadStoreError as e:
             self.metrics.rejected.labels("store_unavailable").inc(len(events))
             logger.error(
                 "events not stored reason=store_unavailable count=%d error=%s", len(events), e
             )
             return _json({"error": "the payload store is unavailable; send the event again"}, 503)
-        stored = 0
-        for (_, redactions), is_new in zip(parsed, new, strict=True):
-            if is_new:
-                stored += 1
-                for kind, count in redactions.items():
-                    self.metrics.redactions.labels(kind).inc(count)
-        self.metrics.stored.inc(stored)
-        self.metrics.duplicates.inc(len(events) - stored)
+        self._count_stored(read, new)
+        stored = sum(new)
         return _json({"stored": stored, "duplicates": len(events) - stored})
+
+    def _count_stored(self, read: list[ReadEvent], new: list[bool]) -> None:
+        """Count what was stored; a duplicate's redactions and normalizations were counted."""
+        for one, is_new in zip(read, new, strict=True):
+            if is_new:
+                for kind, count in one.redactions.items():
+                    self.metrics.redactions.labels(kind).inc(count)
+                for reason, count in one.normalized.items():
+                    self.metrics.normalized.labels(reason).inc(count)
+        self.metrics.stored.inc(sum(new))
+        self.metrics.duplicates.inc(len(new) - sum(new))
 
     async def labels(self, request: Request) -> Response:
         """Record ground truth: a JSON list of `{"id": ..., "item": 0, "label": ...}`."""
@@ -177,6 +215,8 @@ class Collector:
             return _json({"error": str(e)}, 400)
         try:
             matched = await self.writer.add_labels(rows)
+        except UnstorableDataError as e:
+            return _json({"error": str(e)}, 400)
         except PayloadStoreError as e:
             logger.error("labels not stored count=%d error=%s", len(rows), e)
             return _json({"error": "the payload store is unavailable; send the labels again"}, 503)
@@ -211,8 +251,8 @@ class Collector:
             f"{self.max_body_bytes} (--max-body-bytes)"
         )
 
-    def _reject(self, status: int, reason: str, message: str) -> Response:
-        self.metrics.rejected.labels(reason).inc()
+    def _reject(self, status: int, reason: str, message: str, count: int = 1) -> Response:
+        self.metrics.rejected.labels(reason).inc(count)
         # Messages name fields and positions, never payload values: safe to log.
         logger.warning("event rejected status=%d reason=%s error=%s", status, reason, message)
         return _json({"error": message}, status)

@@ -12,6 +12,14 @@ each commit shorter, so a write waits less for the commit it joins, at the price
 transactions (and disk flushes) under load; 1 commits every event alone, which is the
 collector without group commit. One request's events are never split: a request with more
 events than the bound is committed alone.
+
+No write fails because of another. The collector makes every value storable before a write
+is queued (`events.py`, `storable.py`); should a shared transaction still fail on the values
+of one write (`UnstorableDataError`, or an error the store did not classify), the writer
+commits the batch's writes again one at a time, each in its own transaction, and only the
+write at fault gets the error. An error of the store itself (a full disk, a lost connection)
+is answered to every write of the batch at once: committing them one by one would fail the
+same way, only slower.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textops.components.common.errors import PayloadStoreError
+from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import PayloadEvent, PayloadStore
 
 logger = logging.getLogger(__name__)
@@ -86,6 +95,10 @@ class GroupCommitWriter:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+
+    def queued(self) -> int:
+        """Writes waiting for a commit that has not begun."""
+        return self._queue.qsize() + (self._held is not None)
 
     @property
     def alive(self) -> bool:
@@ -154,8 +167,17 @@ class GroupCommitWriter:
         try:
             flags = self.store.write_events(events)
         except Exception as e:  # every waiting request is answered, whatever failed
+            if len(writes) > 1 and _may_be_one_writes_fault(e):
+                logger.warning(
+                    "shared commit failed; committing its writes one at a time writes=%d error=%s",
+                    len(writes),
+                    type(e).__name__,
+                )
+                for write in writes:
+                    self._commit_events([write])
+                return
             if not isinstance(e, PayloadStoreError):
-                logger.error("store write failed error=%s", type(e).__name__)
+                logger.error("store write failed error=%s", type(e).__name__, exc_info=e)
             for write in writes:
                 _settle(write, error=e)
             return
@@ -174,6 +196,11 @@ class GroupCommitWriter:
             _settle(write, error=e)
         else:
             _settle(write, result=matched)
+
+
+def _may_be_one_writes_fault(error: Exception) -> bool:
+    """Whether a shared transaction may have failed on one write's values, not on the store."""
+    return isinstance(error, UnstorableDataError) or not isinstance(error, PayloadStoreError)
 
 
 def _event_count(item: Any) -> int:

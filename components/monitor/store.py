@@ -13,7 +13,8 @@ Ce-Id and kind) is recorded once: the events table remembers every (event id, ki
   `?host=/socket/dir` allowed): PostgreSQL through psycopg 3, for a cluster.
 
 Every write is one transaction, committed before the call returns; the collector acknowledges
-an event only after that.
+an event only after that. A write whose values the database cannot take (see `storable.py`)
+raises `UnstorableDataError`, a `PayloadStoreError` that says sending it again will not help.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from textops.components.common.errors import PayloadStoreError
+from textops.components.monitor.storable import (
+    UNSTORABLE_CHARACTERS,
+    UnstorableDataError,
+    unstorable_reason,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,7 +133,9 @@ class PayloadStore(ABC):
             kind was already stored (then it changes nothing).
 
         Raises:
-            PayloadStoreError: The transaction failed; nothing of it was stored.
+            UnstorableDataError: The database cannot hold a value of the events; nothing of
+                the transaction was stored, and the same write will fail again.
+            PayloadStoreError: The transaction failed otherwise; nothing of it was stored.
         """
 
     @abstractmethod
@@ -140,6 +148,11 @@ class PayloadStore(ABC):
 
         Returns:
             How many of the labels belong to a text already stored.
+
+        Raises:
+            UnstorableDataError: A row is not (non-empty string, integer >= 0, non-empty
+                string), or holds a character the store cannot hold.
+            PayloadStoreError: The transaction failed otherwise.
         """
 
     @abstractmethod
@@ -360,14 +373,21 @@ class SqlPayloadStore(PayloadStore):
 def _label_row(row: tuple[str, int, str]) -> tuple[str, int, str]:
     event_id, item, label = row
     if not isinstance(event_id, str) or not event_id:
-        raise PayloadStoreError(f"a label's id must be a non-empty string, not {event_id!r}")
+        raise UnstorableDataError(f"a label's id must be a non-empty string, not {event_id!r}")
     if isinstance(item, bool) or not isinstance(item, int) or item < 0:
-        raise PayloadStoreError(
+        raise UnstorableDataError(
             f"the label for {event_id!r} has item {item!r}: it must be an integer >= 0 "
             "(the text's index in the request)"
         )
     if not isinstance(label, str) or not label:
-        raise PayloadStoreError(f"the label for {event_id!r} item {item} must be a string")
+        raise UnstorableDataError(f"the label for {event_id!r} item {item} must be a string")
+    for field, value in (("id", event_id), ("label", label)):
+        reason = unstorable_reason(value)
+        if reason is not None:
+            raise UnstorableDataError(
+                f"a label's {field} holds {UNSTORABLE_CHARACTERS[reason]}, which the payload "
+                "store cannot hold: send valid UTF-8 without NUL"
+            )
     return event_id, item, label
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from textops.components.common.errors import PayloadStoreError
+from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import (
     EVENTS_TABLE,
     INSERT_EVENT_SQL,
@@ -45,6 +46,9 @@ _SCHEMA = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
 )
+#: Errors of a write's values rather than of the database: text with NUL or not UTF-8, a
+#: number out of its column's range, a broken constraint.
+_VALUE_ERRORS = (UnicodeEncodeError, psycopg.DataError, psycopg.IntegrityError)
 #: Key of the advisory lock held while the schema is created ("textops" in ASCII).
 _SCHEMA_LOCK = 0x746578746F7073
 _CONNECT_TIMEOUT_SECONDS = 10
@@ -81,6 +85,12 @@ class PostgresPayloadStore(SqlPayloadStore):
         try:
             with self._conn.transaction(), self._conn.cursor() as cursor:
                 yield cursor
+        except _VALUE_ERRORS as e:
+            # Values the driver or the schema cannot take: the same write fails again.
+            raise UnstorableDataError(
+                f"PostgreSQL payload store {mask_url(self.url)} cannot hold the values written: "
+                f"{type(e).__name__}: {e}"
+            ) from e
         except psycopg.Error as e:
             raise PayloadStoreError(f"PostgreSQL payload store {mask_url(self.url)}: {e}") from e
 

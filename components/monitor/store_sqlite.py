@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from textops.components.common.errors import PayloadStoreError
+from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import (
     EVENTS_TABLE,
     INSERT_EVENT_SQL,
@@ -41,6 +42,17 @@ _SQLITE_SCHEMA = (
         PRIMARY KEY (event_id, item)
     )""",
     f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
+)
+
+
+#: Errors of a write's values rather than of the database: a string that is not UTF-8 (a lone
+#: surrogate), an integer beyond 64 bits, a value of a type or size SQLite cannot take.
+_VALUE_ERRORS = (
+    UnicodeEncodeError,
+    OverflowError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
 )
 
 
@@ -81,6 +93,14 @@ class SqlitePayloadStore(SqlPayloadStore):
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield cursor
             cursor.execute("COMMIT")
+        except _VALUE_ERRORS as e:
+            # Values the driver or the schema cannot take: the same write fails again.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise UnstorableDataError(
+                f"SQLite payload store {self.path} cannot hold the values written: "
+                f"{type(e).__name__}: {e}"
+            ) from e
         except sqlite3.Error as e:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")

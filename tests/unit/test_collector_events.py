@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -81,13 +82,13 @@ V2_NESTED_FIRST = {
 def test_binary_request(body: dict[str, Any]) -> None:
     event = one_event(binary_headers(), body)
     assert (event.id, event.kind, event.model_name) == ("req-1", "request", "sentiment")
-    stored, counts = to_payload_event(event, received_at=1.5)
+    stored, counts, _ = to_payload_event(event, received_at=1.5)
     assert stored.kind == "request" and stored.received_at == 1.5
     assert len(stored.texts) == 2 and not counts
 
 
 def test_v1_texts_in_either_form_and_order() -> None:
-    stored, _ = to_payload_event(one_event(binary_headers(), V1_REQUEST), 0.0)
+    stored, _, _ = to_payload_event(one_event(binary_headers(), V1_REQUEST), 0.0)
     assert stored.texts == ("great phone", "awful battery")
 
 
@@ -104,7 +105,7 @@ def test_v1_texts_in_either_form_and_order() -> None:
     ],
 )
 def test_v2_text_tensor(inputs: list[dict[str, Any]]) -> None:
-    stored, _ = to_payload_event(one_event(binary_headers(), {"inputs": inputs}), 0.0)
+    stored, _, _ = to_payload_event(one_event(binary_headers(), {"inputs": inputs}), 0.0)
     assert stored.texts == ("a", "b")
 
 
@@ -121,7 +122,7 @@ def test_v2_text_tensor(inputs: list[dict[str, Any]]) -> None:
     ids=["v1", "v1-plain-labels", "v1-confidence", "v2", "v2-nested-first", "v2-labels-only"],
 )
 def test_responses(body: dict[str, Any], expected: tuple[tuple[str, float | None], ...]) -> None:
-    stored, _ = to_payload_event(one_event(binary_headers(kind="response"), body), 0.0)
+    stored, _, _ = to_payload_event(one_event(binary_headers(kind="response"), body), 0.0)
     assert stored.kind == "response"
     assert [(label, None if c is None else round(c, 6)) for label, c in stored.predictions] == [
         (label, c) for label, c in expected
@@ -131,7 +132,7 @@ def test_responses(body: dict[str, Any], expected: tuple[tuple[str, float | None
 def test_response_model_version_and_name() -> None:
     headers = binary_headers(kind="response")
     del headers["Ce-Inferenceservicename"]
-    stored, _ = to_payload_event(one_event(headers, {**V2_RESPONSE, "model_version": 4}), 0.0)
+    stored, _, _ = to_payload_event(one_event(headers, {**V2_RESPONSE, "model_version": 4}), 0.0)
     assert stored.model_version == "4"  # a number becomes a string
     assert stored.model_name == "sentiment"  # from the V2 body when no header names it
 
@@ -185,7 +186,7 @@ def test_redaction_counts_each_kind_and_keeps_other_numbers() -> None:
         "card 4111 1111 1111 1111, iban GB82 WEST 1234 5698 7654 32",
         "order 4111 1111 1111 1112 arrived in 2023 for 19.99",  # fails the Luhn check
     ]
-    stored, counts = to_payload_event(one_event(binary_headers(), {"instances": texts}), 0.0)
+    stored, counts, _ = to_payload_event(one_event(binary_headers(), {"instances": texts}), 0.0)
     assert counts == {"EMAIL": 1, "PHONE": 1, "CARD": 1, "IBAN": 1}
     assert stored.texts[0] == "mail [EMAIL] or call [PHONE]"
     assert stored.texts[1] == "card [CARD], iban [IBAN]"
@@ -220,3 +221,54 @@ def test_events_encoded_by_the_cloudevents_sdk(mode: str) -> None:
     event = one_event(dict(headers), body)
     assert (event.id, event.kind, event.model_name) == (attributes["id"], "response", "sentiment")
     assert to_payload_event(event, 0.0)[0].predictions == (("positive", 0.9), ("negative", 0.7))
+
+
+def test_unstorable_characters_in_free_text_are_replaced_and_counted() -> None:
+    # JSON's \ud83d escape without its pair, and NUL: a text and a label holding them.
+    request = b'{"instances": ["broken \\ud83d emoji", "nul\\u0000here", "fine"]}'
+    stored, _, normalized = to_payload_event(one_event(binary_headers(), request), 0.0)
+    assert stored.texts == ("broken \ufffd emoji", "nul\ufffdhere", "fine")
+    assert normalized == {"lone_surrogate": 1, "nul": 1}
+
+    response = b'{"predictions": [{"label": "pos\\udfff", "confidence": NaN}, "neg"]}'
+    stored, _, normalized = to_payload_event(
+        one_event(binary_headers(kind="response"), response), 0.0
+    )
+    assert stored.predictions == (("pos\ufffd", None), ("neg", None))
+    assert normalized == {"lone_surrogate": 1, "non_finite_confidence": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "message"),
+    [
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "a\\ud800", "type": "'
+            + REQUEST_TYPE.encode()
+            + b'", "data": {"instances": ["x"]}}',
+            "the CloudEvent id (Ce-Id) holds a lone UTF-16 surrogate",
+        ),
+        (
+            binary_headers(event_id="a%00b"),
+            json.dumps(V1_REQUEST).encode(),
+            "the CloudEvent id (Ce-Id) holds a NUL character",
+        ),
+        (
+            binary_headers(**{"Ce-Inferenceservicename": "m%00"}),
+            json.dumps(V1_REQUEST).encode(),
+            "the inferenceservicename (Ce-Inferenceservicename) holds a NUL character",
+        ),
+        (
+            binary_headers(kind="response"),
+            b'{"predictions": ["x"], "model_version": "3\\ud800"}',
+            "response 'req-1': model_version holds a lone UTF-16 surrogate",
+        ),
+    ],
+    ids=["structured-id", "binary-id", "model-name", "model-version"],
+)
+def test_an_identifier_the_store_cannot_hold_is_refused_by_name(
+    headers: dict[str, str], body: bytes, message: str
+) -> None:
+    with pytest.raises(EventFormatError, match=re.escape(message)):
+        for event in parse_cloudevents(headers, body):
+            to_payload_event(event, 0.0)

@@ -29,6 +29,7 @@ import pytest
 
 from textops.components.common.errors import PayloadStoreError
 from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
+from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import (
     WINDOW_COLUMNS,
     PayloadEvent,
@@ -229,6 +230,27 @@ def test_labels_before_and_after_and_corrected(store: PayloadStore) -> None:
     assert len(store.fetch_window()) == 2  # the label of an unknown request is not a text
     with pytest.raises(PayloadStoreError, match="item -1"):
         store.add_labels([("a", -1, "pos")])
+
+
+def assert_refused_as_unstorable(store: PayloadStore, text: str) -> None:
+    """A write holding `text` fails whole, as the values' fault; the store goes on."""
+    with pytest.raises(UnstorableDataError):
+        store.write_events([request("good", 0, "fine"), request("poison", 0, text)])
+    assert store.fetch_window().empty  # the transaction was rolled back whole
+    assert store.write_events([request("good", 0, "fine")]) == [True]
+    with pytest.raises(UnstorableDataError, match="a label's label holds"):
+        store.add_labels([("good", 0, text)])
+
+
+def test_a_lone_surrogate_fails_as_unstorable(store: PayloadStore) -> None:
+    # The collector normalizes such texts before they come here (storable.py); a writer that
+    # does not must get an error that says the values are at fault, not the store.
+    assert_refused_as_unstorable(store, "lone \ud800 surrogate")
+
+
+def test_postgresql_refuses_nul_as_unstorable(postgres_url: str) -> None:
+    with open_store(postgres_url) as store:
+        assert_refused_as_unstorable(store, "nul \x00 inside")
 
 
 def test_data_survives_reopening(store_url: str) -> None:
