@@ -4,6 +4,11 @@ The real collector runs as a process on a SQLite file; clients send request and 
 events over many connections; the collector is killed with SIGKILL while they send, then
 started again on the same file (this time through `textops collect`). Every event that had
 been answered 2xx must be there, and the restarted collector must take new events.
+
+Under load, an answer sent just before its commit would rarely be caught by that test: the
+window is a disk flush long. So a second test kills the collector exactly there: its commit is
+stopped after the rows are written and before COMMIT (`gated_collector.py`), the kill comes
+once the commit has reached that point, and the client must have had no answer.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +32,7 @@ from textops.components.monitor.store import open_store
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+HERE = Path(__file__).parent
 CONNECTIONS = 16
 #: Acknowledged events to wait for before the kill.
 ACKS_BEFORE_KILL = 400
@@ -155,3 +162,27 @@ def test_acknowledged_events_survive_sigkill_under_load(tmp_path: Path) -> None:
         texts = set(store.fetch_window()["event_id"])
     assert {event_id for event_id, kind in acked if kind == "request"} <= texts
     assert "after-restart" in texts
+
+
+@pytest.mark.integration
+def test_an_event_killed_before_its_commit_was_never_acknowledged(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'payloads.db'}"
+    at_commit = tmp_path / "at-commit"
+    gated = [sys.executable, str(HERE / "gated_collector.py"), str(at_commit)]
+    process, port = start_collector(gated, store_url, tmp_path / "gated.log")
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+        client.sendall(event_bytes(port, "killed-1", "request"))
+        deadline = time.monotonic() + 60
+        while not at_commit.exists():
+            assert time.monotonic() < deadline, "the event never reached its commit"
+            assert process.poll() is None, (tmp_path / "gated.log").read_text()
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        try:
+            answer = client.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b"", f"the client got an answer before the commit: {answer[:80]!r}"
+    with open_store(store_url) as store:
+        assert store.missing_events([("killed-1", "request")]) == [("killed-1", "request")]
