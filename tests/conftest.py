@@ -135,6 +135,28 @@ def tiny_bundle_dir(tiny_export: ExportResult) -> Path:
     return tiny_export.bundle_dir
 
 
+@pytest.fixture(scope="session")
+def int8_bundle_dir(
+    tiny_model_dir: Path,
+    tiny_training_metadata: dict[str, Any],
+    export_tiny: Callable[[Path, dict[str, Any], Path], ExportResult],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A bundle of the tiny model whose INT8 model ships (`tiny_bundle_dir` has none: a random
+    model loses more than the allowance), exported with an allowance wide enough for it.
+    Shared by the session: copy it to modify it."""
+    from textops.components.export import parity
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parity, "INT8_MAX_LOSS_POINTS", 100.0)
+        result = export_tiny(
+            tiny_model_dir,
+            tiny_training_metadata,
+            tmp_path_factory.mktemp("int8-export") / "bundle",
+        )
+    return result.bundle_dir
+
+
 def run_textops(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the `textops` command of this environment, as a user would."""
     return subprocess.run(

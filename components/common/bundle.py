@@ -93,6 +93,12 @@ class ModelBundle:
     def fp16_model_path(self) -> Path | None:
         return self.precision_model_path("fp16")
 
+    @property
+    def serving_precision(self) -> Precision:
+        """The model file the predictor runs when no precision is asked for: INT8 when the
+        bundle ships it (export keeps it only within its quality allowance), else fp32."""
+        return "int8" if self.int8_model_path is not None else "fp32"
+
     def precision_model_path(self, precision: Precision) -> Path | None:
         """The model file of `precision`, or None when the bundle has none (see metadata)."""
         if precision not in MODEL_FILES:

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_champion(path: Path) -> OnnxClassifier:
-    """Open the bundle at `path`, check its files against their hashes, load it.
+    """Open the bundle at `path`, check its files against their hashes, load the model file
+    the predictor serves by default (`ModelBundle.serving_precision`).
 
     Raises:
         ModelNotFoundError: The bundle is incomplete or a file differs from its recorded hash.
@@ -50,7 +51,9 @@ def load_champion(path: Path) -> OnnxClassifier:
             f"{', '.join(altered)} differ from the SHA-256 recorded in metadata.json "
             "(the files were changed after publishing)"
         )
-    return OnnxClassifier.from_bundle(path)
+    # The model file production answers with: a gate that scored model.onnx while the
+    # predictor serves model.int8.onnx would judge another model than the one in production.
+    return OnnxClassifier.from_bundle(path, precision=bundle.serving_precision)
 
 
 def score_champion(

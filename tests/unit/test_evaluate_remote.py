@@ -3,8 +3,8 @@
 The server is a stand-in on a loopback port, built on `http.server`, that answers the V2
 model metadata and infer routes as the serving contract describes them, with real ONNX
 Runtime predictions of the tiny bundle behind them; `mode` makes it misbehave in the ways a
-real server can. The end-to-end test against the real predictor (components/serve) belongs
-with it, once it exists.
+real server can. Against the real predictor (`textops serve` on a loopback port), the evaluate
+step's scores are checked in tests/integration/test_champion_url.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +40,6 @@ def _op_types(path: Path) -> Counter[str]:
 
 def _validation_texts(splits: dict[str, Path]) -> list[str]:
     return [str(t) for t in pd.read_parquet(splits["validation"])["text"]]
-
-
-@pytest.fixture(scope="module")
-def int8_bundle_dir(
-    tiny_model_dir: Path,
-    tiny_splits: dict[str, Path],
-    tiny_training_metadata: dict[str, Any],
-    tmp_path_factory: pytest.TempPathFactory,
-    export_tiny: ExportTiny,
-) -> Iterator[Path]:
-    """A tiny bundle whose INT8 model ships: the allowance is wide enough for a random model."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(parity, "INT8_MAX_LOSS_POINTS", 100.0)
-        result = export_tiny(
-            tiny_model_dir,
-            tiny_training_metadata,
-            tmp_path_factory.mktemp("int8-export") / "bundle",
-        )
-    yield result.bundle_dir
 
 
 def test_model_onnx_is_the_fused_graph_and_metadata_says_so(
