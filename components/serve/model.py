@@ -1,9 +1,10 @@
 """The KServe model: texts in, label, probabilities and model version out.
 
 `TextClassifierModel` is a plain `kserve.Model`: `preprocess` checks the request and takes its
-texts, `predict` runs them through the process's `InferenceBatcher` (ONNX Runtime on its own
-thread, never on the event loop), `postprocess` writes the V1 or V2 body, and `explain` scores
-each word by occlusion.
+texts (cut to what the model reads), `predict` runs them through the process's
+`InferenceBatcher` (ONNX Runtime on its own thread, never on the event loop), `postprocess`
+writes the V1 or V2 body, and `explain` scores each word by occlusion on the `Explainer`'s
+threads, within its limits and giving way to predictions (`InferenceGate`).
 
 KServe's `--workers N` starts N processes and hands each a pickled copy of the model. An ONNX
 Runtime session cannot be pickled, so `__getstate__` leaves it out and `__setstate__` loads the
@@ -21,10 +22,11 @@ from typing import Any
 import orjson
 from kserve.errors import ModelNotReady
 
-from textops.components.serve import explain as occlusion
 from textops.components.serve import metrics
 from textops.components.serve.batching import BatchResult, InferenceBatcher
-from textops.components.serve.payloads import BatchTooLargeError, ParsedRequest
+from textops.components.serve.explain import Explainer
+from textops.components.serve.inference_gate import InferenceGate
+from textops.components.serve.payloads import ParsedRequest
 from textops.components.serve.runtime import ClassifierRuntime, load_runtime
 from textops.components.serve.settings import ServeSettings, resolve_source
 from textops.components.serve.text_model import TextModel
@@ -55,7 +57,9 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             settings: What to serve and the request limits.
         """
         super().__init__(settings)
+        self._gate: InferenceGate | None = None
         self._batcher: InferenceBatcher | None = None
+        self._explainer: Explainer | None = None
         self._reload_lock: asyncio.Lock | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -121,17 +125,20 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             return runtime
 
     def stop(self) -> None:
-        """Stop serving: close this process's inference thread (waiting requests get 503)."""
+        """Stop serving: close this process's inference threads (waiting requests get 503)."""
         if self._batcher is not None:
             self._batcher.close(ModelNotReady(self.name, "the model was unloaded"))
             self._batcher = None
+        if self._explainer is not None:
+            self._explainer.close()
+            self._explainer = None
         self.ready = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         # Per-process things: an ORT session cannot be pickled, asyncio objects belong to one
-        # event loop, a thread to one process.
-        state.update(_served=None, _batcher=None, _reload_lock=None)
+        # event loop, a thread or a lock to one process.
+        state.update(_served=None, _gate=None, _batcher=None, _explainer=None, _reload_lock=None)
         return state
 
     @property
@@ -147,6 +154,11 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             self.name, served.metric_labels(), previous.metric_labels() if previous else None
         )
 
+    def _get_gate(self) -> InferenceGate:
+        if self._gate is None:
+            self._gate = InferenceGate(self.settings.explain_share)
+        return self._gate
+
     def _get_batcher(self) -> InferenceBatcher:
         if self._batcher is None:
             histogram = metrics.INFERENCE_BATCH_TEXTS.labels(model_name=self.name)
@@ -154,8 +166,14 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
                 lambda: self.runtime,
                 max_texts=self.settings.inference_batch_size,
                 on_batch=histogram.observe,
+                gate=self._get_gate(),
             )
         return self._batcher
+
+    def _get_explainer(self) -> Explainer:
+        if self._explainer is None:
+            self._explainer = Explainer(self.settings, self._get_gate())
+        return self._explainer
 
     # -- KServe handlers ------------------------------------------------------------------
 
@@ -187,16 +205,15 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
         return self.respond(result.request, result.result.probabilities, result.result.runtime)
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        """Word importance by occlusion: how much each word's removal lowers the prediction."""
+        """Word importance by occlusion: how much each word's removal lowers the prediction.
+
+        Raises:
+            BatchTooLargeError: More texts than --explain-max-texts allows (413).
+            ExplainUnavailableError: --explain-concurrency explain requests are running, or
+                this one did not finish within --explain-timeout-seconds (503).
+        """
         parsed: ParsedRequest = payload
-        limit = min(self.settings.max_batch_size, occlusion.MAX_TEXTS)
-        if len(parsed.texts) > limit:
-            raise BatchTooLargeError(
-                f"an explain request may hold at most {limit} texts, got {len(parsed.texts)}"
-            )
-        variants, spans = occlusion.occlusion_batch(parsed.texts)
-        result = await self._get_batcher().classify(variants)
-        return occlusion.explanations(spans, result.probabilities, result.runtime)
+        return await self._get_explainer().explain(parsed.texts, self.runtime)
 
     def metadata_extras(self) -> dict[str, Any]:
         """The V2 metadata fields KServe leaves out: the served version, the platform, and in

@@ -26,9 +26,15 @@ from textops.components.serve.middleware import install_http_hooks
 from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.repository import BundleRepository, TextopsRepositoryExtension
 from textops.components.serve.settings import (
+    DEFAULT_EXPLAIN_CONCURRENCY,
+    DEFAULT_EXPLAIN_MAX_TEXTS,
+    DEFAULT_EXPLAIN_MAX_WORDS,
+    DEFAULT_EXPLAIN_SHARE,
+    DEFAULT_EXPLAIN_TIMEOUT_SECONDS,
     DEFAULT_INFERENCE_BATCH_SIZE,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CHARS_PER_TOKEN,
     DEFAULT_PAYLOAD_QUEUE_SIZE,
     PayloadLoggerSettings,
     ServeSettings,
@@ -81,6 +87,14 @@ def add_request_limit_flags(
         default=DEFAULT_INFERENCE_BATCH_SIZE,
         help=inference_batch_help,
     )
+    parser.add_argument(
+        "--max-chars-per-token",
+        type=int,
+        default=DEFAULT_MAX_CHARS_PER_TOKEN,
+        help="each text is cut to the model's max_seq_length times this many characters "
+        "before it is tokenized, so that a text's cost is bounded whatever its length; "
+        "ordinary text needs 4 to 8 characters a token",
+    )
 
 
 def request_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +104,57 @@ def request_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_batch_size": args.max_batch_size,
         "max_body_bytes": args.max_body_bytes,
         "inference_batch_size": args.inference_batch_size,
+        "max_chars_per_token": args.max_chars_per_token,
+    }
+
+
+def _add_explain_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the limits of V1 `:explain` (per-word importance by occlusion)."""
+    group = parser.add_argument_group("explain (V1 :explain, per-word importance)")
+    group.add_argument(
+        "--explain-max-texts",
+        type=int,
+        default=DEFAULT_EXPLAIN_MAX_TEXTS,
+        help="texts one explain request may hold (and no more than --max-batch-size); more "
+        "is answered 413",
+    )
+    group.add_argument(
+        "--explain-max-words",
+        type=int,
+        default=DEFAULT_EXPLAIN_MAX_WORDS,
+        help="words scored per text, its first ones; each costs one classification",
+    )
+    group.add_argument(
+        "--explain-concurrency",
+        type=int,
+        default=DEFAULT_EXPLAIN_CONCURRENCY,
+        help="explain requests one serving process works on at once; more are answered 503",
+    )
+    group.add_argument(
+        "--explain-timeout-seconds",
+        type=float,
+        default=DEFAULT_EXPLAIN_TIMEOUT_SECONDS,
+        help="time an explain request may take, waiting for the model included (predictions "
+        "go first); then it is stopped and answered 503",
+    )
+    group.add_argument(
+        "--explain-share",
+        type=float,
+        default=DEFAULT_EXPLAIN_SHARE,
+        help="share of the model's time explanations get while predictions keep it busy (0 "
+        "to 1); a prediction waits for an explanation's call only in that share of the time, "
+        "and 0 leaves explanations only the idle time, where they may never finish",
+    )
+
+
+def _explain_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServeSettings` fields of the flags `_add_explain_flags` adds."""
+    return {
+        "explain_max_texts": args.explain_max_texts,
+        "explain_max_words": args.explain_max_words,
+        "explain_concurrency": args.explain_concurrency,
+        "explain_timeout_seconds": args.explain_timeout_seconds,
+        "explain_share": args.explain_share,
     }
 
 
@@ -135,6 +200,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="let idle ONNX Runtime threads spin-wait for the next call (faster lone calls, "
         "but the spinning takes CPU from the event loop and concurrent requests)",
     )
+    _add_explain_flags(parser)
     _add_payload_logger_flags(parser)
     return parser
 
@@ -186,6 +252,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         intra_op_spinning=args.intra_op_spinning,
         payload_logger=payload_logger,
         **request_limit_settings(args),
+        **_explain_settings(args),
     )
 
 

@@ -27,6 +27,23 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_INFERENCE_BATCH_SIZE = 64
 #: CloudEvents the payload logger holds while its sender catches up; more are dropped.
 DEFAULT_PAYLOAD_QUEUE_SIZE = 1000
+#: Characters kept per token of the model's max sequence length: a text is cut to
+#: max_seq_length * this many characters before the tokenizer sees it. The longest sample
+#: sentences need about 8 characters a token (a word piece and its space), English text 4 to 5,
+#: so the cut changes nothing a model would read, while a megabyte of text costs what 2 KB do.
+DEFAULT_MAX_CHARS_PER_TOKEN = 16
+#: Texts per explain request; each costs up to explain_max_words + 1 classifications.
+DEFAULT_EXPLAIN_MAX_TEXTS = 16
+#: Words scored per explained text (its first ones); later words get no importance.
+DEFAULT_EXPLAIN_MAX_WORDS = 64
+#: Explain requests one serving process works on at once; more are answered 503.
+DEFAULT_EXPLAIN_CONCURRENCY = 2
+#: Seconds an explain request may take, waiting for the model included; then 503.
+DEFAULT_EXPLAIN_TIMEOUT_SECONDS = 30.0
+#: The share of the model's time explanations get while predictions keep it busy: enough
+#: that one 64-word explanation finishes within seconds under load, while a prediction waits
+#: for an explanation's call (one max-length text) in no more than a tenth of the time.
+DEFAULT_EXPLAIN_SHARE = 0.1
 
 ServePrecision = Literal["fp32", "int8", "fp16"]
 _VERSION_DIR = re.compile(r"[0-9]+")
@@ -72,6 +89,15 @@ class ServeSettings:
         max_batch_size: Texts one request may hold.
         max_body_bytes: Bytes one request body may hold.
         inference_batch_size: Texts per ONNX Runtime call.
+        max_chars_per_token: Each text is cut to the model's max_seq_length times this many
+            characters before it is tokenized (see `max_text_chars`).
+        explain_max_texts: Texts one explain request may hold (and no more than
+            max_batch_size).
+        explain_max_words: Words scored per explained text.
+        explain_concurrency: Explain requests worked on at once per process.
+        explain_timeout_seconds: Time one explain request may take.
+        explain_share: The share of the model's time explanations get while predictions
+            keep it busy (see `inference_gate`); idle time they get whole.
         payload_logger: Where to send CloudEvents; None sends none.
     """
 
@@ -85,16 +111,45 @@ class ServeSettings:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     inference_batch_size: int = DEFAULT_INFERENCE_BATCH_SIZE
+    max_chars_per_token: int = DEFAULT_MAX_CHARS_PER_TOKEN
+    explain_max_texts: int = DEFAULT_EXPLAIN_MAX_TEXTS
+    explain_max_words: int = DEFAULT_EXPLAIN_MAX_WORDS
+    explain_concurrency: int = DEFAULT_EXPLAIN_CONCURRENCY
+    explain_timeout_seconds: float = DEFAULT_EXPLAIN_TIMEOUT_SECONDS
+    explain_share: float = DEFAULT_EXPLAIN_SHARE
     payload_logger: PayloadLoggerSettings | None = None
 
     def __post_init__(self) -> None:
         if (self.bundle is None) == (self.model_repository is None):
             raise ConfigError("give exactly one of --bundle DIR and --model-repository DIR")
-        for name in ("max_batch_size", "max_body_bytes", "inference_batch_size"):
+        for name in (
+            "max_batch_size",
+            "max_body_bytes",
+            "inference_batch_size",
+            "max_chars_per_token",
+            "explain_max_texts",
+            "explain_max_words",
+            "explain_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
             raise ConfigError("--intra-op-threads must be at least 1")
+        if not self.explain_timeout_seconds > 0:
+            raise ConfigError(
+                f"--explain-timeout-seconds must be above 0, got {self.explain_timeout_seconds}"
+            )
+        if not 0 <= self.explain_share <= 1:
+            raise ConfigError(f"--explain-share must be between 0 and 1, got {self.explain_share}")
+
+    def max_text_chars(self, max_seq_length: int) -> int:
+        """Characters of a text the tokenizer sees, for a model keeping `max_seq_length` tokens.
+
+        The tokenizer reads a whole text before it truncates to max_seq_length tokens, so an
+        uncut megabyte of text would cost seconds and hundreds of megabytes; cut first, every
+        text costs at most what a text of this many characters costs.
+        """
+        return max_seq_length * self.max_chars_per_token
 
 
 @dataclass(frozen=True)

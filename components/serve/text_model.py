@@ -1,6 +1,7 @@
 """What the predictor's model and the Triton transformer share: one `kserve.Model` base.
 
-Both take the same V1 and V2 requests (`payloads.parse_request`, with the same limits), write
+Both take the same V1 and V2 requests (`payloads.parse_request`, with the same limits), cut
+every text to what the model can read before anything tokenizes it (`cut_texts`), write
 the same response bodies, count the same `textops_predictions_total`, describe the same V2
 tensors, and load again in every KServe `--workers` process they are pickled into. How the
 probabilities are computed (ONNX Runtime here, Triton there) is each subclass's own.
@@ -8,6 +9,7 @@ probabilities are computed (ONNX Runtime here, Triton there) is each subclass's 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -30,6 +32,16 @@ from textops.components.serve.settings import ServeSettings
 
 #: What a subclass serves: the predictor's runtime, or the transformer's bundle files.
 ServedT = TypeVar("ServedT", bound=ServedVersion)
+
+
+def cut_texts(texts: list[str], max_chars: int) -> list[str]:
+    """Each text's first `max_chars` characters; the tokenizer then keeps max_seq_length tokens.
+
+    A tokenizer reads a whole text before it truncates it, so a text is cut here, before one
+    sees it: a 4 MB text costs no more than one of `max_chars` characters, and the big string
+    is released with the request body. Texts within the limit are passed on as they are.
+    """
+    return [text if len(text) <= max_chars else text[:max_chars] for text in texts]
 
 
 class TextModel(Model, Generic[ServedT]):
@@ -81,8 +93,15 @@ class TextModel(Model, Generic[ServedT]):
         return payload
 
     def parse(self, payload: Any, headers: dict[str, str] | None) -> ParsedRequest:
-        """Check the decoded V1 or V2 request and take its texts (400 or 413 when wrong)."""
-        return parse_request(payload, headers, self.settings.max_batch_size)
+        """Check the decoded V1 or V2 request and take its texts, cut to what the model reads.
+
+        Raises:
+            BadRequestError: The request is malformed (400).
+            BatchTooLargeError: It holds more than --max-batch-size texts (413).
+        """
+        parsed = parse_request(payload, headers, self.settings.max_batch_size)
+        limit = self.settings.max_text_chars(self.served.max_seq_length)
+        return replace(parsed, texts=cut_texts(parsed.texts, limit))
 
     def respond(
         self, request: ParsedRequest, probabilities: np.ndarray, served: ServedVersion

@@ -257,3 +257,121 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
     assert dropped_before_yielding - before == 4
     assert dropped("queue_full") - before == 4
     assert dropped("send_failed") >= 1
+
+
+class _RecordingTokenizer:
+    """The runtime's real tokenizer, recording the texts it is handed."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.seen: list[str] = []
+
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.seen.extend(texts)
+        return self.tokenizer.encode_batch(texts, *args, **kwargs)
+
+
+def _record_tokenizer(model: TextClassifierModel) -> _RecordingTokenizer:
+    classifier = model.runtime.classifier
+    recording = _RecordingTokenizer(classifier.tokenizer)
+    classifier.tokenizer = recording  # type: ignore[assignment]
+    return recording
+
+
+def test_a_4mb_text_is_cut_before_the_tokenizer_sees_it(model: TextClassifierModel) -> None:
+    tokenizer = _record_tokenizer(model)
+    huge = " ".join(["word", "great"] * 400_000)[: 4 * 1024 * 1024]
+    limit = model.settings.max_text_chars(model.runtime.max_seq_length)
+    assert limit < 4096 < len(huge)
+
+    answer, _ = asyncio.run(model({"instances": [huge, "short text"]}, headers={}))
+
+    assert sorted(tokenizer.seen, key=len) == ["short text", huge[:limit]]
+    # The model reads max_seq_length tokens either way: the answer is the cut text's.
+    expected = model.runtime.predict_proba([huge[:limit]], 8)[0]
+    probabilities = answer["predictions"][0]["probabilities"]
+    np.testing.assert_allclose([probabilities[label] for label in model.runtime.labels], expected)
+
+
+def test_the_cut_follows_max_chars_per_token(tiny_bundle_dir: Path) -> None:
+    settings = ServeSettings(model_name="cut", bundle=tiny_bundle_dir, max_chars_per_token=3)
+    small = TextClassifierModel(settings)
+    small.load()
+    tokenizer = _record_tokenizer(small)
+    text = "abcdefghij " * 100
+    parsed = small.parse({"instances": [text]}, {})
+    assert parsed.texts == [text[: 3 * small.runtime.max_seq_length]]
+    asyncio.run(small({"instances": [text]}, headers={}))
+    assert tokenizer.seen == [text[: 3 * small.runtime.max_seq_length]]
+
+
+class _RecordingRuntime:
+    """The real runtime, recording the texts of every call and which runtime ran it."""
+
+    def __init__(self, runtime: ClassifierRuntime, calls: list[tuple[str, list[str]]]) -> None:
+        self.runtime = runtime
+        self.calls = calls
+        self.version = runtime.version
+
+    def predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        self.calls.append((self.version, list(texts)))
+        return self.runtime.predict_proba(texts, batch_size)
+
+
+def test_long_texts_are_never_padded_with_short_ones(model: TextClassifierModel) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    runtime = _RecordingRuntime(model.runtime, calls)
+    long_text = "word " * 400
+
+    async def run() -> list[Any]:
+        batcher = InferenceBatcher(lambda: runtime, max_texts=64)  # type: ignore[arg-type,return-value]
+        requests = [[t] for t in TEXTS] + [[long_text]] + [[t] for t in TEXTS] + [[long_text]]
+        results = await asyncio.gather(*(batcher.classify(texts) for texts in requests))
+        batcher.close()
+        return results
+
+    results = asyncio.run(run())
+    for _, texts in calls:
+        lengths = [len(t) for t in texts]
+        assert max(lengths) <= 4 * max(128, min(lengths)), lengths
+    assert sorted(t for _, texts in calls for t in texts) == sorted(
+        [*TEXTS, *TEXTS, *[long_text] * 2]
+    )
+    expected = model.runtime.predict_proba([*TEXTS, long_text], 8)
+    np.testing.assert_allclose(results[0].probabilities[0], expected[0], atol=1e-6)
+    np.testing.assert_allclose(results[4].probabilities[0], expected[4], atol=1e-6)
+
+
+def test_a_big_request_runs_in_parts_between_the_others(model: TextClassifierModel) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    first = _RecordingRuntime(model.runtime, calls)
+    big = [f"{'long text ' * 60} number {i}" for i in range(40)]  # 600+ characters each
+
+    async def run() -> tuple[Any, list[Any]]:
+        current: list[_RecordingRuntime] = [first]
+        batcher = InferenceBatcher(lambda: current[0], max_texts=64)  # type: ignore[arg-type,return-value]
+        big_request = asyncio.ensure_future(batcher.classify(big))
+        while not calls:  # the big request's first part is running
+            await asyncio.sleep(0.001)
+        # A new version is swapped in while the big request is running: it keeps the old one.
+        current[0] = _RecordingRuntime(model.runtime, calls)
+        current[0].version = "new"
+        small = await asyncio.gather(*(batcher.classify([t]) for t in TEXTS))
+        answer = await big_request
+        batcher.close()
+        return answer, small
+
+    answer, small = asyncio.run(run())
+    big_calls = [i for i, (_, texts) in enumerate(calls) if texts[0] in big]
+    small_calls = [i for i, (_, texts) in enumerate(calls) if texts[0] in TEXTS]
+    per_call = max(1, 64 * 128 // max(len(t) for t in big))
+    assert len(big_calls) == -(-len(big) // per_call) > 1
+    assert all(len(calls[i][1]) <= per_call for i in big_calls)
+    # The small requests ran before the big one's last part, not after all of it.
+    assert max(small_calls) < max(big_calls)
+    assert {calls[i][0] for i in big_calls} == {model.runtime.version}
+    assert answer.runtime is first
+    assert {result.runtime.version for result in small} == {"new"}
+    np.testing.assert_allclose(
+        answer.probabilities, model.runtime.predict_proba(big, 64), atol=1e-6
+    )

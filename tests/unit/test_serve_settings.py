@@ -70,6 +70,14 @@ def test_precision_defaults_to_int8_when_the_bundle_has_it(
         ({"bundle": Path("a"), "model_repository": Path("b")}, "exactly one of --bundle"),
         ({"bundle": Path("a"), "max_batch_size": 0}, "--max-batch-size must be at least 1"),
         ({"bundle": Path("a"), "intra_op_threads": 0}, "--intra-op-threads"),
+        ({"bundle": Path("a"), "max_chars_per_token": 0}, "--max-chars-per-token must be"),
+        ({"bundle": Path("a"), "explain_max_texts": 0}, "--explain-max-texts must be"),
+        ({"bundle": Path("a"), "explain_max_words": 0}, "--explain-max-words must be"),
+        ({"bundle": Path("a"), "explain_concurrency": 0}, "--explain-concurrency must be"),
+        ({"bundle": Path("a"), "explain_timeout_seconds": 0}, "--explain-timeout-seconds"),
+        ({"bundle": Path("a"), "explain_timeout_seconds": float("nan")}, "--explain-timeout"),
+        ({"bundle": Path("a"), "explain_share": 1.5}, "--explain-share must be between"),
+        ({"bundle": Path("a"), "explain_share": -0.1}, "--explain-share must be between"),
     ],
 )
 def test_settings_refuse_contradictions(kwargs: dict[str, object], message: str) -> None:
@@ -107,6 +115,54 @@ def test_the_parser_extends_kserves_own(tmp_path: Path) -> None:
     assert chosen.intra_op_threads is not None and chosen.intra_op_threads >= 1
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--bundle", "a", "--model-repository", "b"])
+
+
+def test_the_text_cut_follows_the_models_sequence_length() -> None:
+    settings = ServeSettings(model_name="m", bundle=Path("b"), max_chars_per_token=10)
+    assert settings.max_text_chars(128) == 1280
+    assert settings.max_text_chars(32) == 320
+
+
+def test_the_cost_limits_come_from_their_flags_with_the_settings_defaults() -> None:
+    from textops.components.serve.server import build_parser, settings_from_args
+    from textops.components.serve.transformer_main import build_parser as transformer_parser
+
+    defaults = settings_from_args(build_parser().parse_args(["--bundle", "b"]))
+    bare = ServeSettings(model_name="m", bundle=Path("b"))
+    names = (
+        "max_chars_per_token",
+        "explain_max_texts",
+        "explain_max_words",
+        "explain_concurrency",
+        "explain_timeout_seconds",
+        "explain_share",
+    )
+    assert {n: getattr(defaults, n) for n in names} == {n: getattr(bare, n) for n in names}
+
+    args = build_parser().parse_args(
+        [
+            *("--bundle", "b", "--max-chars-per-token", "6", "--explain-max-texts", "3"),
+            *("--explain-max-words", "5", "--explain-concurrency", "4"),
+            *("--explain-timeout-seconds", "2.5", "--explain-share", "0.25"),
+        ]
+    )
+    chosen = settings_from_args(args)
+    assert {n: getattr(chosen, n) for n in names} == {
+        "max_chars_per_token": 6,
+        "explain_max_texts": 3,
+        "explain_max_words": 5,
+        "explain_concurrency": 4,
+        "explain_timeout_seconds": 2.5,
+        "explain_share": 0.25,
+    }
+    # The transformer tokenizes too, so it cuts texts by the same flag.
+    transformer = transformer_parser().parse_args(
+        ["--bundle", "b", "--predictor_host", "h", "--max-chars-per-token", "7"]
+    )
+    assert transformer.max_chars_per_token == 7
+    help_text = build_parser().format_help()
+    for flag in ("--max-chars-per-token", "--explain-timeout-seconds", "--explain-share"):
+        assert flag in help_text
 
 
 def test_textops_serve_hands_every_argument_to_the_predictor() -> None:
