@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny random classifier, small splits of the sample data, its bundle.
+"""Shared fixtures: a tiny random classifier, small splits of the sample data, its bundle, and
+an S3 object store.
 
 Everything is built offline in a few seconds, once per session: the base model's real
-tokenizer with a 2-layer, 32-wide BERT that is random but deterministic.
+tokenizer with a 2-layer, 32-wide BERT that is random but deterministic. The object store is a
+real S3 protocol server on a loopback port (tests/s3_server.py).
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
 
+from tests.s3_server import S3Bucket, open_bucket, remove_bucket, running_s3_server
 from textops.components.common.config import (
     DEFAULT_BASE_MODEL,
     resolve_base_model,
@@ -205,3 +208,20 @@ def _tree_digest(path: Path) -> str:
 def tree_digest() -> Callable[[Path], str]:
     """A digest of a directory tree, to prove that something was left byte for byte."""
     return _tree_digest
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 protocol server (moto's server mode) on a loopback port, for the session; its
+    endpoint URL."""
+    with running_s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A fresh bucket on the S3 server, and the artifact store's variables set for it as a pod
+    has them, so `s3://` URIs reach it; removed after the test."""
+    bucket = open_bucket(s3_endpoint, monkeypatch)
+    yield bucket
+    remove_bucket(bucket)

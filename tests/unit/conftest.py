@@ -1,9 +1,9 @@
 """Fixtures shared by the unit tests: an object store, a cluster's InferenceService API and a
 Kubeflow Pipelines API.
 
-The object store is fsspec's in-memory filesystem (`memory://`), read through the same
-`url_to_fs` calls that read `s3://` in a cluster; the Kubernetes API is an autospec of the
-real `CustomObjectsApi`.
+The object store is a bucket on the real S3 protocol server of tests/s3_server.py, read through
+the same `url_to_fs` calls and credentials that read `s3://` in a cluster; the Kubernetes API is
+an autospec of the real `CustomObjectsApi`.
 """
 
 from __future__ import annotations
@@ -14,36 +14,30 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import fsspec
 import pytest
 from kubernetes.client import CustomObjectsApi
 
+from tests.s3_server import S3Bucket
 from tests.unit.kubeflow_api import FakeKubeflow, serve_fake_kubeflow
 
 _UPLOADS = itertools.count()
 
 
 @pytest.fixture
-def in_object_store() -> Iterator[Callable[[Path], str]]:
-    """A function uploading a directory to the in-memory object store; it returns its URI.
-    What was uploaded is removed after the test."""
-    fs = fsspec.filesystem("memory")
-    roots: list[str] = []
+def in_object_store(s3_bucket: S3Bucket) -> Callable[[Path], str]:
+    """A function uploading a directory to the S3 object store; it returns its `s3://` URI."""
 
     def upload(directory: Path) -> str:
-        root = f"/pipeline-root-{next(_UPLOADS)}"
-        fs.put(str(directory), f"{root}/bundle", recursive=True)
-        roots.append(root)
-        return f"memory://{root}/bundle"
+        key = f"pipeline-root-{next(_UPLOADS)}/bundle"
+        s3_bucket.fs.put(str(directory), s3_bucket.path(key), recursive=True)
+        return s3_bucket.url(key)
 
-    yield upload
-    for root in roots:
-        fs.rm(root, recursive=True)
+    return upload
 
 
 @pytest.fixture
 def tiny_bundle_in_store(tiny_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
-    """The tiny bundle (labels negative, positive) in the in-memory object store; its URI."""
+    """The tiny bundle (labels negative, positive) in the S3 object store; its URI."""
     return in_object_store(tiny_bundle_dir)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import uuid
 from pathlib import Path
 
 import fsspec
@@ -13,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.s3_server import S3Bucket
 from textops.components.common.dataio import detect_format, read_table, write_table
 from textops.components.common.errors import DataError
 
@@ -29,14 +29,14 @@ def _write(tmp_path: Path, name: str, content: str | bytes) -> str:
 
 
 @pytest.fixture
-def memory_dir() -> str:
-    """A fresh folder on fsspec's in-process memory filesystem."""
-    return f"memory://textops-tests/{uuid.uuid4().hex}"
+def bucket_dir(s3_bucket: S3Bucket) -> str:
+    """A fresh folder in a bucket of the S3 server (tests/s3_server.py), as an `s3://` URI."""
+    return s3_bucket.url("data")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "jsonl"])
-def test_every_format_reads_from_a_uri(memory_dir: str, fmt: str) -> None:
-    uri = f"{memory_dir}/data.{fmt}"
+def test_every_format_reads_from_a_uri(bucket_dir: str, fmt: str) -> None:
+    uri = f"{bucket_dir}/data.{fmt}"
     if fmt == "parquet":
         ROWS.to_parquet(uri, index=False)
     else:
@@ -49,9 +49,9 @@ def test_every_format_reads_from_a_uri(memory_dir: str, fmt: str) -> None:
     assert read_table(uri).to_dict("records") == ROWS.to_dict("records")
 
 
-def test_a_missing_uri_is_named(memory_dir: str) -> None:
-    with pytest.raises(DataError, match=f"data file not found: {memory_dir}/nothing.csv"):
-        read_table(f"{memory_dir}/nothing.csv")
+def test_a_missing_uri_is_named(bucket_dir: str) -> None:
+    with pytest.raises(DataError, match=f"data file not found: {bucket_dir}/nothing.csv"):
+        read_table(f"{bucket_dir}/nothing.csv")
 
 
 #: A URI scheme whose fsspec backend textops never installs (s3fs comes with the pipeline
@@ -71,12 +71,12 @@ def test_a_uri_without_its_backend_says_what_to_install() -> None:
         read_table(f"{scheme}://some-bucket/data.csv")
 
 
-def test_non_utf8_on_a_uri_names_the_byte(memory_dir: str) -> None:
-    with fsspec.open(f"{memory_dir}/latin1.csv", "wb") as handle:
+def test_non_utf8_on_a_uri_names_the_byte(bucket_dir: str) -> None:
+    with fsspec.open(f"{bucket_dir}/latin1.csv", "wb") as handle:
         handle.write("text,label\ncafé,a\n".encode("latin-1"))
 
     with pytest.raises(DataError, match=r"byte 14 \(line 2\) is b'\\xe9'"):
-        read_table(f"{memory_dir}/latin1.csv")
+        read_table(f"{bucket_dir}/latin1.csv")
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pandas as pd
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.s3_server import S3Bucket
 from textops.components.common.bundle import MODEL_FILE, TOKENIZER_FILE
 from textops.components.deploy.publish import publish_bundle
 from textops.components.evaluate.champion import score_champion
@@ -91,12 +91,13 @@ def test_a_champion_that_cannot_be_read_is_unreadable_so_the_gate_refuses(
     damage: str,
     message: str,
     tiny_bundle_in_store: str,
+    s3_bucket: S3Bucket,
     inference_service: Callable[..., Any],
     kserve_api: Callable[[Any], Any],
     test_split: pd.DataFrame,
     tmp_path: Path,
 ) -> None:
-    store, root = fsspec.filesystem("memory"), tiny_bundle_in_store.removeprefix("memory://")
+    store, root = s3_bucket.fs, tiny_bundle_in_store.removeprefix("s3://")
     if damage == "incomplete":
         store.rm(f"{root}/{TOKENIZER_FILE}")
     if damage == "altered":

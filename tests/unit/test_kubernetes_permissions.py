@@ -37,6 +37,7 @@ import pytest
 from kubernetes.client import ApiClient, Configuration, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from tests.s3_server import open_bucket, remove_bucket
 from textops.components.common import kubernetes_api
 from textops.components.common.errors import TrainingError
 from textops.components.common.kubernetes_api import PIPELINE_PERMISSIONS
@@ -408,13 +409,16 @@ def train_on_two_nodes_twice(
                 data_fingerprint="sha256:permissions",
                 nodes=2,
                 gpus_per_node=1,
-                shared_storage="memory://textops-permissions-test",
+                shared_storage=f"s3://{SHARED_STORAGE_BUCKET}/jobs",
                 image="ghcr.io/textops/textops-train:test",
                 timeout_s=30,
                 api=cluster.api,
                 poll_s=0.001,
             )
 
+
+#: The bucket multi-node training stages its job in, on the S3 server of tests/s3_server.py.
+SHARED_STORAGE_BUCKET = "textops-permissions"
 
 SCENARIOS: tuple[Callable[[RecordingCluster, Path, pytest.MonkeyPatch], None], ...] = (
     deploy_twice,
@@ -424,13 +428,18 @@ SCENARIOS: tuple[Callable[[RecordingCluster, Path, pytest.MonkeyPatch], None], .
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> list[ApiCall]:
-    """Every call the scenarios made, each scenario on a cluster of its own."""
+def recorded(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> list[ApiCall]:
+    """Every call the scenarios made, each scenario on a cluster of its own, with the artifact
+    store (SHARED_STORAGE_BUCKET on the S3 server) its pods would have."""
     calls: list[ApiCall] = []
     for scenario in SCENARIOS:
         cluster = RecordingCluster()
         with pytest.MonkeyPatch.context() as monkeypatch:
-            scenario(cluster, tmp_path_factory.mktemp(scenario.__name__), monkeypatch)
+            bucket = open_bucket(s3_endpoint, monkeypatch, name=SHARED_STORAGE_BUCKET)
+            try:
+                scenario(cluster, tmp_path_factory.mktemp(scenario.__name__), monkeypatch)
+            finally:
+                remove_bucket(bucket)
         assert cluster.calls, f"{scenario.__name__} made no API call"
         calls.extend(cluster.calls)
     return calls

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.s3_server import S3Bucket
 from tests.unit.test_deploy_kserve import (
     NAME,
     NAMESPACE,
@@ -161,14 +162,15 @@ def test_list_during_a_canary_shows_the_split(
 
 
 def test_a_bundle_that_cannot_be_read_is_listed_without_scores(
-    service: ServiceVersions, deploy: Callable[..., Any]
+    service: ServiceVersions, deploy: Callable[..., Any], s3_bucket: S3Bucket
 ) -> None:
-    deploy("memory://nowhere/bundle")
+    nowhere = s3_bucket.url("nowhere/bundle")
+    deploy(nowhere)
 
     [version] = service.versions()
 
     assert (version.version, version.accuracy, version.traffic_percent) == (1, None, 100)
-    assert version.problem and "nothing is at memory://nowhere/bundle" in version.problem
+    assert version.problem and f"nothing is at {nowhere}" in version.problem
 
 
 # --- promote --------------------------------------------------------------------------------
@@ -475,17 +477,17 @@ def test_the_canary_command_checks_the_bundle_first(
     fake: FakeInferenceServices,
     deploy: Callable[..., Any],
     bundles: dict[int, str],
+    s3_bucket: S3Bucket,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr("textops.components.deploy.kube_api.kserve_client", lambda: client)
-    # The in-memory store stands for S3 here, so KServe may "fetch" from it.
-    monkeypatch.setattr("textops.components.deploy.deployment.STORAGE_SCHEMES", ("memory",))
     deploy(bundles[1])
     flags = ["--kserve", "--namespace", NAMESPACE, "--timeout", "5"]
+    nowhere = s3_bucket.url("nowhere/bundle")
 
-    assert main(["models", "canary", "--storage-uri", "memory://nowhere/bundle", *flags]) == 2
-    assert "nothing is at memory://nowhere/bundle" in capsys.readouterr().err
+    assert main(["models", "canary", "--storage-uri", nowhere, *flags]) == 2
+    assert f"nothing is at {nowhere}" in capsys.readouterr().err
     assert main(["models", "canary", "--storage-uri", bundles[2], "--percent", "20", *flags]) == 0
     assert "version 2" in capsys.readouterr().out
     assert fake.serving() == {bundles[1]: 80, bundles[2]: 20}
@@ -497,12 +499,15 @@ def test_the_canary_command_checks_the_bundle_first(
 
 
 def test_the_record_is_bounded_and_a_damaged_one_is_ignored(
-    fake: FakeInferenceServices, service: ServiceVersions, deploy: Callable[..., Any]
+    fake: FakeInferenceServices,
+    service: ServiceVersions,
+    deploy: Callable[..., Any],
+    s3_bucket: S3Bucket,
 ) -> None:
     from textops.components.deploy.served_history import MAX_PERIODS
 
     for run in range(MAX_PERIODS + 5):
-        deploy(f"memory://runs/{run}/bundle")
+        deploy(s3_bucket.url(f"runs/{run}/bundle"))
 
     recorded = json.loads(fake.spec()["metadata"]["annotations"][HISTORY])
     assert len(recorded) == MAX_PERIODS

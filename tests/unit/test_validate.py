@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.s3_server import S3Bucket
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, DataValidationError
 from textops.components.common.labels import LabelMap
@@ -359,16 +360,17 @@ def test_same_column_for_text_and_label_is_a_config_error(outputs: Outputs) -> N
     assert outputs.result.exists()
 
 
-def test_a_uri_is_validated_like_a_file(outputs: Outputs) -> None:
-    # fsspec's memory filesystem is a real filesystem, in this process.
+def test_a_uri_is_validated_like_a_file(outputs: Outputs, s3_bucket: S3Bucket) -> None:
+    # A bucket of the S3 server on loopback, read as the pipeline reads s3:// data.
     frame = pd.DataFrame(_reviews(10), columns=["text", "label"])
-    with fsspec.open("memory://textops-tests/validate/reviews.csv", "w") as handle:
+    uri = s3_bucket.url("validate/reviews.csv")
+    with fsspec.open(uri, "w") as handle:
         frame.to_csv(handle, index=False)
 
-    result = _validate("memory://textops-tests/validate/reviews.csv", outputs)
+    result = _validate(uri, outputs)
 
     assert result.success
-    assert result.source == "memory://textops-tests/validate/reviews.csv"
+    assert result.source == uri
     assert pd.read_parquet(outputs.validated)["text"].tolist() == frame["text"].tolist()
 
 

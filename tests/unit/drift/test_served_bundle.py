@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pytest
 from kfp.dsl import HTML, Artifact, Metrics
 from kubernetes.client.exceptions import ApiException
 
+from tests.s3_server import S3Bucket
 from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.deploy.served_bundle import ServedBundle, fetch_bundle_files, served_bundle
@@ -28,7 +28,7 @@ MODEL = "textops-classifier"
 
 @pytest.fixture
 def object_store(drift_bundle_dir: Path, in_object_store: Callable[[Path], str]) -> str:
-    """The drift bundle uploaded to the in-memory object store; its URI."""
+    """The drift bundle uploaded to the S3 object store; its URI."""
     return in_object_store(drift_bundle_dir)
 
 
@@ -41,21 +41,23 @@ def test_only_the_files_the_drift_job_reads_are_copied(object_store: str, tmp_pa
 @pytest.mark.parametrize(
     ("uri", "error", "message"),
     [
-        ("memory:///nowhere/bundle", ModelNotFoundError, "nothing is at memory:///nowhere"),
+        ("s3://{bucket}/nowhere/bundle", ModelNotFoundError, "nothing is at s3://{bucket}/nowhere"),
         ("pvc://models/textops/1", ConfigError, "mount the claim in the drift step"),
         ("gs://bucket/bundle", ConfigError, "install gcsfs"),
         ("nosuchscheme://bucket/bundle", ConfigError, "cannot read the bundle"),
     ],
 )
 def test_a_bundle_that_cannot_be_fetched_says_why(
-    uri: str, error: type[Exception], message: str, tmp_path: Path
+    uri: str, error: type[Exception], message: str, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    with pytest.raises(error, match=message):
-        fetch_bundle_files(uri, tmp_path / "copy", DRIFT_FILES)
+    with pytest.raises(error, match=message.format(bucket=s3_bucket.name)):
+        fetch_bundle_files(uri.format(bucket=s3_bucket.name), tmp_path / "copy", DRIFT_FILES)
 
 
-def test_an_incomplete_bundle_in_the_store_is_refused(object_store: str, tmp_path: Path) -> None:
-    fsspec.filesystem("memory").rm(object_store.removeprefix("memory://") + "/" + MODEL_FILE)
+def test_an_incomplete_bundle_in_the_store_is_refused(
+    object_store: str, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    s3_bucket.fs.rm(object_store.removeprefix("s3://") + "/" + MODEL_FILE)
     with pytest.raises(ModelNotFoundError, match=f"incomplete: missing {MODEL_FILE}"):
         fetch_bundle_files(object_store, tmp_path / "copy", DRIFT_FILES)
     assert MODEL_FILE in REQUIRED_FILES
