@@ -2,10 +2,11 @@
 
 - `ServingMiddleware` (pure ASGI, outside every other middleware) refuses bodies over
   --max-body-bytes with 413 without reading past the limit, counts every 4xx/5xx answer in
-  `textops_request_errors_total`, queues the payload logger's CloudEvents, and serves the
-  versioned V2 routes (`/v2/models/<name>/versions/<v>/...`) for the version being served
-  (404 for others). Inside it, V1 predict requests go straight to the data plane
-  (`v1_predict.V1PredictRoute`) and everything else to KServe's app.
+  `textops_request_errors_total`, keeps the connection open after a 500 already answered,
+  queues the payload logger's CloudEvents, and serves the versioned V2 routes
+  (`/v2/models/<name>/versions/<v>/...`) for the version being served (404 for others).
+  Inside it, V1 predict requests go straight to the data plane (`v1_predict.V1PredictRoute`)
+  and everything else to KServe's app.
 - Exception handlers give every client mistake a JSON `{"error": ...}` with a 4xx status:
   FastAPI's request validation (422 by default) becomes 400, an oversized batch 413.
 
@@ -71,12 +72,16 @@ class ServingMiddleware:
             await self.app(scope, receive, send)
             return
         status: list[int] = []
+        answered = False
 
         async def send_counted(message: Message) -> None:
+            nonlocal answered
             if message["type"] == "http.response.start":
                 status.append(int(message["status"]))
                 if message["status"] >= 400:
                     metrics.REQUEST_ERRORS.labels(self.model_name, str(message["status"])).inc()
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
             await send(message)
 
         try:
@@ -84,7 +89,12 @@ class ServingMiddleware:
         except Exception:
             if not status:  # KServe's last-resort handler answers 500 from here
                 metrics.REQUEST_ERRORS.labels(self.model_name, "500").inc()
-            raise
+            if not answered:
+                raise
+            # Starlette re-raises what its last-resort handler has already answered (500), for
+            # the server to log; the server would then also close the connection, and the
+            # client's next request on it would be reset. Logged here instead.
+            logger.exception("request failed: status=%d path=%s", status[-1], scope["path"])
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         routed = await self._route_version(scope, send)
@@ -222,10 +232,12 @@ def _client_error(status: int, message: str) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
-        for error in exc.errors()[:5]
-    ]
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        # A JSON syntax error says where in `loc` and what in `ctx` ("Expecting value").
+        detail = (error.get("ctx") or {}).get("error")
+        problems.append(f"{where}: {error.get('msg', '')}" + (f" ({detail})" if detail else ""))
     return _client_error(400, "invalid request body: " + "; ".join(problems))
 
 
@@ -235,8 +247,13 @@ async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    message = str(exc.detail)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's "There was an error parsing the body" keeps the reason in its cause: a
+        # number too long to read, nesting too deep.
+        message = f"{message}: {exc.__cause__}"
     return JSONResponse(
-        status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers
+        status_code=exc.status_code, content={"error": message}, headers=exc.headers
     )
 
 

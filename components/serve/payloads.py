@@ -2,7 +2,9 @@
 
 Every way a request can be wrong is checked here and answered with a `BadRequestError` (400)
 that names the field, or a `BatchTooLargeError` (413); nothing a client sends reaches ONNX
-Runtime unchecked.
+Runtime unchecked. Each text must be Unicode (no lone surrogate, which the tokenizer refuses)
+and hold something to classify: an empty text, or one of whitespace and control or format
+characters only, is refused with its index rather than given a label it cannot have earned.
 
 V1:  {"instances": ["text", ...]} or {"instances": [{"text": "..."}, ...]}
      -> {"predictions": [{"label": ..., "probabilities": {label: p, ...}}, ...],
@@ -14,6 +16,7 @@ V2:  one input tensor `text`, datatype BYTES, shape [n] (or [n, 1])
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +37,18 @@ OUTPUT_NAMES = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
 #: Request-level and output parameters this predictor understands; others are refused.
 _REQUEST_PARAMETERS = frozenset({"binary_data_output"})
 _OUTPUT_PARAMETERS = frozenset({"binary_data"})
+#: The characters a text may not consist of alone: whitespace, control (Cc) and format (Cf)
+#: characters and separators (Z*). Written out because deriving them from `unicodedata` takes
+#: half a second; tests/unit/test_serve_payloads.py derives them and compares.
+BLANK_CHARACTERS = (
+    r"\x00-\x20\x7f-\xa0\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u1680"
+    r"\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f"
+)
+_BLANK = re.compile(f"[{BLANK_CHARACTERS}]*")
+#: Half of a UTF-16 surrogate pair: JSON's \uD800 escapes can carry one, UTF-8 cannot.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class ServedVersion(Protocol):
@@ -135,13 +150,13 @@ def _v1_texts(payload: Any) -> list[str]:
 
 def _v1_text(index: int, item: Any) -> str:
     if isinstance(item, str):
-        return item
+        return checked_text(item, f"instances[{index}]")
     if isinstance(item, dict):
         if "text" not in item:
             raise BadRequestError(f'instances[{index}] is an object without a "text" field')
         text = item["text"]
         if isinstance(text, str):
-            return text
+            return checked_text(text, f"instances[{index}].text")
         raise BadRequestError(
             f"instances[{index}].text must be a string, got a JSON {_json_type(text)}"
         )
@@ -231,16 +246,42 @@ _END = object()
 
 
 def _v2_text(index: int, value: Any) -> str:
+    where = f"input {INPUT_NAME!r} element {index}"
     if isinstance(value, str):
-        return value
+        return checked_text(value, where)
     if isinstance(value, bytes | np.bytes_):
         try:
-            return bytes(value).decode("utf-8")
+            text = bytes(value).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise BadRequestError(f"input {INPUT_NAME!r} element {index} is not UTF-8: {e}") from e
-    raise BadRequestError(
-        f"input {INPUT_NAME!r} element {index} must be a string, got {_json_type(value)}"
-    )
+            raise BadRequestError(f"{where} is not UTF-8: {e}") from e
+        return checked_text(text, where)
+    raise BadRequestError(f"{where} must be a string, got {_json_type(value)}")
+
+
+def checked_text(text: str, where: str) -> str:
+    """`text`, once it is known to be Unicode with something in it to classify.
+
+    Args:
+        text: One text of a request.
+        where: How the error names it: `instances[3]`, `input 'text' element 3`.
+
+    Raises:
+        BadRequestError: The text holds a lone surrogate, or nothing but whitespace, control
+            and format characters (or nothing at all).
+    """
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        raise BadRequestError(
+            f"{where} holds a lone surrogate (U+{ord(surrogate.group()):04X} at character "
+            f"{surrogate.start()}), which is not Unicode text: send the text as UTF-8, or "
+            "escape it as a surrogate pair"
+        )
+    if _BLANK.fullmatch(text) is not None:
+        shown = "is empty" if not text else "holds only whitespace or control characters"
+        raise BadRequestError(
+            f"{where} {shown}: there is nothing to classify; leave it out of the request"
+        )
+    return text
 
 
 def _request_id(request: InferRequest, headers: Mapping[str, str] | None) -> str:

@@ -5,8 +5,13 @@ current.json again and swaps to the version it names (publish, or roll back, the
 in bundle mode it reloads the --bundle folder. The old version serves until the new one is
 loaded and warmed up, so no request fails during the swap.
 
-With `--workers N` each process has its own copy of the model, and a load request reaches
-one of them; restart the predictor (or run one worker per pod, as KServe does) to swap all.
+The unload route (`POST /v2/repository/models/<name>/unload`) takes the model out of service:
+its inference thread is closed and the model dropped, and the server and the model say not
+ready (503, naming the load route) until the load route brings it back.
+
+With `--workers N` each process has its own copy of the model, and a load or unload request
+reaches one of them; restart the predictor (or run one worker per pod, as KServe does) to swap
+all.
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
+
+
+def unloaded_detail(name: str) -> str:
+    """Why the unloaded model `name` is not ready, and how to serve it again."""
+    return (
+        f"It was unloaded; POST /v2/repository/models/{name}/load to serve it again "
+        "(readiness stays false until then)."
+    )
 
 
 class BundleRepository(ModelRepository):
@@ -76,3 +89,16 @@ class TextopsRepositoryExtension(ModelRepositoryExtension):
             raise ModelLoadError(
                 f"could not load a new version of {model_name!r}: {type(e).__name__}: {e}{still}"
             ) from e
+
+    async def unload(self, model_name: str) -> None:
+        """Take `model_name` out of service (again does nothing).
+
+        Raises:
+            ModelNotFound: The predictor does not serve `model_name` (404).
+        """
+        if model_name != self._bundles.settings.model_name:
+            raise ModelNotFound(model_name)
+        if self._bundles.get_model(model_name) is None:
+            return
+        self._bundles.unload(model_name)
+        logger.info("model %s unloaded: not ready until it is loaded again", model_name)

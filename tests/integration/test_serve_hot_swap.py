@@ -2,7 +2,8 @@
 
 The predictor serves a local model repository (`--model-repository`); the test publishes
 versions with the deploy step's own `publish_bundle`, calls
-`POST /v2/repository/models/<name>/load`, and keeps clients busy throughout.
+`POST /v2/repository/models/<name>/load`, and keeps clients busy throughout. Readiness tells
+the truth across `.../unload` and `.../load`: not ready (503) in between, on every route.
 """
 
 from __future__ import annotations
@@ -172,10 +173,34 @@ def test_rollback_and_a_broken_version_keep_serving(
     assert all(seen and seen[-1] == "1" for seen in traffic.versions)
 
 
-def test_unload_then_load_brings_the_model_back(server: Server) -> None:
-    assert httpx.post(f"{server.url}/v2/repository/models/{MODEL}/unload").status_code == 200
+def _readiness(server: Server) -> dict[str, int]:
+    """The status of every route that says whether the server or its model is ready."""
+    routes = ["/v2/health/ready", f"/v2/models/{MODEL}/ready", f"/v1/models/{MODEL}"]
+    return {route: httpx.get(server.url + route).status_code for route in routes}
+
+
+def test_readiness_follows_unload_and_load(server: Server) -> None:
+    ready = {"/v2/health/ready": 200, f"/v2/models/{MODEL}/ready": 200, f"/v1/models/{MODEL}": 200}
+    assert _readiness(server) == ready
+    unload = f"{server.url}/v2/repository/models/{MODEL}/unload"
+    assert httpx.post(unload).json() == {"name": MODEL, "unload": True}
+
+    assert _readiness(server) == dict.fromkeys(ready, 503)
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200  # alive, not ready
     predict = f"{server.url}/v1/models/{MODEL}:predict"
-    assert httpx.post(predict, json={"instances": ["hi"]}).status_code == 404
+    infer = f"{server.url}/v2/models/{MODEL}/infer"
+    tensor = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}
+    for refused in (
+        httpx.post(predict, json={"instances": ["hi"]}),
+        httpx.post(infer, json={"inputs": [tensor]}),
+        httpx.get(f"{server.url}/v2/models/{MODEL}/ready"),
+    ):
+        assert refused.status_code == 503
+        assert f"/v2/repository/models/{MODEL}/load" in refused.json()["error"]
+    assert httpx.post(unload).status_code == 200  # unloading again changes nothing
+    assert _readiness(server) == dict.fromkeys(ready, 503)
+
     assert _load(server).status_code == 200
+    assert _readiness(server) == ready
     answer = httpx.post(predict, json={"instances": ["hi"]})
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"

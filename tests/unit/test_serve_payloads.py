@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
 from textops.components.serve import explain
 from textops.components.serve.payloads import (
+    BLANK_CHARACTERS,
     BadRequestError,
     BatchTooLargeError,
     parse_request,
@@ -33,8 +37,8 @@ def runtime(tiny_bundle_dir: Path) -> ClassifierRuntime:
 
 
 def test_v1_takes_strings_and_text_objects_in_order() -> None:
-    parsed = parse_request({"instances": ["a", {"text": "b", "id": 3}, ""]}, {}, 8)
-    assert (parsed.texts, parsed.protocol) == (["a", "b", ""], "v1")
+    parsed = parse_request({"instances": ["a", {"text": "b", "id": 3}, " c\x00"]}, {}, 8)
+    assert (parsed.texts, parsed.protocol) == (["a", "b", " c\x00"], "v1")
 
 
 def test_v1_raw_json_body_of_another_content_type_is_accepted() -> None:
@@ -100,6 +104,48 @@ def test_v2_mistakes_say_what_was_wrong(request_: InferRequest, fragment: str) -
     with pytest.raises(BadRequestError) as raised:
         parse_request(request_, {}, 8)
     assert fragment in str(raised.value)
+
+
+BLANK_TEXTS = ["", " ", "\t\r\n", "\x00", "\x1b\x07\x7f", "\u200b\ufeff", "\xa0\u3000\u2028"]
+
+
+@pytest.mark.parametrize("text", BLANK_TEXTS)
+def test_an_empty_or_blank_text_is_refused_by_index_in_both_protocols(text: str) -> None:
+    with pytest.raises(BadRequestError, match=r"^instances\[1\] .*nothing to classify"):
+        parse_request({"instances": ["fine", text]}, {}, 8)
+    with pytest.raises(BadRequestError, match=r"^instances\[1\]\.text .*nothing to classify"):
+        parse_request({"instances": [{"text": "fine"}, {"text": text}]}, {}, 8)
+    with pytest.raises(BadRequestError, match=r"^input 'text' element 1 .*nothing to classify"):
+        parse_request(_v2(["fine", text], [2]), {}, 8)
+    with pytest.raises(BadRequestError, match=r"^input 'text' element 1 .*nothing to classify"):
+        parse_request(_v2([b"fine", text.encode()], [2]), {}, 8)
+
+
+@pytest.mark.parametrize("text", ["a", " a ", "\x00a", "?", "\U0001f600", "\ue000", "\u0600\u0661"])
+def test_a_text_with_anything_to_classify_is_taken_as_sent(text: str) -> None:
+    assert parse_request({"instances": [text]}, {}, 8).texts == [text]
+    assert parse_request(_v2([text.encode()], [1]), {}, 8).texts == [text]
+
+
+def test_a_lone_surrogate_is_refused_where_it_is() -> None:
+    with pytest.raises(BadRequestError, match=r"instances\[0\] .*U\+D800 at character 0"):
+        parse_request({"instances": ["\ud800 x"]}, {}, 8)
+    with pytest.raises(BadRequestError, match=r"element 1 .*U\+DFFF at character 2"):
+        parse_request(_v2(["ok", "ab\udfff"], [2]), {}, 8)
+    pair = "\U0001f600"  # a surrogate pair in JSON, one character here: accepted
+    assert parse_request({"instances": [pair]}, {}, 8).texts == [pair]
+
+
+def test_blank_characters_are_whitespace_control_format_and_separators() -> None:
+    """The written-out class is the one `unicodedata` gives for this Python's Unicode."""
+    blank = re.compile(f"[{BLANK_CHARACTERS}]")
+    listed = {c for c in range(sys.maxunicode + 1) if blank.fullmatch(chr(c))}
+    derived = {
+        c
+        for c in range(sys.maxunicode + 1)
+        if chr(c).isspace() or unicodedata.category(chr(c)) in {"Cc", "Cf", "Zs", "Zl", "Zp"}
+    }
+    assert listed == derived, f"Unicode {unicodedata.unidata_version}: {listed ^ derived}"
 
 
 def test_more_texts_than_the_limit_is_413_for_both_protocols() -> None:
