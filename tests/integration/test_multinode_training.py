@@ -18,6 +18,7 @@ from unittest.mock import create_autospec
 import pytest
 from kubernetes.client import CustomObjectsApi
 
+from tests.s3_server import S3Bucket
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, TrainingError
 from textops.components.common.labels import LabelMap
@@ -108,22 +109,24 @@ def train(cluster: LocalCluster, tiny_model_dir: Path, splits: dict[str, Path], 
 
 
 def test_two_nodes_train_the_model_and_hand_it_back(
-    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
     cluster = LocalCluster()
-    shared = tmp_path / "shared"
     output = tmp_path / "model"
 
+    # The shared storage is a bucket of a real S3 server; the nodes reach it with the artifact
+    # store's variables, which they inherit here as a pod gets them from the Secret.
     metadata = train(
-        cluster, tiny_model_dir, tiny_splits, output_dir=output, shared_storage=f"file://{shared}"
-    )
+        cluster, tiny_model_dir, tiny_splits, output_dir=output,
+        shared_storage=s3_bucket.url("jobs"),
+    )  # fmt: skip
 
     (manifest,) = cluster.manifests
     assert manifest["kind"] == "TrainJob"
     assert manifest["metadata"]["namespace"] == "ml"
     assert manifest["spec"]["trainer"]["numNodes"] == 2
     job_uri = manifest["spec"]["trainer"]["command"][-1]
-    assert job_uri.startswith("file://") and job_uri.endswith("/job.json")
+    assert job_uri.startswith(s3_bucket.url("jobs/")) and job_uri.endswith("/job.json")
     # The nodes get the object store's credentials from the Secret, by reference only.
     env = {e["name"]: e for e in manifest["spec"]["trainer"]["env"]}
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"]
@@ -133,7 +136,8 @@ def test_two_nodes_train_the_model_and_hand_it_back(
     assert metadata["world_size"] == 2
     assert 0.0 <= metadata["validation_accuracy"] <= 1.0
     # What was staged on the shared storage is gone.
-    assert list(shared.iterdir()) == []
+    s3_bucket.fs.invalidate_cache()
+    assert s3_bucket.fs.find(s3_bucket.path("jobs")) == []
 
 
 def test_a_failed_node_fails_the_step_with_the_reason(
