@@ -128,7 +128,6 @@ def test_kserve_objects_match_the_crd_schemas(manifests: Any, kustomization: str
     assert checked or kustomization == "observability"
 
 
-@pytest.mark.usefixtures("kserve_schemas")
 def test_the_crd_check_refuses_a_misspelt_field(manifests: Any) -> None:
     isvc = manifests.only(manifests.render("overlays/local"), "InferenceService", ISVC)
     bad = {**isvc, "spec": {**isvc["spec"], "predictor": {**isvc["spec"]["predictor"]}}}

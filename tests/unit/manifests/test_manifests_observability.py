@@ -114,7 +114,7 @@ def test_the_query_parser_finds_series_and_labels() -> None:
 
 @pytest.fixture(scope="module")
 def objects(manifests: Any) -> tuple[dict[str, Any], ...]:
-    """manifests/observability, rendered (conftest.py skips when kubectl is absent)."""
+    """manifests/observability, rendered (conftest.py fails when kubectl is absent)."""
     return tuple(manifests.render("observability"))
 
 

@@ -100,7 +100,7 @@ def check_grants(objects: list[dict[str, Any]], identity: dict[str, str]) -> Non
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "textops"
 
 
-@pytest.mark.usefixtures("manifests")  # skips when kubectl is not installed
+@pytest.mark.usefixtures("manifests")  # fails when kubectl is not installed
 def test_the_roles_grant_exactly_the_pipelines_permissions() -> None:
     check_grants(render(MANIFESTS / RBAC), read_identity(IDENTITY.read_text()))
 
