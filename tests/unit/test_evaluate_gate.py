@@ -8,7 +8,7 @@ import pytest
 
 from textops.components.common.errors import ConfigError
 from textops.components.evaluate.behaviour import BehaviourResult
-from textops.components.evaluate.gate import ChampionResult, GateSettings, decide
+from textops.components.evaluate.gate import ChampionResult, Check, GateSettings, decide
 from textops.components.evaluate.scoring import ModelScores, score_model
 
 LABELS = ("negative", "positive")
@@ -175,3 +175,167 @@ def test_settings_out_of_range_are_a_config_error(field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         values = {**dataclasses.asdict(SETTINGS), field: 1.5}
         GateSettings(**values)
+
+
+def test_every_check_is_recorded_with_its_name_verdict_and_whether_it_blocks() -> None:
+    # The decision file and the KFP UI list `checks` as they are: each field is read.
+    results = [behaviour("negation", 2, gate=True), behaviour("names", 2, gate=False)]
+    decision = decide(
+        SETTINGS, scores(0.85, accuracy=0.8), champion(0.905), results, notes=["a note"]
+    )
+    assert decision.checks == (
+        Check("accuracy floor", True, True, "accuracy 0.800 >= floor 0.700"),
+        Check("macro-F1 floor", True, True, "macro-F1 0.850 >= floor 0.600"),
+        Check(
+            "champion",
+            False,
+            True,
+            "champion v3 macro-F1 0.905, regression +0.055 > 0.010: the new model is worse "
+            "than the one serving, which stays",
+        ),
+        Check("behaviour: negation", False, True, results[0].sentence()),
+        Check("behaviour: names", False, False, results[1].sentence()),
+        Check("note", False, False, "a note"),
+    )
+    assert not decision.deploy
+
+
+def test_without_behaviour_tests_there_is_no_behaviour_check() -> None:
+    decision = decide(SETTINGS, scores(0.912), champion(0.905))
+    assert [c.name for c in decision.checks] == ["accuracy floor", "macro-F1 floor", "champion"]
+    assert decision.checks[-1] == Check(
+        "champion", True, True, "champion v3 macro-F1 0.905, regression -0.007 <= 0.010"
+    )
+    assert decision.deploy
+
+
+def test_passing_behaviour_tests_are_one_passing_blocking_check() -> None:
+    decision = decide(SETTINGS, scores(0.95), NO_CHAMPION, [behaviour("a", 4, gate=True)])
+    assert decision.checks[-1] == Check("behaviour", True, True, "behaviour tests: all 1 passed")
+
+
+@pytest.mark.parametrize(
+    ("champion_result", "enforce", "expected"),
+    [
+        (
+            NO_CHAMPION,
+            True,
+            Check("champion", True, True, "no model in production yet: compared to floors only"),
+        ),
+        (
+            ChampionResult("unreadable", 4, Path("/models/m/4"), error="model.onnx differs"),
+            True,
+            Check(
+                "champion",
+                False,
+                True,
+                "the model in production (version 4, /models/m/4) could not be scored: "
+                "model.onnx differs. Nothing ships without that comparison: restore it, or "
+                "point current.json at a complete version, then run again",
+            ),
+        ),
+        (
+            ChampionResult("unreadable", None, Path("host/v2/models/m"), error="no answer"),
+            True,
+            Check(
+                "champion",
+                False,
+                True,
+                "the model in production (host/v2/models/m) could not be scored: no answer. "
+                "Nothing ships without that comparison: restore it, or point current.json at a "
+                "complete version, then run again",
+            ),
+        ),
+        (
+            ChampionResult("labels_differ", 2, Path("/models/m/2"), ("negative",)),
+            True,
+            Check(
+                "champion",
+                False,
+                True,
+                "label sets differ: production v2 has [negative], the new model has [negative, "
+                "positive]: the new model adds [positive]; enforce_production_labels is on, so "
+                "the new model does not ship (run with --no-enforce-production-labels to change "
+                "the label set on purpose)",
+            ),
+        ),
+        (
+            ChampionResult("labels_differ", 2, Path("/models/m/2"), ("negative",)),
+            False,
+            Check(
+                "champion",
+                True,
+                True,
+                "label sets differ (production v2 has [negative], the new model has [negative, "
+                "positive]: the new model adds [positive]) and enforce_production_labels is "
+                "off: compared to floors only",
+            ),
+        ),
+    ],
+    ids=[
+        "none",
+        "unreadable",
+        "unreadable-unversioned",
+        "labels-differ-enforced",
+        "labels-differ-not-enforced",
+    ],
+)
+def test_the_champion_check_for_each_fate_of_the_champion(
+    champion_result: ChampionResult, enforce: bool, expected: Check
+) -> None:
+    settings = dataclasses.replace(SETTINGS, enforce_production_labels=enforce)
+    decision = decide(settings, scores(0.95), champion_result)
+    assert decision.checks[2] == expected
+    assert decision.deploy is expected.passed
+
+
+def test_a_score_within_the_tolerance_below_a_floor_passes() -> None:
+    # Scores are means of counts: a floor equal to a score must not fail on float rounding.
+    settings = dataclasses.replace(SETTINGS, min_accuracy=1e-9, min_macro_f1=1e-9)
+    decision = decide(settings, scores(0.0, accuracy=0.0), NO_CHAMPION)
+    assert [c.passed for c in decision.checks[:2]] == [True, True]
+    assert not decide(settings, scores(0.0, accuracy=-1e-9), NO_CHAMPION).checks[0].passed
+
+
+def test_a_regression_within_the_tolerance_of_the_margin_passes() -> None:
+    settings = dataclasses.replace(SETTINGS, max_regression=0.0)
+    assert decide(settings, scores(0.0), champion(1e-9)).checks[2].passed
+    assert not decide(settings, scores(0.0), champion(2e-9)).checks[2].passed
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_settings_on_the_bounds_are_accepted(value: float) -> None:
+    settings = GateSettings(value, value, value, enforce_production_labels=True)
+    assert (settings.min_accuracy, settings.min_macro_f1, settings.max_regression) == (
+        value,
+        value,
+        value,
+    )
+
+
+def test_a_scored_champion_without_scores_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match=r"^a scored champion needs its scores$"):
+        decide(SETTINGS, scores(0.95), ChampionResult("scored", 3, Path("/models/m/3")))
+
+
+def test_the_decision_file_forms_of_a_champion_and_a_check() -> None:
+    scored = champion(0.905)
+    assert scored.scores is not None
+    assert scored.to_dict() == {
+        "status": "scored",
+        "version": 3,
+        "path": "/models/m/3",
+        "labels": ["negative", "positive"],
+        "scores": scored.scores.scalars(),
+        "error": "",
+    }
+    assert ChampionResult("none").to_dict() == {
+        "status": "none",
+        "version": None,
+        "path": None,
+        "labels": [],
+        "scores": None,
+        "error": "",
+    }
+    check = Check("note", False, False, "a note")
+    assert check.to_dict() == {"name": "note", "passed": False, "blocks": False, "reason": "a note"}

@@ -17,7 +17,7 @@ def test_canonical_label(value: object, expected: str) -> None:
 
 
 def test_nan_label_is_an_error() -> None:
-    with pytest.raises(DataError, match="missing"):
+    with pytest.raises(DataError, match=r"^a label is missing \(NaN\)$"):
         canonical_label(float("nan"))
 
 
@@ -39,11 +39,29 @@ def test_unknown_label_is_named() -> None:
         LabelMap.from_values(["spam", "ham"]).index("eggs")
 
 
-def test_round_trip_through_json(tmp_path: Path) -> None:
-    labels = LabelMap.from_values(["b", "a", "c"])
+@pytest.mark.parametrize("values", [["b", "a", "c"], [10, 2, 1]])
+def test_round_trip_through_json(tmp_path: Path, values: list[object]) -> None:
+    labels = LabelMap.from_values(values)
     labels.save(tmp_path / "labels.json")
     assert LabelMap.load(tmp_path / "labels.json") == labels
     assert LabelMap.from_dict(labels.to_dict()) == labels
+
+
+def test_labels_json_keeps_its_layout(tmp_path: Path) -> None:
+    # labels.json ships in every bundle and outlives the code that wrote it: its layout is a
+    # contract with whatever loads a published bundle later.
+    LabelMap.from_values([1, 0]).save(tmp_path / "labels.json")
+    assert (tmp_path / "labels.json").read_text() == (
+        "{\n"
+        '  "labels": [\n    "0",\n    "1"\n  ],\n'
+        '  "kind": "int",\n'
+        '  "id2label": {\n    "0": "0",\n    "1": "1"\n  }\n'
+        "}\n"
+    )
+
+
+def test_a_labels_file_without_a_kind_holds_strings() -> None:
+    assert LabelMap.from_dict({"labels": ["spam", "ham"]}) == LabelMap(("spam", "ham"), "str")
 
 
 def test_the_same_classes_in_another_order_are_no_change() -> None:

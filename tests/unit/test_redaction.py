@@ -94,6 +94,12 @@ def test_luhn(digits: str, valid: bool) -> None:
         ("GB82 WEST 1234 5698 7654 33", False),
         ("GB82", False),  # too short
         ("GB82 WÉST 1234 5698 7654 32", False),  # not ASCII
+        ("GB82-WEST-1234-5698-7654-32", False),  # not alphanumeric
+        # The ISO 13616 lengths, 15 to 34 characters; each candidate's check digits are right.
+        ("NO9386011117947", True),  # 15, Norway's length
+        ("XX32111111111111111111111111111111", True),  # 34
+        ("GB50WEST1234", False),  # 12: too short, though mod 97 gives 1
+        ("XX651111111111111111111111111111111", False),  # 35: too long
     ],
 )
 def test_iban_check(candidate: str, valid: bool) -> None:
@@ -136,3 +142,31 @@ def test_module_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # A 19-digit card printed in groups: its first 16 digits pass the Luhn check too, but
+        # the longest valid stretch is the card.
+        ("card 4111 1111 1111 1111 110", "card [CARD]"),
+        # Of two valid stretches the longer wins, though the shorter starts first.
+        ("9 84424468 808532 585", "9 [CARD]"),
+        # E.164: 8 to 15 digits after + or 00, country code included.
+        ("+49 301 234", "[PHONE]"),
+        ("+49 301 23", "+49 301 23"),
+        ("+49 3012 3456 7890 1", "[PHONE]"),
+        ("+49 3012 3456 7890 13", "+49 3012 3456 7890 13"),
+        ("0049 301 234", "[PHONE]"),
+        ("0049 301 23", "0049 301 23"),
+        ("0049 3012 3456 7890 1", "[PHONE]"),
+        ("0049 3012 3456 7890 13", "0049 3012 3456 7890 13"),
+        # A national number with its trunk 0: 9 to 12 digits.
+        ("012 345 678", "[PHONE]"),
+        ("012 345 67", "012 345 67"),
+        ("0123 4567 8901", "[PHONE]"),
+        ("01234 5678 9012", "01234 5678 9012"),
+    ],
+)
+def test_digit_counts_on_the_bounds(text: str, redacted: str) -> None:
+    assert redact(text)[0] == redacted
