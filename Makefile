@@ -11,7 +11,7 @@ LOCK := constraints.txt
 STAMP := $(VENV)/.textops-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup lock run serve test test-all test-gpu lint format compile images bench clean
+.PHONY: setup lock run serve test test-all test-gpu lint format compile images bench mutation clean
 
 setup: $(STAMP)
 
@@ -121,6 +121,26 @@ bench: setup
 		$(BIN)/python $$script --output bench-results/$${name#bench_}.json || missed="$$missed $$name"; \
 	done; \
 	if [ -n "$$missed" ]; then echo "benchmarks that failed or missed a target:$$missed"; exit 1; fi
+
+# Mutation testing (mutmut) of the code where a silent change does harm (the gate, the label
+# checks, ...): pyproject.toml's [tool.mutmut] names the files and the unit tests that must
+# catch each change. It prints the survivors and the score, and fails below
+# MUTATION_MIN_SCORE per cent killed; `cd .mutation && ../.venv/bin/mutmut show NAME` shows a
+# survivor's change. mutmut names a mutant after its file's path, so it runs in .mutation/,
+# where textops/components links to components/ and the path is the module's import name.
+# From scratch each time, with MUTATION_JOBS workers.
+MUTATION_DIR := .mutation
+MUTATION_JOBS ?= 1
+MUTATION_MIN_SCORE ?= 90
+mutation: setup
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)/textops
+	ln -s ../../components $(MUTATION_DIR)/textops/components
+	ln -s ../tests $(MUTATION_DIR)/tests
+	ln -s ../pyproject.toml $(MUTATION_DIR)/pyproject.toml
+	cd $(MUTATION_DIR) && ../$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	cd $(MUTATION_DIR) && ../$(BIN)/mutmut results && ../$(BIN)/mutmut export-cicd-stats
+	$(BIN)/python tests/mutation_score.py $(MUTATION_DIR)/mutants/mutmut-cicd-stats.json \
+		$(MUTATION_MIN_SCORE)
 
 clean:
 	rm -rf $(VENV) $(LOCK_TOOL) .textops .pytest_cache .mypy_cache .ruff_cache .mypy-src
