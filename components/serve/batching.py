@@ -7,7 +7,7 @@ call at a time also keeps ONNX Runtime's intra-op threads from competing with ea
 the cores; background work (explanations) gives way to these calls (`inference_gate`).
 
 What one call costs is bounded, whatever the requests hold (their texts are already cut to
-what the model reads, `text_model.cut_texts`):
+what the model reads, `TextModel.parse`):
 
 - A batch pads every text to its longest, so a request joins a batch only while the batch's
   longest text stays within `WIDTH_RATIO` times its shortest (texts up to `NARROW_CHARS`

@@ -10,7 +10,7 @@ it).
 
 What one explain request may cost, and how it shares the model with predictions:
 
-- Its texts arrive cut to what the model reads (`text_model.cut_texts`), at most
+- Its texts arrive cut to what the model reads (`TextModel.parse`), at most
   --explain-max-texts of them, and only the first --explain-max-words words of each are
   scored: at most texts * (words + 1) classifications of at most max_seq_length tokens.
 - At most --explain-concurrency explain requests run at once per process; one more is

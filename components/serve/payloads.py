@@ -94,7 +94,10 @@ class ParsedRequest:
 
 
 def parse_request(
-    payload: Any, headers: Mapping[str, str] | None, max_batch_size: int
+    payload: Any,
+    headers: Mapping[str, str] | None,
+    max_batch_size: int,
+    max_chars: int | None = None,
 ) -> ParsedRequest:
     """Check a decoded request body and take its texts.
 
@@ -103,16 +106,19 @@ def parse_request(
             when the body was not JSON.
         headers: The request headers (lower-case names).
         max_batch_size: Texts allowed per request.
+        max_chars: Each text is cut to its first `max_chars` characters before it is checked
+            (what the model reads, see `ServeSettings.max_text_chars`), so that a 4 MB text
+            costs no more to check than a short one; None keeps texts whole.
 
     Raises:
         BadRequestError: The body is malformed; the message says which field and why.
         BatchTooLargeError: More than `max_batch_size` texts.
     """
     if isinstance(payload, InferRequest):
-        texts = _v2_texts(payload)
+        texts = _v2_texts(payload, max_chars)
         parsed = ParsedRequest(texts, "v2", _request_id(payload, headers), payload)
     else:
-        parsed = ParsedRequest(_v1_texts(payload), "v1")
+        parsed = ParsedRequest(_v1_texts(payload, max_chars), "v1")
     if len(parsed.texts) > max_batch_size:
         raise BatchTooLargeError(
             f"the request holds {len(parsed.texts)} texts; at most {max_batch_size} are allowed "
@@ -121,7 +127,7 @@ def parse_request(
     return parsed
 
 
-def _v1_texts(payload: Any) -> list[str]:
+def _v1_texts(payload: Any, max_chars: int | None) -> list[str]:
     if isinstance(payload, bytes | bytearray):
         # KServe hands over the raw body when the Content-Type is not JSON (`curl -d` sends
         # a form type): JSON in it is still accepted.
@@ -145,18 +151,18 @@ def _v1_texts(payload: Any) -> list[str]:
         raise BadRequestError(f'"instances" must be a list, got a JSON {_json_type(instances)}')
     if not instances:
         raise BadRequestError('"instances" is empty: send at least one text')
-    return [_v1_text(i, item) for i, item in enumerate(instances)]
+    return [_v1_text(i, item, max_chars) for i, item in enumerate(instances)]
 
 
-def _v1_text(index: int, item: Any) -> str:
+def _v1_text(index: int, item: Any, max_chars: int | None) -> str:
     if isinstance(item, str):
-        return checked_text(item, f"instances[{index}]")
+        return checked_text(item[:max_chars], f"instances[{index}]")
     if isinstance(item, dict):
         if "text" not in item:
             raise BadRequestError(f'instances[{index}] is an object without a "text" field')
         text = item["text"]
         if isinstance(text, str):
-            return checked_text(text, f"instances[{index}].text")
+            return checked_text(text[:max_chars], f"instances[{index}].text")
         raise BadRequestError(
             f"instances[{index}].text must be a string, got a JSON {_json_type(text)}"
         )
@@ -166,7 +172,7 @@ def _v1_text(index: int, item: Any) -> str:
     )
 
 
-def _v2_texts(request: InferRequest) -> list[str]:
+def _v2_texts(request: InferRequest, max_chars: int | None) -> list[str]:
     _check_v2_parameters(request.parameters, "the request", _REQUEST_PARAMETERS)
     for output in request.request_outputs or []:
         if output.name not in OUTPUT_NAMES:
@@ -196,7 +202,7 @@ def _v2_texts(request: InferRequest) -> list[str]:
         )
     if not values:
         raise BadRequestError(f"input {INPUT_NAME!r} is empty: send at least one text")
-    return [_v2_text(i, value) for i, value in enumerate(values)]
+    return [_v2_text(i, value, max_chars) for i, value in enumerate(values)]
 
 
 def _check_v2_parameters(parameters: Any, where: str, allowed: frozenset[str]) -> None:
@@ -245,16 +251,16 @@ def _flatten(data: Any) -> list[Any]:
 _END = object()
 
 
-def _v2_text(index: int, value: Any) -> str:
+def _v2_text(index: int, value: Any, max_chars: int | None) -> str:
     where = f"input {INPUT_NAME!r} element {index}"
     if isinstance(value, str):
-        return checked_text(value, where)
+        return checked_text(value[:max_chars], where)
     if isinstance(value, bytes | np.bytes_):
         try:
             text = bytes(value).decode("utf-8")
         except UnicodeDecodeError as e:
             raise BadRequestError(f"{where} is not UTF-8: {e}") from e
-        return checked_text(text, where)
+        return checked_text(text[:max_chars], where)
     raise BadRequestError(f"{where} must be a string, got {_json_type(value)}")
 
 

@@ -1,7 +1,7 @@
 """What the predictor's model and the Triton transformer share: one `kserve.Model` base.
 
 Both take the same V1 and V2 requests (`payloads.parse_request`, with the same limits), cut
-every text to what the model can read before anything tokenizes it (`cut_texts`), write
+every text to what the model reads before anything checks or tokenizes it, write
 the same response bodies, count the same `textops_predictions_total`, describe the same V2
 tensors, and load again in every KServe `--workers` process they are pickled into. How the
 probabilities are computed (ONNX Runtime here, Triton there) is each subclass's own.
@@ -9,7 +9,6 @@ probabilities are computed (ONNX Runtime here, Triton there) is each subclass's 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -32,16 +31,6 @@ from textops.components.serve.settings import ServeSettings
 
 #: What a subclass serves: the predictor's runtime, or the transformer's bundle files.
 ServedT = TypeVar("ServedT", bound=ServedVersion)
-
-
-def cut_texts(texts: list[str], max_chars: int) -> list[str]:
-    """Each text's first `max_chars` characters; the tokenizer then keeps max_seq_length tokens.
-
-    A tokenizer reads a whole text before it truncates it, so a text is cut here, before one
-    sees it: a 4 MB text costs no more than one of `max_chars` characters, and the big string
-    is released with the request body. Texts within the limit are passed on as they are.
-    """
-    return [text if len(text) <= max_chars else text[:max_chars] for text in texts]
 
 
 class TextModel(Model, Generic[ServedT]):
@@ -99,9 +88,11 @@ class TextModel(Model, Generic[ServedT]):
             BadRequestError: The request is malformed (400).
             BatchTooLargeError: It holds more than --max-batch-size texts (413).
         """
-        parsed = parse_request(payload, headers, self.settings.max_batch_size)
+        # Texts are cut before they are checked, let alone tokenized: a tokenizer reads a
+        # whole text before it truncates it, so a 4 MB text would cost seconds and hundreds
+        # of MB; cut, it costs what a text of max_text_chars characters does.
         limit = self.settings.max_text_chars(self.served.max_seq_length)
-        return replace(parsed, texts=cut_texts(parsed.texts, limit))
+        return parse_request(payload, headers, self.settings.max_batch_size, limit)
 
     def respond(
         self, request: ParsedRequest, probabilities: np.ndarray, served: ServedVersion
