@@ -141,21 +141,25 @@ class ServingMiddleware:
         assert self.payload_logger is not None
         eid = event_id(headers)
         content_type = headers.get("content-type", "application/json")
-        self.payload_logger.log_request(eid, body, content_type)
+        logged = self.payload_logger.log_request(eid, body, content_type)
         status = 0
+        complete = False
         chunks: list[bytes] = []
 
         async def send_captured(message: Message) -> None:
-            nonlocal status
+            nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = int(message["status"])
             elif message["type"] == "http.response.body" and status == 200:
                 chunks.append(bytes(message.get("body", b"")))
+                complete = not message.get("more_body", False)
             await send(message)
 
-        await self.app(scope, receive, send_captured)
-        if status == 200:
-            self.payload_logger.log_response(eid, b"".join(chunks), content_type)
+        try:
+            await self.app(scope, receive, send_captured)
+        finally:
+            # A whole 200 answer is the response event; anything else frees the room held for it.
+            logged.respond(b"".join(chunks) if status == 200 and complete else None, content_type)
 
     async def _route_version(self, scope: Scope, send: Send) -> Scope | None:
         """The scope with a served version's path made unversioned; None when answered 404."""

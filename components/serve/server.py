@@ -222,7 +222,9 @@ def _add_payload_logger_flags(parser: argparse.ArgumentParser) -> None:
         "--payload-logger-queue-size",
         type=int,
         default=DEFAULT_PAYLOAD_QUEUE_SIZE,
-        help="events waiting to be sent; more are dropped and counted",
+        help="requests whose CloudEvents may wait to be sent, each with room for its request "
+        "and its response; a request arriving when it is full is dropped with its response "
+        "and counted in textops_payload_events_dropped_total{reason=queue_full}",
     )
 
 

@@ -25,7 +25,8 @@ DEFAULT_MAX_BATCH_SIZE = 256
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 #: Texts per ONNX Runtime call; concurrent requests are coalesced up to this many texts.
 DEFAULT_INFERENCE_BATCH_SIZE = 64
-#: CloudEvents the payload logger holds while its sender catches up; more are dropped.
+#: Requests the payload logger holds (with room for their responses) while its senders catch
+#: up; more are dropped whole.
 DEFAULT_PAYLOAD_QUEUE_SIZE = 1000
 #: Characters kept per token of the model's max sequence length: a text is cut to
 #: max_seq_length * this many characters before the tokenizer sees it. The longest sample
@@ -59,7 +60,9 @@ class PayloadLoggerSettings:
         namespace: The `Ce-Namespace` of every event.
         endpoint: The `Ce-Endpoint` of every event (`default` or `canary` in KServe).
         component: The `Ce-Component` of every event.
-        queue_size: Events waiting to be sent; the next one is dropped when it is full.
+        queue_size: Requests whose events may wait to be sent; each holds room for its request
+            and its response, and a request arriving when it is full is dropped with its
+            response (see `payload_logger`).
         timeout_seconds: Time allowed for one event's POST.
     """
 
