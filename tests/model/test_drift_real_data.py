@@ -5,6 +5,10 @@
 - Traffic from another domain is flagged: tweets sent to the review model, and IMDb film
   reviews against a reference of Amazon and Yelp reviews (the reference sample is what drift
   is measured against, so restricting it to two sources stands in for a model trained on them).
+
+These are slow (the sample run fine-tunes the real model first); the default test run holds the
+tiny model's drift checks to no false alarm on the same sample data in
+tests/unit/drift/test_drift_false_alarms.py.
 """
 
 from pathlib import Path
