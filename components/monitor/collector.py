@@ -42,6 +42,7 @@ from textops.components.common.errors import (
 )
 from textops.components.common.redaction import KINDS
 from textops.components.monitor.collector_cli import (
+    DEFAULT_COMMIT_WINDOW_MS,
     DEFAULT_MAX_BODY_BYTES,
     add_collect_arguments,
 )
@@ -263,19 +264,22 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_commit_batch: int | None = None,
+    commit_window_ms: float = DEFAULT_COMMIT_WINDOW_MS,
     metrics: CollectorMetrics | None = None,
 ) -> Starlette:
     """The collector as an ASGI app; it owns `store`, which it closes when it shuts down.
 
     The store's writer thread runs between the app's startup and shutdown (its lifespan).
     `max_commit_batch` bounds the events one store transaction takes (None: the writer's
-    default, `MAX_BATCH_EVENTS`; 1: one transaction per event).
+    default, `MAX_BATCH_EVENTS`; 1: one transaction per event). `commit_window_ms` is how long
+    a commit waits for more writes once concurrent senders were seen (see `group_commit.py`).
     """
     metrics = metrics or CollectorMetrics()
     writer = GroupCommitWriter(
         store,
         on_batch=metrics.batch.observe,
         max_batch_events=MAX_BATCH_EVENTS if max_commit_batch is None else max_commit_batch,
+        commit_window_seconds=commit_window_ms / 1000,
     )
     collector = Collector(writer, metrics, max_body_bytes)
 
@@ -324,10 +328,11 @@ def serve(
     port: int,
     max_body_bytes: int,
     max_commit_batch: int | None = None,
+    commit_window_ms: float = DEFAULT_COMMIT_WINDOW_MS,
 ) -> None:
     """Run the collector until SIGINT or SIGTERM; in-flight events are committed first.
 
-    `max_commit_batch` is as in `create_app`.
+    `max_commit_batch` and `commit_window_ms` are as in `create_app`.
 
     Raises:
         PayloadStoreError: The store cannot be opened.
@@ -341,14 +346,20 @@ def serve(
     except TextopsError:
         store.close()
         raise
-    app = create_app(store, max_body_bytes=max_body_bytes, max_commit_batch=max_commit_batch)
+    app = create_app(
+        store,
+        max_body_bytes=max_body_bytes,
+        max_commit_batch=max_commit_batch,
+        commit_window_ms=commit_window_ms,
+    )
     bound = sock.getsockname()[1]
     logger.info(
-        "collector listening url=http://%s:%d store=%s max_commit_batch=%d",
+        "collector listening url=http://%s:%d store=%s max_commit_batch=%d commit_window_ms=%g",
         host,
         bound,
         mask_url(store_url),
         app.state.collector.writer.max_batch_events,
+        commit_window_ms,
     )
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", server_header=False

@@ -18,6 +18,8 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8088
 #: Largest request body accepted (4 MiB): a batch of a few thousand texts.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: How long a commit waits for more writes once concurrent senders were seen (0: never).
+DEFAULT_COMMIT_WINDOW_MS = 0.0
 
 
 def default_store_url() -> str:
@@ -60,6 +62,16 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
         "flush each) under load; 1: one transaction per event, no group commit (default: "
         "the writer's own bound, 2048)",
     )
+    parser.add_argument(
+        "--commit-window-ms",
+        type=_non_negative_float,
+        default=DEFAULT_COMMIT_WINDOW_MS,
+        metavar="MS",
+        help="once the last commit held the writes of several requests, how long the next one "
+        "waits for more to join it; fewer, larger commits for many senders of one event each, "
+        "at up to MS more latency per event; a lone sender never waits "
+        f"(default: {DEFAULT_COMMIT_WINDOW_MS:g}, no waiting)",
+    )
     parser.add_argument("--log-level", default=None, help="default: $TEXTOPS_LOG_LEVEL, else INFO")
 
 
@@ -70,6 +82,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, not {text!r}")
     return value
 
 
@@ -109,6 +131,7 @@ def collect_command(args: argparse.Namespace) -> int:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         max_commit_batch=args.max_commit_batch,
+        commit_window_ms=args.commit_window_ms,
     )
     return 0
 

@@ -13,6 +13,13 @@ transactions (and disk flushes) under load; 1 commits every event alone, which i
 collector without group commit. One request's events are never split: a request with more
 events than the bound is committed alone.
 
+Senders of one event per request (KServe's logger) come back as soon as they are answered, so
+a commit that starts with the first of them to return splits them into two alternating groups.
+`commit_window_seconds` (`--commit-window-ms`, off by default) lets a commit wait for them:
+once the last batches held several writes, the next commit waits until it holds as many as the
+largest of the last 16 batches, or until the window has passed. A lone sender is never kept
+waiting: its batches hold one write. docs/benchmarks.md has what this gives.
+
 No write fails because of another. The collector makes every value storable before a write
 is queued (`events.py`, `storable.py`); should a shared transaction still fail on the values
 of one write (`UnstorableDataError`, or an error the store did not classify), the writer
@@ -28,6 +35,8 @@ import asyncio
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 #: Most events written in one transaction unless the writer is given another bound.
 MAX_BATCH_EVENTS = 2048
+#: Batches whose sizes say how many writes a commit window waits for (the largest of them).
+_RECENT_BATCHES = 16
 
 
 @dataclass
@@ -64,9 +75,11 @@ class GroupCommitWriter:
             number of events in it (for metrics).
         max_batch_events: Most queued events one transaction takes (see the module's
             docstring); 1 gives one transaction per event.
+        commit_window_seconds: Longest a commit waits for the writes of concurrent senders
+            (see the module's docstring); 0 never waits.
 
     Raises:
-        ValueError: `max_batch_events` is less than 1.
+        ValueError: `max_batch_events` is less than 1, or `commit_window_seconds` below 0.
     """
 
     def __init__(
@@ -74,11 +87,19 @@ class GroupCommitWriter:
         store: PayloadStore,
         on_batch: Callable[[int], None] | None = None,
         max_batch_events: int = MAX_BATCH_EVENTS,
+        commit_window_seconds: float = 0.0,
     ) -> None:
         if max_batch_events < 1:
             raise ValueError(f"max_batch_events must be 1 or more, not {max_batch_events}")
+        if commit_window_seconds < 0:
+            raise ValueError(
+                f"commit_window_seconds must be 0 or more, not {commit_window_seconds}"
+            )
         self.store = store
         self.max_batch_events = max_batch_events
+        self.commit_window_seconds = commit_window_seconds
+        # Writes in each of the last batches: how many concurrent senders to wait for.
+        self._recent_writes: deque[int] = deque(maxlen=_RECENT_BATCHES)
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # A write taken from the queue that did not fit in the last batch: the next one's first.
@@ -146,11 +167,15 @@ class GroupCommitWriter:
         else:
             pending = [self._queue.get()]
         count = _event_count(pending[0])
+        # Senders of one event each come back as soon as they are answered: once the last
+        # batches held several writes, wait (up to the window) until as many are in hand.
+        expected = max(self._recent_writes, default=1) if self.commit_window_seconds else 1
+        deadline = time.monotonic() + self.commit_window_seconds
         # What queued up during the last commit joins this batch, in order, up to the bound;
         # nothing queued after stop()'s marker is taken.
         while count < self.max_batch_events and pending[-1] is not _STOP:
             try:
-                item = self._queue.get_nowait()
+                item = self._take(deadline if len(pending) < expected else None)
             except queue.Empty:
                 break
             if count + _event_count(item) > self.max_batch_events:
@@ -158,7 +183,15 @@ class GroupCommitWriter:
                 break
             pending.append(item)
             count += _event_count(item)
+        self._recent_writes.append(len(pending))
         return pending
+
+    def _take(self, deadline: float | None) -> Any:
+        """The next queued item; by `deadline` (monotonic time), or at once when None."""
+        remaining = 0.0 if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return self._queue.get_nowait()
+        return self._queue.get(timeout=remaining)
 
     def _commit_events(self, writes: list[_Write]) -> None:
         if not writes:
