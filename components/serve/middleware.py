@@ -110,7 +110,7 @@ class ServingMiddleware:
                 await _send_error(send, 400, f"invalid Content-Length header {declared!r}")
                 return
             if int(declared) > self.max_body_bytes:
-                await self._too_large(send, int(declared))
+                await self._too_large(send, str(int(declared)))
                 return
         logged = self.payload_logger is not None and _INFERENCE_PATH.fullmatch(scope["path"])
         if declared is not None and not logged:
@@ -190,19 +190,19 @@ class ServingMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._too_large(send, size)
+                # Refused at the first chunk past the limit: the body holds at least this.
+                await self._too_large(send, f"at least {size}")
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send, size: int) -> None:
+    async def _too_large(self, send: Send, size: str) -> None:
         await _send_error(
             send,
             413,
-            f"the request body holds {'more than ' if size > self.max_body_bytes else ''}"
-            f"{size} bytes; at most {self.max_body_bytes} are allowed (--max-body-bytes): "
-            "send fewer or shorter texts per request",
+            f"the request body holds {size} bytes; at most {self.max_body_bytes} are allowed "
+            "(--max-body-bytes): send fewer or shorter texts per request",
         )
 
 
