@@ -46,9 +46,8 @@ BLANK_CHARACTERS = (
     r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     r"\U000e0001\U000e0020-\U000e007f"
 )
-_BLANK = re.compile(f"[{BLANK_CHARACTERS}]*")
-#: Half of a UTF-16 surrogate pair: JSON's \uD800 escapes can carry one, UTF-8 cannot.
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: Any character that is not blank: a text without one has nothing to classify.
+_CONTENT = re.compile(f"[^{BLANK_CHARACTERS}]")
 
 
 class ServedVersion(Protocol):
@@ -275,14 +274,19 @@ def checked_text(text: str, where: str) -> str:
         BadRequestError: The text holds a lone surrogate, or nothing but whitespace, control
             and format characters (or nothing at all).
     """
-    surrogate = _SURROGATE.search(text)
-    if surrogate is not None:
-        raise BadRequestError(
-            f"{where} holds a lone surrogate (U+{ord(surrogate.group()):04X} at character "
-            f"{surrogate.start()}), which is not Unicode text: send the text as UTF-8, or "
-            "escape it as a surrogate pair"
-        )
-    if _BLANK.fullmatch(text) is not None:
+    if not text.isascii():
+        # Half of a UTF-16 surrogate pair: JSON's \uD800 escapes can carry one, UTF-8 cannot.
+        # Encoding finds it ten times faster than a regular expression would.
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadRequestError(
+                f"{where} holds a lone surrogate (U+{ord(text[e.start]):04X} at character "
+                f"{e.start}), which is not Unicode text: send the text as UTF-8, or escape it "
+                "as a surrogate pair"
+            ) from e
+    # Leading whitespace is skipped at C speed; the search then stops at the first content.
+    if _CONTENT.search(text.lstrip()) is None:
         shown = "is empty" if not text else "holds only whitespace or control characters"
         raise BadRequestError(
             f"{where} {shown}: there is nothing to classify; leave it out of the request"
