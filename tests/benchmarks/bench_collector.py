@@ -22,7 +22,7 @@ The runs, all in one invocation, so their rates compare (`--runs` picks some):
   transaction, and so one flush to disk, per event. The report gives each run's rate over it.
 - `logger`: what KServe's logger sends: 16 senders (the agent's workers, about three replicas'
   worth) of one event per POST, drawing connections from a pool that keeps two idle, as Go's
-  default transport does, so most events come on a new connection.
+  default transport does, so many events come on a new connection.
 - `logger_window`: the same with `--commit-window-ms 2`.
 - `predictor` and `predictor_overload`: the predictor's own payload logger (`PayloadLogger`),
   fed open-loop at 300 requests a second (what the predictor answered at 8 concurrent
