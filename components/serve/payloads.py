@@ -16,7 +16,6 @@ V2:  one input tensor `text`, datatype BYTES, shape [n] (or [n, 1])
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from textops.components.common.blank_text import is_blank
 from textops.components.common.errors import TextopsError
 
 #: The V2 input tensor and output tensors.
@@ -37,17 +37,6 @@ OUTPUT_NAMES = (LABEL_OUTPUT, PROBABILITIES_OUTPUT)
 #: Request-level and output parameters this predictor understands; others are refused.
 _REQUEST_PARAMETERS = frozenset({"binary_data_output"})
 _OUTPUT_PARAMETERS = frozenset({"binary_data"})
-#: The characters a text may not consist of alone: whitespace, control (Cc) and format (Cf)
-#: characters and separators (Z*). Written out because deriving them from `unicodedata` takes
-#: half a second; tests/unit/test_serve_payloads.py derives them and compares.
-BLANK_CHARACTERS = (
-    r"\x00-\x20\x7f-\xa0\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u1680"
-    r"\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
-    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    r"\U000e0001\U000e0020-\U000e007f"
-)
-#: Any character that is not blank: a text without one has nothing to classify.
-_CONTENT = re.compile(f"[^{BLANK_CHARACTERS}]")
 
 
 class ServedVersion(Protocol):
@@ -285,8 +274,7 @@ def checked_text(text: str, where: str) -> str:
                 f"{e.start}), which is not Unicode text: send the text as UTF-8, or escape it "
                 "as a surrogate pair"
             ) from e
-    # Leading whitespace is skipped at C speed; the search then stops at the first content.
-    if _CONTENT.search(text.lstrip()) is None:
+    if is_blank(text):
         shown = "is empty" if not text else "holds only whitespace or control characters"
         raise BadRequestError(
             f"{where} {shown}: there is nothing to classify; leave it out of the request"

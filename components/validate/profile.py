@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from textops.components.common.blank_text import BLANK_TEXT_REGEX
 from textops.components.common.errors import DataError
 from textops.components.common.labels import LabelMap, canonical_label
 from textops.components.validate.settings import ValidationSettings
@@ -30,15 +31,6 @@ NUMERIC_LOOKALIKE = "__textops_numeric_lookalike_label"
 #: Values of TEXT_STATUS: 0 is a valid text, the others say why a text is not.
 TEXT_PROBLEMS = {1: "null", 2: "blank", 3: "too short", 4: "too long"}
 
-# Whitespace and invisible characters, listed literally rather than as `\s`: pandas hands the
-# regex to pyarrow (RE2) or to Python's `re` depending on the string backend, and RE2's `\s`
-# matches ASCII whitespace only, so a text of no-break spaces would pass as non-empty.
-_BLANK_CHARS = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
-    + "".join(chr(c) for c in range(0x2000, 0x200E))  # en quad .. zero-width joiner
-    + "\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
-)
-BLANK_TEXT_REGEX = f"^[{_BLANK_CHARS}]*$"
 #: Characters that break a line: a text holding one was probably multi-line in its source.
 LINE_BREAK_REGEX = "[\n\r\x0b\x0c\x85\u2028\u2029]"
 
