@@ -31,6 +31,8 @@ CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "textops_predictions_total": ("counter", frozenset({"model_name", "label"})),
     "textops_request_errors_total": ("counter", frozenset({"model_name", "status"})),
     "textops_model_version_info": ("gauge", frozenset({"model_name", "version"})),
+    "textops_payload_events_sent_total": ("counter", frozenset({"model_name", "type"})),
+    "textops_payload_events_dropped_total": ("counter", frozenset({"model_name", "reason"})),
     # The payload collector.
     "textops_collector_events_received_total": ("counter", frozenset()),
     "textops_collector_events_stored_total": ("counter", frozenset()),
@@ -161,6 +163,7 @@ REQUIRED_ALERTS = {
     "TextopsPredictorErrorRate": "textops_request_errors_total",
     "TextopsPredictorLatencyP99": "request_predict_seconds_bucket",
     "TextopsCollectorRejectingEvents": "textops_collector_events_rejected_total",
+    "TextopsPayloadEventsDropped": "textops_payload_events_dropped_total",
 }
 
 
