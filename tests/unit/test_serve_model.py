@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -125,20 +126,44 @@ class _SlowRuntime:
         return self.runtime.predict_proba(texts, batch_size)
 
 
+class _GatedRuntime:
+    """The real runtime, each call held until the event loop lets it go: on the loop's own
+    thread it would wait for itself, and fail after `timeout` seconds."""
+
+    def __init__(self, runtime: ClassifierRuntime, timeout: float = 30) -> None:
+        self.runtime = runtime
+        self.timeout = timeout
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[int] = []
+
+    def predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        self.started.set()
+        if not self.release.wait(self.timeout):
+            raise AssertionError("the event loop did not run while inference was in progress")
+        return self.runtime.predict_proba(texts, batch_size)
+
+
 def test_inference_never_blocks_the_event_loop(model: TextClassifierModel) -> None:
-    slow = _SlowRuntime(model.runtime)
+    gated = _GatedRuntime(model.runtime)
 
-    async def run() -> int:
-        batcher = InferenceBatcher(lambda: slow, max_texts=64)  # type: ignore[arg-type,return-value]
-        ticks = 0
+    async def run() -> tuple[Any, int]:
+        batcher = InferenceBatcher(lambda: gated, max_texts=64)  # type: ignore[arg-type,return-value]
         task = asyncio.ensure_future(batcher.classify(TEXTS))
-        while not task.done():
-            ticks += 1
-            await asyncio.sleep(0.01)
+        # The loop waits for inference to start, then lets it finish: both need the loop to
+        # turn while the call is in progress.
+        assert await asyncio.to_thread(gated.started.wait, gated.timeout)
+        gated.release.set()
+        result = await task
         batcher.close()
-        return ticks
+        return result, threading.get_ident()
 
-    assert asyncio.run(run()) > 10  # the loop kept turning during the 0.3 s call
+    result, loop_thread = asyncio.run(run())
+    assert gated.threads and loop_thread not in gated.threads
+    np.testing.assert_allclose(
+        result.probabilities, model.runtime.predict_proba(TEXTS, 8), atol=1e-6
+    )
 
 
 def test_closing_fails_waiting_requests_instead_of_leaving_them_hanging(
