@@ -1,9 +1,10 @@
 """Load for the serving cost benchmarks, run in a process of its own (see bench_serve_costs.py
 and bench_soak.py).
 
-cost_runs.py worst PORT SECONDS KIND [KIND ...]
-    One closed-loop client per worst-case KIND (a key of `WORST_CASE`), each on its own
-    keep-alive connection, for SECONDS; prints, per kind, the answers by status and the
+cost_runs.py worst PORT SECONDS RATE KIND [KIND ...]
+    One client per worst-case KIND (a key of `WORST_CASE`), each on its own keep-alive
+    connection, for SECONDS, starting a request at most RATE times a second (0: each as soon
+    as the previous one is answered); prints, per kind, the answers by status and the
     latencies.
 cost_runs.py soak PORT SECONDS CONNECTIONS TEXTS_JSON
     CONNECTIONS closed-loop clients sending the soak mix (`soak_mix`) for SECONDS; prints the
@@ -127,11 +128,17 @@ def _p99(latencies: list[float]) -> float | None:
     return 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
 
 
-async def closed_loop(port: int, requests: list[Request], stop: float, tally: Tally) -> None:
-    """Send `requests` in a loop on one keep-alive connection until `stop`."""
+async def closed_loop(
+    port: int, requests: list[Request], stop: float, tally: Tally, interval: float = 0.0
+) -> None:
+    """Send `requests` in a loop on one keep-alive connection until `stop`, each request
+    starting at least `interval` seconds after the previous one started."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     i = 0
+    next_start = time.perf_counter()
     while time.perf_counter() < stop:
+        await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
+        next_start = time.perf_counter() + interval
         kind, request = requests[i % len(requests)]
         i += 1
         started = time.perf_counter()
@@ -153,13 +160,17 @@ async def closed_loop(port: int, requests: list[Request], stop: float, tally: Ta
     writer.close()
 
 
-def run(clients: list[list[Request]], port: int, seconds: float) -> dict[str, Any]:
-    """Run one closed-loop client per request list for `seconds`; the tally's summary."""
+def run(
+    clients: list[list[Request]], port: int, seconds: float, interval: float = 0.0
+) -> dict[str, Any]:
+    """Run one client per request list for `seconds`; the tally's summary."""
     tally = Tally()
 
     async def main() -> None:
         stop = time.perf_counter() + seconds
-        await asyncio.gather(*(closed_loop(port, requests, stop, tally) for requests in clients))
+        await asyncio.gather(
+            *(closed_loop(port, requests, stop, tally, interval) for requests in clients)
+        )
 
     try:
         import uvloop
@@ -173,11 +184,13 @@ def run(clients: list[list[Request]], port: int, seconds: float) -> dict[str, An
 def main(argv: list[str]) -> None:
     mode, port, seconds = argv[0], int(argv[1]), float(argv[2])
     if mode == "worst":
-        clients = [[(kind, http_request(*WORST_CASE[kind]))] for kind in argv[3:]]
+        rate = float(argv[3])
+        clients = [[(kind, http_request(*WORST_CASE[kind]))] for kind in argv[4:]]
+        print(json.dumps(run(clients, port, seconds, 1 / rate if rate else 0.0)))
     else:
         connections, texts = int(argv[3]), json.loads(Path(argv[4]).read_text())
         clients = [soak_mix(texts, c) for c in range(connections)]
-    print(json.dumps(run(clients, port, seconds)))
+        print(json.dumps(run(clients, port, seconds)))
 
 
 if __name__ == "__main__":
