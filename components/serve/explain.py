@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -210,6 +211,7 @@ class Explainer:
         self, runtime: ClassifierRuntime, texts: list[str], work: BackgroundWork
     ) -> tuple[list[TextSpan], np.ndarray]:
         settings = self.settings
+        started = time.monotonic()
         variants, spans = occlusion_batch(texts, settings.explain_max_words)
         try:
             probabilities = classify_in_background(
@@ -222,9 +224,25 @@ class Explainer:
                 max_chars=settings.max_text_chars(runtime.max_seq_length),
             )
         except BackgroundCancelledError:
-            logger.info("explanation stopped: texts=%d variants=%d", len(texts), len(variants))
+            self._log("explanation stopped", texts, variants, work, started)
             raise
+        self._log("explanation done", texts, variants, work, started)
         return spans, probabilities
+
+    @staticmethod
+    def _log(
+        event: str, texts: list[str], variants: list[str], work: BackgroundWork, started: float
+    ) -> None:
+        logger.info(
+            "%s: texts=%d variants=%d calls=%d turns=%d preemptions=%d seconds=%.3f",
+            event,
+            len(texts),
+            len(variants),
+            work.calls,
+            work.turns,
+            work.preemptions,
+            time.monotonic() - started,
+        )
 
     def close(self) -> None:
         """Stop the explainer's threads once their current explanations stop."""

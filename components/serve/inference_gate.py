@@ -5,10 +5,13 @@ Predictions (the `InferenceBatcher`'s thread) and background work (explanations,
 their own) share one session and the same cores. Two calls at once would each get part of the
 cores and both be slow, so the gate lets one call run at a time:
 
-- A background call starts at once while no prediction waits or runs. A prediction that
-  arrives during it stops it (ONNX Runtime's `RunOptions.terminate`, honoured between graph
-  nodes, within about a millisecond), and it runs again from the start later: idle time is
-  free for background work, and predictions do not wait for it.
+- A background call starts once no prediction has waited or run for `IDLE_GRACE_S`. A
+  prediction that arrives during it stops it (ONNX Runtime's `RunOptions.terminate`,
+  honoured between graph nodes, within about a millisecond), and it runs again from the
+  start later: idle time is free for background work, and predictions do not wait for it.
+  (Without the grace, the gaps of a millisecond between one client's requests would each
+  start a call that the next request stops: work thrown away, on the cores the predictions
+  need.)
 - While predictions keep the model busy, a background call still gets its turn after the
   predictions' call running now, and is not stopped, as long as background work has had no
   more than `share` of the model's time (each such call of t seconds is followed by at least
@@ -32,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: How long the model must have been free of predictions before background work starts a
+#: call that a prediction may stop: longer than the gaps between a busy client's requests.
+IDLE_GRACE_S = 0.005
+
 
 class BackgroundCancelledError(Exception):
     """The background work was cancelled (its caller timed out or went away)."""
@@ -44,6 +51,7 @@ class BackgroundWork:
 
     Attributes:
         cancelled: `cancel()` was called.
+        calls: Calls of this work run to the end.
         preemptions: Calls of this work stopped by a prediction (and run again).
         turns: Calls run while predictions were waiting (the share's turns).
     """
@@ -51,6 +59,7 @@ class BackgroundWork:
     def __init__(self, gate: InferenceGate) -> None:
         self._gate = gate
         self.cancelled = False
+        self.calls = 0
         self.preemptions = 0
         self.turns = 0
         self.runs: set[ort.RunOptions] = set()
@@ -89,6 +98,7 @@ class InferenceGate:
         self._preemptible: set[ort.RunOptions] = set()
         self._turn_waiting = 0
         self._next_turn = 0.0
+        self._idle_since = 0.0
         self._session = threading.Lock()
 
     @property
@@ -112,6 +122,7 @@ class InferenceGate:
         with self._state:
             self._predictions -= 1
             if self._predictions == 0:
+                self._idle_since = time.monotonic()
                 self._state.notify_all()
 
     def run_prediction(self, call: Callable[[], T]) -> T:
@@ -137,7 +148,9 @@ class InferenceGate:
                     if options.terminate and not work.cancelled:
                         raise _PreemptedError  # a prediction came while this waited
                     started = time.monotonic()
-                    return call(options)
+                    result = call(options)
+                    work.calls += 1
+                    return result
             except Exception as e:
                 if not options.terminate:
                     raise  # a real failure, not a stop
@@ -157,18 +170,23 @@ class InferenceGate:
             while True:
                 if work.cancelled:
                     raise BackgroundCancelledError
-                if not self._predictions and not self._turn_waiting:
+                now = time.monotonic()
+                idle_for = now - self._idle_since
+                if not self._predictions and not self._turn_waiting and idle_for >= IDLE_GRACE_S:
                     self._preemptible.add(options)
                     work.runs.add(options)
                     return False
-                now = time.monotonic()
                 if self.share and not self._turn_waiting and now >= self._next_turn:
                     self._turn_waiting += 1
                     work.runs.add(options)
                     work.turns += 1
                     return True
-                timeout = self._next_turn - now if self.share and now < self._next_turn else None
-                self._state.wait(timeout)
+                timeouts = []
+                if self.share and now < self._next_turn:
+                    timeouts.append(self._next_turn - now)
+                if not self._predictions:
+                    timeouts.append(IDLE_GRACE_S - idle_for)
+                self._state.wait(min(timeouts) if timeouts else None)
 
     def _release(self, work: BackgroundWork, options: ort.RunOptions, turn: float | None) -> None:
         """Forget a finished call; after a turn of `turn` seconds, set when the next may be."""
