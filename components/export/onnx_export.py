@@ -1,11 +1,12 @@
 """Export a trained classifier to ONNX, prove it matches PyTorch, and write the model bundle.
 
 The steps: trace the model to one ONNX file; fuse it for ONNX Runtime and prove the fused
-graph on the whole validation split (`variants.choose_fp32`); add INT8 and fp16 graphs where
-they keep their quality (`variants.build_int8`, `variants.build_fp16`); predict the reference
-sample; write metadata.json with every figure and the file hashes. torch and transformers are
-imported inside the functions that use them, so importing this module (as the KFP component
-and the pipeline compiler do) stays cheap.
+graph on the whole validation split and batch invariant (`variants.choose_fp32`); add INT8
+(statically quantized, calibrated on the train split) and fp16 graphs where they keep their
+quality and stay batch invariant (`variants.build_int8`, `variants.build_fp16`); predict the
+reference sample; write metadata.json with every figure and the file hashes. torch and
+transformers are imported inside the functions that use them, so importing this module (as the
+KFP component and the pipeline compiler do) stays cheap.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from textops.components.export.trace import (
     write_tokenizer,
 )
 from textops.components.export.variants import (
+    CALIBRATION_MAX_TEXTS,
     Fp32Graph,
     OptionalGraph,
     ValidationRun,
@@ -95,6 +97,7 @@ class ExportResult:
     def artifact_metadata(self) -> dict[str, Any]:
         """Flat JSON scalars for the bundle artifact's metadata in the KFP UI."""
         quality = self.int8.get("quality") or {}
+        int8_invariance = self.int8.get("batch_invariance") or {}
         return {
             "opset": self.opset,
             "onnx_inputs": ",".join(self.input_names),
@@ -106,6 +109,8 @@ class ExportResult:
             "int8_shipped": bool(self.int8.get("shipped")),
             "int8_accuracy_loss_points": float(quality.get("accuracy_loss_points", 0.0)),
             "int8_macro_f1_loss_points": float(quality.get("macro_f1_loss_points", 0.0)),
+            "int8_batch_invariant": bool(int8_invariance.get("passed")),
+            "int8_batch_max_prob_diff": float(int8_invariance.get("max_prob_diff", 0.0)),
             "fp16_shipped": bool(self.fp16.get("shipped")),
             "fp16_checked": bool(self.fp16.get("checked")),
             "reference_rows": self.reference_rows,
@@ -148,8 +153,9 @@ def export_bundle(
 
     Raises:
         ExportError: The training metadata is incomplete, the model and its label map
-            disagree, the bundle's tokenizer differs from training's, or ONNX Runtime does not
-            reproduce PyTorch within `parity.PARITY_MAX_ABS_DIFF`, fused or unfused.
+            disagree, the bundle's tokenizer differs from training's, ONNX Runtime does not
+            reproduce PyTorch within `parity.PARITY_MAX_ABS_DIFF`, fused or unfused, or the
+            fp32 graph answers a text differently depending on its batch.
         DataError: A split cannot be read, lacks the text or label column, or holds a label
             the model does not know.
     """
@@ -162,6 +168,13 @@ def export_bundle(
     validation_texts = texts_of(validation, "validation split")
     label_ids = np.asarray([labels.index(v) for v in validation["label"]], dtype=np.int64)
     reference_source = _read_split(reference_source_path, "train split")
+    seed = int(training.get("seed", DEFAULT_SEED))
+    # INT8's activation ranges come from training texts, so the validation split that judges
+    # INT8 stays unseen; the seeded sample makes the quantized graph reproducible.
+    calibration_texts = texts_of(
+        reference_sample(reference_source, max_rows=CALIBRATION_MAX_TEXTS, seed=seed),
+        "train split",
+    )
     model = load_model(model_dir, labels, max_seq_length)
     tokenizer = load_fast_tokenizer(model_dir)
 
@@ -196,6 +209,7 @@ def export_bundle(
             label_ids=label_ids,
             pytorch=parity.pytorch_logits(model, exported.encode, validation_texts),
             open_graph=open_graph,
+            calibration_texts=calibration_texts,
         )
         fp32 = choose_fp32(unfused, work, model.config, run)
         optional = (build_int8(fp32, unfused, work, run), build_fp16(fp32, work, run))
@@ -205,7 +219,6 @@ def export_bundle(
                 shutil.move(graph.path, scratch / bundle_format.MODEL_FILES[graph.precision])
 
         classifier = open_graph(scratch / bundle_format.MODEL_FILE, ["CPUExecutionProvider"])
-        seed = int(training.get("seed", DEFAULT_SEED))
         reference = reference_predictions(
             classifier, reference_sample(reference_source, max_rows=REFERENCE_MAX_ROWS, seed=seed)
         )
@@ -295,6 +308,15 @@ def _metadata_fields(
         "parity": fp32.parity.to_dict(),
         "fusion": fp32.fusion_record(),
         **{graph.precision: graph.record for graph in optional},
+        # Every graph checked, shipped or not; the predictor's default precision reads it.
+        "batch_invariance": {
+            "fp32": fp32.invariance.to_dict() if fp32.invariance else None,
+            **{
+                graph.precision: graph.record["batch_invariance"]
+                for graph in optional
+                if "batch_invariance" in graph.record
+            },
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "opset": OPSET,
         "onnx_inputs": list(input_names),

@@ -1,4 +1,4 @@
-"""Graph rewrites for serving: transformer fusion, INT8 dynamic quantization, fp16 conversion.
+"""Graph rewrites for serving: transformer fusion, INT8 static quantization, fp16 conversion.
 
 Each takes one single-file ONNX graph and writes another; none of them judges its result,
 which is the job of `parity` and `variants`. ONNX Runtime's tools are imported inside the
@@ -7,12 +7,17 @@ functions: they pull in sympy and onnx helpers that serving never needs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,12 @@ FUSED_OPS = (
 )
 #: INT8 weights are signed and quantized per output channel or per tensor.
 INT8_WEIGHT_TYPE = "QInt8"
+#: INT8 activations are unsigned with a zero point: the pairing (U8S8) ONNX Runtime's CPU
+#: integer kernels are built for.
+INT8_ACTIVATION_TYPE = "QUInt8"
+#: What INT8 quantizes: MatMuls with a weight (nearly all the work) and embedding lookups
+#: (most of the bytes).
+INT8_OPERATORS = ("MatMul", "Gather")
 
 
 @dataclass(frozen=True)
@@ -127,34 +138,174 @@ def fused_op_counts(model: Any) -> dict[str, int]:
     return {op: counts[op] for op in FUSED_OPS if counts[op]}
 
 
-def quantize_int8(source: Path, target: Path, *, per_channel: bool) -> None:
-    """Write `source` with INT8 dynamic quantization: signed INT8 weights, activations at run time.
+def quantize_int8(
+    source: Path,
+    target: Path,
+    *,
+    calibration: Iterable[dict[str, np.ndarray]],
+    per_channel: bool,
+) -> int:
+    """Write `source` with static INT8 quantization, every scale fixed before serving.
+
+    Weights become signed INT8; each activation a weight MatMul reads gets one scale and zero
+    point, set from the ranges the calibration batches reach (MinMax). Fixed scales are what
+    make the graph batch invariant: dynamic quantization computes one scale over the whole
+    padded batch at run time, so a text's answer moves with its neighbours. QDQ format, which
+    ONNX Runtime's CPU provider fuses into integer MatMul kernels.
 
     Args:
-        source: An fp32 graph, fused or not.
+        source: The unfused fp32 graph (plain MatMul nodes, which the QDQ fusions match).
         target: Where the quantized graph is written.
-        per_channel: One scale per output channel of each weight, else one per tensor.
+        calibration: Encoded batches of real texts, each without padding (see
+            `variants.calibration_batches`); read once.
+        per_channel: One weight scale per output channel, else one per tensor.
+
+    Returns:
+        The number of calibration batches read.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("static INT8 quantization needs at least one calibration batch")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
 
     started = time.perf_counter()
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType[INT8_WEIGHT_TYPE],
-        per_channel=per_channel,
-        # ONNX shape inference knows no com.microsoft operators, so a fused graph leaves
-        # tensor types unknown; every tensor the quantizer asks about is float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    model = onnx.load(str(source))
+    with (
+        tempfile.TemporaryDirectory(prefix="textops-int8-") as scratch,
+        _without_preprocessing_advice(),
+    ):
+        quantized_path = Path(scratch) / "qdq.onnx"
+        quantize_static(
+            str(source),
+            str(quantized_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType[INT8_ACTIVATION_TYPE],
+            weight_type=QuantType[INT8_WEIGHT_TYPE],
+            per_channel=per_channel,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=list(INT8_OPERATORS),
+            # Attention scores and context (activation times activation) stay float, as in
+            # dynamic quantization: their ranges vary most from text to text.
+            nodes_to_exclude=activation_matmuls(model),
+            extra_options={
+                # MatMul outputs stay float: the bias Add and residual follow in fp32, and a
+                # rounded output would only add error.
+                "OpTypesToExcludeOutputQuantization": list(INT8_OPERATORS),
+                # Bounds memory: ranges merge every few batches instead of at the end.
+                "CalibMaxIntermediateOutputs": 8,
+            },
+        )
+        quantized = onnx.load(str(quantized_path))
+    rerouted = keep_float_consumers(quantized, INT8_OPERATORS)
+    onnx.save(quantized, str(target))
     logger.info(
-        "quantized %s: per_channel=%s bytes=%d seconds=%.1f",
+        "quantized %s: static per_channel=%s calibration_batches=%d float_consumers=%d "
+        "bytes=%d seconds=%.1f",
         target.name,
         per_channel,
+        len(batches),
+        rerouted,
         target.stat().st_size,
         time.perf_counter() - started,
     )
+    return len(batches)
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Hide the quantizer's advice to run its pre-processing first, logged on every call.
+
+    The advice (shape inference and folding before quantizing) is what the measured recipe
+    does without; on the root logger, at WARNING, it would read as a fault in every export.
+    """
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def activation_matmuls(model: Any) -> list[str]:
+    """Names of the MatMul nodes of an ONNX `ModelProto` with no constant (weight) input."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    constants |= {
+        out for node in model.graph.node if node.op_type == "Constant" for out in node.output
+    }
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and not any(name in constants for name in node.input)
+    ]
+
+
+def keep_float_consumers(model: Any, quantized_ops: Sequence[str]) -> int:
+    """Let only the quantized operators read the rounded copy of an activation.
+
+    `quantize_static` puts a QuantizeLinear/DequantizeLinear pair on each activation it
+    quantizes and routes every consumer through it, so a transformer's residual connections
+    and LayerNorms would read the rounded copy too. Fine-tuned all-MiniLM-L6-v2 gave fp32's
+    verdict on 96% of its validation split that way and on 99.3% with this rewrite. Edits
+    `model` in place.
+
+    Returns:
+        How many node inputs were pointed back at the float tensor.
+    """
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {value.name for value in graph.output}
+    rerouted = 0
+    for dequantize in [node for node in graph.node if node.op_type == "DequantizeLinear"]:
+        quantize = producers.get(dequantize.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            continue  # a weight's DequantizeLinear: its input is a constant, not an activation
+        if dequantize.output[0] in outputs:
+            continue
+        for node in graph.node:
+            if node.op_type in quantized_ops:
+                continue
+            for index, name in enumerate(node.input):
+                if name == dequantize.output[0]:
+                    node.input[index] = quantize.input[0]
+                    rerouted += 1
+    _drop_unread(graph, ("QuantizeLinear", "DequantizeLinear"))
+    return rerouted
+
+
+def _drop_unread(graph: Any, op_types: Sequence[str]) -> None:
+    """Remove nodes of `op_types` whose outputs nothing reads, until none is left."""
+    while True:
+        read = {name for node in graph.node for name in node.input}
+        read |= {value.name for value in graph.output}
+        unread = [
+            node
+            for node in graph.node
+            if node.op_type in op_types and not any(out in read for out in node.output)
+        ]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 def convert_fp16(source: Path, target: Path) -> None:

@@ -2,14 +2,18 @@
 
 - `model.onnx`, fp32: the fused graph when fusion applies and it reproduces PyTorch, else the
   unfused graph when that does; else nothing ships (ExportError).
-- `model.int8.onnx`, INT8 dynamic quantization for CPU serving: only if it loses at most
-  `parity.INT8_MAX_LOSS_POINTS` of accuracy and of macro-F1 against fp32 on true labels.
-- `model.fp16.onnx`, for GPU serving: judged like INT8 (`parity.FP16_MAX_LOSS_POINTS`) where
-  a CUDA device runs it; without one it ships unchecked, and the record says so and why. The
-  GPU predictor judges it again, by the same rule, on the GPU that serves it, and serves fp32
-  where it fails or cannot be judged (see `textops.components.serve.execution`).
+- `model.int8.onnx`, INT8 static quantization for CPU serving, calibrated on a seeded sample
+  of the train split: only if it loses at most `parity.INT8_MAX_LOSS_POINTS` of accuracy and
+  of macro-F1 against fp32 on true labels, and answers every probe text the same alone as in
+  any batch (`batch_invariance`); else the bundle serves fp32 and the record says why.
+- `model.fp16.onnx`, for GPU serving: judged like INT8 (`parity.FP16_MAX_LOSS_POINTS`, batch
+  invariance) where a CUDA device runs it; without one it ships unchecked, and the record says
+  so and why. The GPU predictor judges its quality again, by the same rule, on the GPU that
+  serves it, and serves fp32 where it fails or cannot be judged (see
+  `textops.components.serve.execution`).
 
-Every record lands in metadata.json under `fusion`, `int8` and `fp16`.
+model.onnx must be batch invariant too, or nothing ships (ExportError). Every record lands in
+metadata.json under `fusion`, `int8`, `fp16` and `batch_invariance`.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from textops.components.common import batch_invariance
+from textops.components.common.batch_invariance import InvarianceReport
 from textops.components.common.bundle import FP16_MODEL_FILE, INT8_MODEL_FILE
+from textops.components.common.errors import ExportError
 from textops.components.common.onnx_classifier import OnnxClassifier, prepare_cuda
 from textops.components.export import parity
 from textops.components.export.optimize import (
+    INT8_ACTIVATION_TYPE,
+    INT8_OPERATORS,
     INT8_WEIGHT_TYPE,
     FusionOutcome,
     convert_fp16,
@@ -36,13 +45,17 @@ from textops.components.export.parity import ParityReport
 
 logger = logging.getLogger(__name__)
 
-#: Which fp32 graph INT8 quantizes: "unfused" or "fused". Measured on all-MiniLM-L6-v2 with
-#: ONNX Runtime 1.32 on CPU (docs/benchmarks.md, "ONNX export"): INT8 from the unfused graph
-#: is as fast as from the fused one at batch 1 and 8-16% faster at batch 8 and 32.
+#: Which fp32 graph INT8 quantizes. Static QDQ quantization rewrites plain MatMul nodes; the
+#: fused graph's Attention and SkipLayerNormalization operators would stay float.
 INT8_SOURCE = "unfused"
-#: Per-channel weight scales: within 1-5% of per-tensor speed (same measurement), and closer
-#: to fp32 (98.7% vs 98.0% equal verdicts on the fine-tuned model's validation split).
+#: Per-channel weight scales: within 1-5% of per-tensor speed, and closer to fp32 (measured
+#: on all-MiniLM-L6-v2, docs/benchmarks.md, "ONNX export").
 INT8_PER_CHANNEL = True
+#: Most train-split texts INT8's activation ranges are calibrated on: a seeded sample, so the
+#: same data and seed give the same graph. MinMax ranges settle within a few hundred texts.
+CALIBRATION_MAX_TEXTS = 256
+#: Texts per calibration batch; batches hold texts of one token length, so none is padded.
+CALIBRATION_BATCH_SIZE = 64
 
 #: Opens an ONNX graph of the bundle with the given execution providers.
 GraphOpener = Callable[[Path, Sequence[str]], OnnxClassifier]
@@ -53,12 +66,21 @@ _CUDA = "CUDAExecutionProvider"
 
 @dataclass(frozen=True)
 class ValidationRun:
-    """The validation split and PyTorch's logits on it: what every graph is judged against."""
+    """The validation split and PyTorch's logits on it: what every graph is judged against.
+
+    Attributes:
+        texts: The validation texts.
+        label_ids: Their true class ids.
+        pytorch: PyTorch's logits on them.
+        open_graph: Opens a graph with the bundle's tokenizer and labels.
+        calibration_texts: Train-split texts INT8's activation ranges are calibrated on.
+    """
 
     texts: Sequence[str]
     label_ids: np.ndarray
     pytorch: np.ndarray
     open_graph: GraphOpener
+    calibration_texts: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,7 @@ class Fp32Graph:
     parity: ParityReport
     logits: np.ndarray
     fused_parity: ParityReport | None = None
+    invariance: InvarianceReport | None = None
 
     def fusion_record(self) -> dict[str, Any]:
         """metadata.json's `fusion`: applied or not, why, the fused operators, its parity."""
@@ -108,7 +131,8 @@ def choose_fp32(unfused: Path, work: Path, config: Any, validation: ValidationRu
         validation: The split and PyTorch's logits on it.
 
     Raises:
-        ExportError: Neither the fused nor the unfused graph reproduces PyTorch.
+        ExportError: Neither the fused nor the unfused graph reproduces PyTorch, or the one
+            that does answers a text differently depending on its batch.
     """
     fusion = fuse_transformer(
         unfused,
@@ -126,7 +150,10 @@ def choose_fp32(unfused: Path, work: Path, config: Any, validation: ValidationRu
         fused_report = parity.parity_report(logits, validation.pytorch)
         if fused_report.passed:
             parity.require_parity(fused_report, "fused")
-            return Fp32Graph(fused_path, True, fusion, fused_report, logits, fused_report)
+            invariance = _require_invariance(fused_path, validation)
+            return Fp32Graph(
+                fused_path, True, fusion, fused_report, logits, fused_report, invariance
+            )
         logger.warning("fused graph failed parity, trying the unfused one: %s", fused_report)
 
     logits = parity.onnx_logits(
@@ -134,46 +161,107 @@ def choose_fp32(unfused: Path, work: Path, config: Any, validation: ValidationRu
     )
     report = parity.parity_report(logits, validation.pytorch)
     parity.require_parity(report, "unfused")
-    return Fp32Graph(unfused, False, fusion, report, logits, fused_report)
+    invariance = _require_invariance(unfused, validation)
+    return Fp32Graph(unfused, False, fusion, report, logits, fused_report, invariance)
+
+
+def _require_invariance(path: Path, validation: ValidationRun) -> InvarianceReport:
+    """Stop the export when the fp32 graph answers a text differently in different batches.
+
+    model.onnx is what every other graph falls back to: without it batch invariant, nothing
+    left to serve would answer each text the same way.
+    """
+    report = batch_invariance.check_batch_invariance(
+        validation.open_graph(path, _CPU), validation.texts, "fp32"
+    )
+    if not report.passed:
+        raise ExportError(
+            f"the fp32 graph is not batch invariant: {report.describe()}; an operator couples "
+            "the rows of a batch (check the attention mask and any batch-wide op in the model)"
+        )
+    return report
+
+
+def calibration_batches(
+    classifier: OnnxClassifier, texts: Sequence[str]
+) -> list[dict[str, np.ndarray]]:
+    """Encode calibration texts in batches of one token length each, shortest first.
+
+    Padded positions would add the ranges of pad-token activations, which no served text
+    reads, to the calibrated ones; grouping texts by length leaves no padding at all.
+    """
+    by_length: dict[int, list[str]] = {}
+    for text, encoding in zip(texts, classifier.tokenizer.encode_batch(list(texts)), strict=True):
+        by_length.setdefault(sum(encoding.attention_mask), []).append(text)
+    return [
+        classifier.encode(group[start : start + CALIBRATION_BATCH_SIZE])
+        for _, group in sorted(by_length.items())
+        for start in range(0, len(group), CALIBRATION_BATCH_SIZE)
+    ]
 
 
 def build_int8(
     fp32: Fp32Graph, unfused: Path, work: Path, validation: ValidationRun
 ) -> OptionalGraph:
-    """Quantize to INT8 and keep it only if it loses at most the allowed accuracy and F1."""
-    source_name = "fused" if INT8_SOURCE == "fused" and fp32.fused else "unfused"
-    source = fp32.path if source_name == "fused" else unfused
+    """Quantize to static INT8 and keep it only if it holds its quality and is batch invariant.
+
+    A failed check leaves model.int8.onnx out of the bundle, so the predictor serves fp32;
+    the record and a WARNING line say why.
+    """
     target = work / INT8_MODEL_FILE
     record: dict[str, Any] = {
         "file": None,
-        "source_graph": source_name,
+        "source_graph": INT8_SOURCE,
+        "method": "static",
+        "format": "QDQ",
+        "operators": list(INT8_OPERATORS),
         "weight_type": INT8_WEIGHT_TYPE,
+        "activation_type": INT8_ACTIVATION_TYPE,
         "per_channel": INT8_PER_CHANNEL,
+        "calibration": {"method": "MinMax", "source": "train split", "texts": 0, "batches": 0},
     }
+    if not validation.calibration_texts:
+        reason = "no train-split texts to calibrate activation ranges on"
+        logger.warning("INT8 not shipped: %s", reason)
+        return OptionalGraph("int8", None, {**record, "shipped": False, "reason": reason})
     try:
-        quantize_int8(source, target, per_channel=INT8_PER_CHANNEL)
+        batches = calibration_batches(
+            validation.open_graph(unfused, _CPU), validation.calibration_texts
+        )
+        quantize_int8(unfused, target, calibration=batches, per_channel=INT8_PER_CHANNEL)
     except Exception as e:  # the quantizer fails in many ways; fp32 still serves
         logger.warning("INT8 quantization failed: %s: %s", type(e).__name__, e)
         reason = f"quantization failed ({type(e).__name__}: {e})"
         return OptionalGraph("int8", None, {**record, "shipped": False, "reason": reason})
+    record["calibration"].update(texts=len(validation.calibration_texts), batches=len(batches))
 
-    logits = parity.onnx_logits(
-        validation.open_graph(target, _CPU), validation.texts, "int8 quality"
-    )
+    classifier = validation.open_graph(target, _CPU)
+    logits = parity.onnx_logits(classifier, validation.texts, "int8 quality")
     quality = parity.quality_report(
         fp32.logits, logits, validation.label_ids, parity.INT8_MAX_LOSS_POINTS
     )
+    invariance = batch_invariance.check_batch_invariance(classifier, validation.texts, "int8")
     record.update(
         quality=quality.to_dict(),
         agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
+        batch_invariance=invariance.to_dict(),
         bytes=target.stat().st_size,
-        shipped=quality.passed,
+        shipped=quality.passed and invariance.passed,
     )
+    failures = []
     if not quality.passed:
-        record["reason"] = f"INT8 loses too much against fp32: {quality.describe()}"
-        logger.warning("INT8 not shipped: %s", quality.describe())
+        failures.append(f"INT8 loses too much against fp32: {quality.describe()}")
+    if not invariance.passed:
+        failures.append(f"INT8 answers depend on the batch: {invariance.describe()}")
+    if failures:
+        record["reason"] = "; ".join(failures) + "; the bundle serves fp32"
+        logger.warning("INT8 not shipped: %s", record["reason"])
         return OptionalGraph("int8", None, record)
-    record.update(file=INT8_MODEL_FILE, reason=f"within the allowance: {quality.describe()}")
+    record.update(
+        file=INT8_MODEL_FILE,
+        reason=f"within the allowance: {quality.describe()}; batch invariant: "
+        f"{invariance.describe()}",
+    )
     logger.info("INT8 ships: %s", quality.describe())
     return OptionalGraph("int8", target, record)
 
@@ -211,16 +299,23 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
     quality = parity.quality_report(
         fp32.logits, logits, validation.label_ids, parity.FP16_MAX_LOSS_POINTS
     )
+    invariance = batch_invariance.check_batch_invariance(gpu, validation.texts, "fp16")
     record.update(
         checked=True,
         provider=_CUDA,
         quality=quality.to_dict(),
         agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
-        shipped=quality.passed,
+        batch_invariance=invariance.to_dict(),
+        shipped=quality.passed and invariance.passed,
     )
+    failures = []
     if not quality.passed:
-        record["reason"] = f"fp16 on CUDA loses too much against fp32: {quality.describe()}"
-        logger.warning("fp16 not shipped: %s", quality.describe())
+        failures.append(f"fp16 on CUDA loses too much against fp32: {quality.describe()}")
+    if not invariance.passed:
+        failures.append(f"fp16 on CUDA answers depend on the batch: {invariance.describe()}")
+    if failures:
+        record["reason"] = "; ".join(failures)
+        logger.warning("fp16 not shipped: %s", record["reason"])
         return OptionalGraph("fp16", None, record)
     record.update(file=FP16_MODEL_FILE, reason=f"checked on CUDA: {quality.describe()}")
     logger.info("fp16 ships, checked on CUDA: %s", quality.describe())

@@ -157,22 +157,48 @@ def test_int8_that_loses_too_much_is_not_shipped_and_metadata_says_why(
         OnnxClassifier.from_bundle(result.bundle_dir, precision="int8")
 
 
-def test_int8_within_the_allowance_ships_as_a_quantized_graph(int8_bundle_dir: Path) -> None:
+def test_int8_within_the_allowance_ships_as_a_statically_quantized_graph(
+    int8_bundle_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
     bundle = ModelBundle.open(int8_bundle_dir)
     assert bundle.int8_model_path == int8_bundle_dir / INT8_MODEL_FILE
     assert bundle.verify_hashes() == []
     ops = _op_types(int8_bundle_dir / INT8_MODEL_FILE)
-    assert ops["DynamicQuantizeLinear"] > 0
-    assert ops["MatMulInteger"] + ops["QAttention"] > 0
+    # Static QDQ: fixed scales in QuantizeLinear, nothing computed from the batch at run time.
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    assert ops["DynamicQuantizeLinear"] == 0 and ops["MatMulInteger"] == 0
 
     record = bundle.metadata["int8"]
     assert record["shipped"] is True and record["file"] == INT8_MODEL_FILE
     assert record["source_graph"] == variants.INT8_SOURCE
+    assert (record["method"], record["format"]) == ("static", "QDQ")
     assert record["per_channel"] is variants.INT8_PER_CHANNEL
-    assert record["weight_type"] == "QInt8"
+    assert (record["weight_type"], record["activation_type"]) == ("QInt8", "QUInt8")
+    calibration = record["calibration"]
+    train_rows = len(pd.read_parquet(tiny_splits["train"]))
+    assert calibration["texts"] == min(train_rows, variants.CALIBRATION_MAX_TEXTS)
+    assert 0 < calibration["batches"] <= calibration["texts"]
     assert record["quality"]["passed"] is True and record["reason"].startswith("within")
+    assert record["batch_invariance"]["passed"] is True
+    assert "batch invariant" in record["reason"]
+    assert bundle.metadata["batch_invariance"]["int8"] == record["batch_invariance"]
     assert record["bytes"] == bundle.metadata["file_bytes"][INT8_MODEL_FILE]
     assert record["bytes"] < 0.5 * bundle.metadata["file_bytes"][MODEL_FILE]
+
+
+def test_only_matmuls_read_the_rounded_activations(int8_bundle_dir: Path) -> None:
+    # The residual connections and LayerNorms read the float tensor, not its INT8 copy.
+    graph = onnx.load(str(int8_bundle_dir / INT8_MODEL_FILE)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    readers: Counter[str] = Counter()
+    for node in graph.node:
+        for name in node.input:
+            source = producers.get(name)
+            if source is not None and source.op_type == "DequantizeLinear":
+                quantize = producers.get(source.input[0])
+                if quantize is not None and quantize.op_type == "QuantizeLinear":
+                    readers[node.op_type] += 1
+    assert readers and set(readers) == {"MatMul"}
 
 
 def test_the_fixture_bundle_ships_int8_exactly_when_metadata_says_so(
@@ -252,7 +278,10 @@ def test_fp16_on_cuda_is_checked_and_served_on_the_gpu(
     record = result.fp16
     assert record["checked"] is True and record["provider"] == "CUDAExecutionProvider"
     assert record["quality"]["rows"] == len(pd.read_parquet(tiny_splits["validation"]))
-    assert record["shipped"] is record["quality"]["passed"]
+    assert record["batch_invariance"]["precision"] == "fp16"
+    assert record["shipped"] is (
+        record["quality"]["passed"] and record["batch_invariance"]["passed"]
+    )
     if not record["shipped"]:
         pytest.fail(f"fp16 was refused on CUDA: {record['reason']}")
 
