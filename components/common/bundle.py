@@ -1,12 +1,13 @@
 """The model bundle: the one directory that is exported, published, served and rolled back.
 
 model.onnx          the classifier, dynamic batch and sequence axes
-model.int8.onnx     optional, INT8 dynamic quantization for CPU serving
+model.int8.onnx     optional, INT8 (static, calibrated, batch invariant) for CPU serving
 model.fp16.onnx     optional, float16 for GPU serving (float32 inputs and outputs)
 tokenizer.json      a `tokenizers` fast tokenizer
 labels.json         the label map (see `labels.LabelMap`)
 metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes;
-                    `int8` and `fp16` say why an optional model is there or not
+                    `int8` and `fp16` say why an optional model is there or not,
+                    `batch_invariance` how each graph answered texts in mixed batches
 reference.parquet   the sample drift is measured against, with predictions
 """
 
