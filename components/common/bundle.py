@@ -25,6 +25,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from textops.components.common.batch_invariance import recorded_as_invariant
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 
@@ -97,8 +98,16 @@ class ModelBundle:
     @property
     def serving_precision(self) -> Precision:
         """The model file the predictor runs when no precision is asked for: INT8 when the
-        bundle ships it (export keeps it only within its quality allowance), else fp32."""
-        return "int8" if self.int8_model_path is not None else "fp32"
+        bundle ships it (export keeps it only within its quality allowance) and export recorded
+        it batch invariant, else fp32. A bundle exported before that check holds dynamic INT8,
+        whose answers depend on the batch; it is served only when asked for by name."""
+        if self.int8_model_path is None:
+            return "fp32"
+        try:
+            metadata = self.metadata
+        except (OSError, ValueError):  # opening the bundle reports what is wrong with it
+            return "fp32"
+        return "int8" if recorded_as_invariant(metadata, "int8") else "fp32"
 
     def precision_model_path(self, precision: Precision) -> Path | None:
         """The model file of `precision`, or None when the bundle has none (see metadata)."""

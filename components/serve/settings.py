@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from textops.components.common.batch_invariance import recorded_as_invariant
-from textops.components.common.bundle import INT8_MODEL_FILE, METADATA_FILE
+from textops.components.common.bundle import METADATA_FILE, ModelBundle
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
 
@@ -215,22 +214,10 @@ def resolve_source(settings: ServeSettings) -> BundleSource:
 
 
 def choose_precision(bundle: Path, asked: ServePrecision | None) -> ServePrecision:
-    """The precision asked for, else int8 when the bundle ships a batch-invariant INT8 model.
-
-    An INT8 model export did not record as batch invariant (every bundle exported before the
-    check: dynamic quantization) answers a text differently depending on its batch
-    neighbours, so it is served only when asked for by name; the default is then fp32.
-    """
+    """The precision asked for, else the bundle's default (`ModelBundle.serving_precision`)."""
     if asked is not None:
         return asked
-    if not (bundle / INT8_MODEL_FILE).is_file():
-        return "fp32"
-    try:
-        metadata = json.loads((bundle / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        metadata = {}
-    invariant = isinstance(metadata, dict) and recorded_as_invariant(metadata, "int8")
-    return "int8" if invariant else "fp32"
+    return ModelBundle(bundle).serving_precision
 
 
 def usable_cores() -> int:

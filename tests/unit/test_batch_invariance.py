@@ -8,7 +8,9 @@ a GPU where there is one.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,20 @@ def test_a_bundle_counts_as_invariant_only_where_export_recorded_a_pass(
     metadata: dict[str, Any], expected: bool
 ) -> None:
     assert recorded_as_invariant(metadata, "int8") is expected
+
+
+def test_the_default_precision_serves_int8_only_where_export_recorded_it_invariant(
+    int8_bundle_dir: Path, tmp_path: Path
+) -> None:
+    assert choose_precision(int8_bundle_dir, None) == "int8"
+    # The same bundle as export wrote it before the check: its INT8 graph vouched for by none.
+    bundle = Path(shutil.copytree(int8_bundle_dir, tmp_path / "bundle"))
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    del metadata["batch_invariance"]
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    assert ModelBundle(bundle).serving_precision == "fp32"
+    assert choose_precision(bundle, None) == "fp32"
+    assert choose_precision(bundle, "int8") == "int8"  # asked for by name, it is served
 
 
 def test_static_calibration_is_deterministic_and_unpadded(
