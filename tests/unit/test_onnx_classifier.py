@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from textops.components.common.batch_invariance import MAX_PROB_DIFF
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import OnnxClassifier, load_tokenizer, softmax
@@ -62,6 +63,15 @@ def test_results_do_not_depend_on_batching_or_order(classifier: OnnxClassifier) 
     np.testing.assert_allclose(reversed_rows, together, atol=1e-5)
     # Distinct texts give distinct logits: rows were not mixed up or broadcast.
     assert len({tuple(np.round(row, 4)) for row in together}) == len(TEXTS)
+
+
+def test_int8_results_do_not_depend_on_batching_either(int8_bundle_dir: Path) -> None:
+    # Static INT8: every scale is fixed in the graph, so regrouping cannot move an answer.
+    int8 = OnnxClassifier.from_bundle(int8_bundle_dir, precision="int8", intra_op_threads=1)
+    together = int8.predict_proba(TEXTS, batch_size=64)
+    one_by_one = np.vstack([int8.predict_proba([t]) for t in TEXTS])
+    np.testing.assert_allclose(one_by_one, together, atol=MAX_PROB_DIFF["int8"])
+    assert int8.predict(TEXTS) == [int8.predict([t])[0] for t in TEXTS]
 
 
 def test_encode_pads_to_longest_and_truncates_to_window(classifier: OnnxClassifier) -> None:
