@@ -400,3 +400,17 @@ def test_a_big_request_runs_in_parts_between_the_others(model: TextClassifierMod
     np.testing.assert_allclose(
         answer.probabilities, model.runtime.predict_proba(big, 64), atol=1e-6
     )
+
+
+def test_the_triton_transformer_cuts_texts_by_the_same_rule(tiny_bundle_dir: Path) -> None:
+    from kserve.predictor_config import PredictorConfig
+
+    from textops.components.serve.transformer import TritonTransformer
+
+    settings = ServeSettings(model_name="t", bundle=tiny_bundle_dir, max_chars_per_token=5)
+    transformer = TritonTransformer(settings, PredictorConfig("triton:8000", "v2"))
+    transformer.load()
+    text = "word " * 100_000
+    parsed = transformer.parse({"instances": [text, "short"]}, {})
+    limit = 5 * transformer.bundle.max_seq_length
+    assert parsed.texts == [text[:limit], "short"]
