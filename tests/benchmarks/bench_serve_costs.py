@@ -11,11 +11,12 @@ process of its own runs closed-loop V1 requests of one real sample sentence each
 
 - quiet: nothing else;
 - stressed: while a second process streams worst-case requests: a client predicting a 1 MB
-  text `--stream-rate` (10) times a second, and one explaining a 1 MB text after another;
+  text `--stream-rate` (2) times a second, and one explaining a 1 MB text after another;
 - flood, for information: the same two clients with no pause, each sending its next request
-  as soon as the last is answered. A max-length text is several times the work of a short
-  one, so a client sending them back to back takes a large share of the model from the
-  ordinary clients, as it would with ordinary long texts;
+  as soon as the last is answered. Cut, a 1 MB text costs what any text of max_seq_length
+  tokens costs, several times a short one, and predictions are answered in the order they
+  come: a client sending such texts back to back takes its turns like any client, at that
+  cost each, as it would with ordinary long texts (rate-limit such a client at the ingress);
 - biggest_body, for information: a client sending the biggest text the 4 MiB body limit lets
   through, back to back. Its cost is reading and decoding 4 MB of JSON on the event loop,
   which the body limit bounds.
@@ -104,8 +105,13 @@ def explain_alone(port: int) -> dict[str, Any]:
 def measure(bundle: Path, work: Path, args: argparse.Namespace, texts_file: Path) -> dict[str, Any]:
     """Warm up, then alternate the quiet and stressed runs; the figures of each."""
     command = [sys.executable, "-m", "textops.components.serve", "--bundle", str(bundle)]
-    process, port, _ = start([*command, "--model_name", MODEL_NAME], work / "server.log", {})
+    command += ["--model_name", MODEL_NAME]
+    if args.precision is not None:
+        command += ["--precision", args.precision]
+    process, port, _ = start(command, work / "server.log", {})
     try:
+        metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}", timeout=30)
+        served = metadata.json().get("parameters", {})
         load(port, args.concurrency, min(3.0, args.seconds), texts_file)
         alone = explain_alone(port)  # also warms the explain path up
         rss_warm = rss_mb(process.pid)
@@ -130,7 +136,12 @@ def measure(bundle: Path, work: Path, args: argparse.Namespace, texts_file: Path
         rss_end = rss_mb(process.pid)
     finally:
         stop(process)
-    return {"explain_1mb_alone": alone, "rounds": rounds, "rss_mb": [rss_warm, rss_end]}
+    return {
+        "served": {key: served.get(key) for key in ("precision", "provider", "fallback")},
+        "explain_1mb_alone": alone,
+        "rounds": rounds,
+        "rss_mb": [rss_warm, rss_end],
+    }
 
 
 def _stream_line(stream: dict[str, Any]) -> str:
@@ -179,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stream-rate",
         type=float,
-        default=10.0,
+        default=2.0,
         help="1 MB texts predicted per second in the stressed runs (0: back to back)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        help="the model file to serve (default: the predictor's choice for the bundle)",
     )
     parser.add_argument("--model-dir", type=Path, help="a train step output to serve")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
@@ -214,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"worst-case answers: {summary['stream_statuses']}")
     print(f"1 MB explain alone: {figures['explain_1mb_alone']}; RSS MB {figures['rss_mb']}")
+    print(f"served: {figures['served']}")
     print(
         "targets: "
         + ", ".join(f"{k}={'pass' if v else 'FAIL'}" for k, v in summary["targets"].items())
