@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "textops.components.serve", "--bundle", str(bundle)]
         process, port, _ = start([*command, "--model_name", MODEL_NAME], work / "server.log", {})
         try:
+            metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}", timeout=30)
+            served = metadata.json().get("parameters", {})
             rss_start = rss_mb(process.pid)
             warmup, _ = soak(port, process.pid, args.warmup_seconds, args.connections, texts_file)
             prime_shapes(port, json.loads(texts_file.read_text()))
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_dir is None
         else str(args.model_dir),
         "max_seq_length": FULL["max_seq_length"],
+        "served": {key: served.get(key) for key in ("precision", "provider", "fallback")},
         "settings": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
         "machine": describe_machine(("kserve", "onnxruntime", "tokenizers", "uvicorn")),
         "rss_mb": {
