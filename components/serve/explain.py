@@ -16,8 +16,10 @@ What one explain request may cost, and how it shares the model with predictions:
 - At most --explain-concurrency explain requests run at once per process; one more is
   answered 503 at once, naming the setting.
 - The variants are built, tokenized and classified on the explainer's own threads, never on
-  the event loop or the prediction thread, and each classification gives way to predictions
-  (`inference_gate`): a prediction never waits for an explanation.
+  the event loop or the prediction thread, and their calls give way to predictions
+  (`inference_gate`): a prediction never queues behind an explanation, and waits for at
+  most one of its calls (one max-length text) in the --explain-share of the model's time
+  that explanations get while predictions keep it busy.
 - One that has not finished within --explain-timeout-seconds (waiting for the model
   included) is stopped and answered 503, naming the setting.
 """
