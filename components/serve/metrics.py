@@ -60,6 +60,15 @@ def set_served_version(model_name: str, version: str, previous: str | None) -> N
     MODEL_VERSION.labels(model_name=model_name, version=version).set(1)
 
 
+def clear_served(model_name: str, version: str, runtime: dict[str, str]) -> None:
+    """Drop both info gauges of a model taken out of service (unloaded), so no dashboard or
+    alert counts it as serving `version` while it answers nothing."""
+    with contextlib.suppress(KeyError):
+        MODEL_VERSION.remove(model_name, version)
+    with contextlib.suppress(KeyError):
+        MODEL_RUNTIME.remove(model_name, *(runtime[label] for label in RUNTIME_LABELS))
+
+
 def set_served_runtime(
     model_name: str, runtime: dict[str, str], previous: dict[str, str] | None
 ) -> None:

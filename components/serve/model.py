@@ -132,6 +132,8 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
         if self._explainer is not None:
             self._explainer.close()
             self._explainer = None
+        if self._served is not None:
+            metrics.clear_served(self.name, self._served.version, self._served.metric_labels())
         self.ready = False
 
     def __getstate__(self) -> dict[str, Any]:

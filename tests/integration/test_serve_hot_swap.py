@@ -179,6 +179,18 @@ def _readiness(server: Server) -> dict[str, int]:
     return {route: httpx.get(server.url + route).status_code for route in routes}
 
 
+def _info_gauges(server: Server) -> set[str]:
+    """The info gauges that say the predictor serves MODEL (value 1)."""
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    return {
+        line.split("{", 1)[0]
+        for line in lines
+        if line.startswith(("textops_model_version_info{", "textops_model_runtime_info{"))
+        and f'model_name="{MODEL}"' in line
+        and line.endswith(" 1.0")
+    }
+
+
 def test_readiness_follows_unload_and_load(server: Server) -> None:
     ready = {"/v2/health/ready": 200, f"/v2/models/{MODEL}/ready": 200, f"/v1/models/{MODEL}": 200}
     assert _readiness(server) == ready
@@ -187,6 +199,7 @@ def test_readiness_follows_unload_and_load(server: Server) -> None:
 
     assert _readiness(server) == dict.fromkeys(ready, 503)
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200  # alive, not ready
+    assert _info_gauges(server) == set(), "an unloaded model must not show as served"
     predict = f"{server.url}/v1/models/{MODEL}:predict"
     infer = f"{server.url}/v2/models/{MODEL}/infer"
     tensor = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}
@@ -202,5 +215,6 @@ def test_readiness_follows_unload_and_load(server: Server) -> None:
 
     assert _load(server).status_code == 200
     assert _readiness(server) == ready
+    assert _info_gauges(server) == {"textops_model_version_info", "textops_model_runtime_info"}
     answer = httpx.post(predict, json={"instances": ["hi"]})
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
