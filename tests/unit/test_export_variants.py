@@ -201,6 +201,28 @@ def test_only_matmuls_read_the_rounded_activations(int8_bundle_dir: Path) -> Non
     assert readers and set(readers) == {"MatMul"}
 
 
+def test_embedding_rows_are_looked_up_in_int8_and_only_they_dequantized(
+    int8_bundle_dir: Path,
+) -> None:
+    graph = onnx.load(str(int8_bundle_dir / INT8_MODEL_FILE)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    tables = {tensor.name: tensor for tensor in graph.initializer}
+    lookups = [node for node in graph.node if node.op_type == "Gather" and node.input[0] in tables]
+    embeddings = [
+        node for node in lookups if tables[node.input[0]].data_type == onnx.TensorProto.UINT8
+    ]
+    assert len(embeddings) == 3  # word, position and token type
+    for gather in graph.node:
+        if gather.op_type == "Gather" and gather.input[0] in producers:
+            assert producers[gather.input[0]].op_type != "DequantizeLinear", gather.name
+    dequantized = [
+        node
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and producers.get(node.input[0]) in embeddings
+    ]
+    assert len(dequantized) == len(embeddings)
+
+
 def test_the_fixture_bundle_ships_int8_exactly_when_metadata_says_so(
     tiny_bundle_dir: Path,
 ) -> None:
