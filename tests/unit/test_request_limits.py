@@ -320,7 +320,7 @@ def test_texts_are_cut_to_the_characters_the_model_reads(payload: Any) -> None:
             {"instances": [5]},
             'instances[0] must be a string or an object {"text": "..."}, got a JSON number',
         ),
-        ({"instances": [{"text": None}]}, "instances[0].text must be a string, got a JSON null"),
+        ({"instances": [{"text": 5}]}, "instances[0].text must be a string, got a JSON number"),
         (_v2([7]), "input 'text' element 0 must be a string, got number"),
     ],
 )
