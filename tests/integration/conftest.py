@@ -11,6 +11,7 @@ import base64
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,15 @@ def serve_process() -> Iterator[StartServer]:
     yield start
     for server in started:
         server.stop()
+
+
+def textops_serve(bundle: Path, model: str, version: str) -> list[str]:
+    """The argv of `textops serve` on `bundle` as production runs it: the model's name and
+    version, nothing else."""
+    return [
+        *(sys.executable, "-m", "textops.pipelines", "serve"),
+        *("--bundle", str(bundle), "--model_name", model, "--model-version", version),
+    ]
 
 
 def _corpus_body(case: dict[str, Any]) -> bytes | Iterator[bytes] | None:

@@ -9,7 +9,6 @@ before a single text is sent to the model in production.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.conftest import textops_serve
 from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.gate import GateSettings, decide
 from textops.components.evaluate.scoring import score_model
@@ -42,11 +42,7 @@ def predictor(
     tiny_bundle_dir: Path, serve_process: StartServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
     """`textops serve` on the tiny bundle, as production runs it."""
-    command = [
-        *(sys.executable, "-m", "textops.pipelines", "serve"),
-        *("--bundle", str(tiny_bundle_dir)),
-        *("--model_name", MODEL_NAME, "--model-version", SERVED_VERSION),
-    ]
+    command = textops_serve(tiny_bundle_dir, MODEL_NAME, SERVED_VERSION)
     log = tmp_path_factory.mktemp("champion-labels") / "server.log"
     running = serve_process(command, log, model=MODEL_NAME)
     yield running

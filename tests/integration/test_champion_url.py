@@ -10,7 +10,6 @@ servers of tests/unit/test_evaluate_remote.py cover the ways a server can answer
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 from kfp import dsl
 
+from tests.integration.conftest import textops_serve
 from textops.components.common.bundle import INT8_MODEL_FILE
 from textops.components.deploy.publish import publish_bundle
 from textops.components.evaluate.champion import score_champion
@@ -49,11 +49,7 @@ def predictor(
     bundle: Path, serve_process: StartServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
     """`textops serve` on the bundle, with nothing but the model's name and version."""
-    command = [
-        *(sys.executable, "-m", "textops.pipelines", "serve"),
-        *("--bundle", str(bundle)),
-        *("--model_name", MODEL_NAME, "--model-version", SERVED_VERSION),
-    ]
+    command = textops_serve(bundle, MODEL_NAME, SERVED_VERSION)
     log = tmp_path_factory.mktemp("champion-predictor") / "server.log"
     running = serve_process(command, log, model=MODEL_NAME)
     yield running
