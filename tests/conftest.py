@@ -19,12 +19,9 @@ import pandas as pd
 import pytest
 
 from tests.s3_server import S3Bucket, open_bucket, remove_bucket, running_s3_server
-from textops.components.common.config import (
-    DEFAULT_BASE_MODEL,
-    resolve_base_model,
-    sample_data_path,
-)
+from textops.components.common.config import resolve_base_model, sample_data_path
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import DEFAULT_BASE_MODEL
 
 if TYPE_CHECKING:
     from textops.components.export.onnx_export import ExportResult

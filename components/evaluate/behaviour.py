@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from textops.components.common.config import BehaviourTest
 from textops.components.common.errors import ConfigError, DataError
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import BehaviourTest
 from textops.components.evaluate.classifiers import ProbabilisticClassifier
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from textops.components.common.config import BehaviourTest
 from textops.components.common.errors import DataError
+from textops.components.common.settings import BehaviourTest
 from textops.components.evaluate.behaviour import (
     BehaviourResult,
     check_test_labels,

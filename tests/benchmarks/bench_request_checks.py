@@ -31,8 +31,9 @@ from typing import Any
 
 from machine import describe_machine
 
-from textops.components.common.config import DEFAULT_BASE_MODEL, resolve_base_model
+from textops.components.common.config import resolve_base_model
 from textops.components.common.onnx_classifier import load_tokenizer
+from textops.components.common.settings import DEFAULT_BASE_MODEL
 from textops.components.serve import payloads
 
 MAX_SEQ_LENGTH = 128

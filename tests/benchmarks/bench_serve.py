@@ -89,8 +89,9 @@ def fine_tune_and_export(work: Path, sizes: dict[str, Any], model_dir: Path | No
     """A briefly fine-tuned model (unless `model_dir` is given) and its bundle; the bundle path."""
     import pandas as pd
 
-    from textops.components.common.config import DEFAULT_BASE_MODEL, sample_data_path
+    from textops.components.common.config import sample_data_path
     from textops.components.common.labels import LabelMap
+    from textops.components.common.settings import DEFAULT_BASE_MODEL
     from textops.components.export.onnx_export import export_bundle
 
     frame = pd.read_csv(sample_data_path(), dtype=str).sample(frac=1.0, random_state=SEED)

@@ -83,7 +83,8 @@ def padding_analysis(train_path: Path) -> dict[str, Any]:
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from textops.components.common.config import DEFAULT_BASE_MODEL, resolve_base_model
+    from textops.components.common.config import resolve_base_model
+    from textops.components.common.settings import DEFAULT_BASE_MODEL
     from textops.components.train.batching import length_grouped_batches
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(DEFAULT_BASE_MODEL))

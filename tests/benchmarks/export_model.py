@@ -47,8 +47,9 @@ def build_model(directory: Path, splits: dict[str, Path], epochs: int, seed: int
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from textops.components.common.config import DEFAULT_BASE_MODEL, resolve_base_model
+    from textops.components.common.config import resolve_base_model
     from textops.components.common.labels import LabelMap
+    from textops.components.common.settings import DEFAULT_BASE_MODEL
     from textops.components.train.trainer import TrainSettings, train_classifier
 
     labels = LabelMap(("negative", "positive"))

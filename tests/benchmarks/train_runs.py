@@ -95,8 +95,8 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     """Fine-tune with `train_classifier`; no checkpoints, as HF saves none either."""
     import torch
 
-    from textops.components.common.config import DEFAULT_BASE_MODEL
     from textops.components.common.labels import LabelMap
+    from textops.components.common.settings import DEFAULT_BASE_MODEL
     from textops.components.train.setup import load_base_model
     from textops.components.train.trainer import TrainSettings, train_classifier
 
@@ -193,9 +193,10 @@ def hf_run(args: argparse.Namespace) -> dict[str, Any]:
     )
     from transformers.utils import logging as hf_logging
 
-    from textops.components.common.config import DEFAULT_BASE_MODEL, resolve_base_model
+    from textops.components.common.config import resolve_base_model
     from textops.components.common.labels import LabelMap
     from textops.components.common.metrics import classification_scores
+    from textops.components.common.settings import DEFAULT_BASE_MODEL
 
     hf_logging.set_verbosity_error()  # same quiet as textops's load_base_model
     data_dir = Path(args.data_dir)

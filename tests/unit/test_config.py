@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from textops.components.common.config import (
-    DEFAULT_BASE_MODEL,
     TrainingConfig,
     load_config,
     resolve_base_model,
@@ -13,6 +12,7 @@ from textops.components.common.config import (
     sample_data_path,
 )
 from textops.components.common.errors import ConfigError, ModelNotFoundError
+from textops.components.common.settings import DEFAULT_BASE_MODEL
 
 
 def test_yaml_values_apply_and_flags_override_them(tmp_path: Path) -> None:
