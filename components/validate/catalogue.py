@@ -124,8 +124,8 @@ def _named_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{label!r} ({_rows(count)})" for label, count in counts.items())
 
 
-def _column_presence(kind: Literal["text", "label"]) -> Describe:
-    """Describes whether the `kind` column exists, naming the columns there are if not."""
+def _column_present(kind: Literal["text", "label"]) -> Check:
+    """The check that the `kind` column exists; its failure names the columns there are."""
 
     def describe(info: Mapping[str, Any], context: Context) -> str:
         name = getattr(context.columns, kind)
@@ -138,7 +138,14 @@ def _column_presence(kind: Literal["text", "label"]) -> Describe:
             f"(--{kind}-column) to the column that holds the {kind}"
         )
 
-    return describe
+    return Check(
+        name=f"{kind}_column_present",
+        column=kind,
+        severity="critical",
+        build=lambda c: _gxe().ExpectColumnToExist(column=getattr(c, kind)),
+        describe=describe,
+        needs_profile=False,
+    )
 
 
 def _describe_rows(info: Mapping[str, Any], context: Context) -> str:
@@ -257,22 +264,8 @@ def build_checks(
     """
     s = settings
     checks: list[Check] = [
-        Check(
-            name="text_column_present",
-            column="text",
-            severity="critical",
-            build=lambda c: _gxe().ExpectColumnToExist(column=c.text),
-            describe=_column_presence("text"),
-            needs_profile=False,
-        ),
-        Check(
-            name="label_column_present",
-            column="label",
-            severity="critical",
-            build=lambda c: _gxe().ExpectColumnToExist(column=c.label),
-            describe=_column_presence("label"),
-            needs_profile=False,
-        ),
+        _column_present("text"),
+        _column_present("label"),
         Check(
             name="min_rows",
             column=None,
