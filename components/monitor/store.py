@@ -89,6 +89,41 @@ RETURNING text
 """
 
 
+def schema_statements(
+    *, time_type: str, float_type: str, events_table_options: str = ""
+) -> tuple[str, ...]:
+    """The statements that create both tables and the window index, if they do not exist.
+
+    One schema for both backends, so their columns cannot drift apart; only the column types
+    the databases spell differently are arguments.
+
+    Args:
+        time_type: The type of `received_at` (the backend's `_db_time` gives its values).
+        float_type: The type of `confidence`.
+        events_table_options: Table options after the events table's definition.
+    """
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
+        event_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (event_id, kind)
+    ){events_table_options}""",
+        f"""CREATE TABLE IF NOT EXISTS {ITEMS_TABLE} (
+        event_id TEXT NOT NULL,
+        item INTEGER NOT NULL,
+        received_at {time_type},
+        model_name TEXT,
+        model_version TEXT,
+        text TEXT,
+        prediction TEXT,
+        confidence {float_type},
+        label TEXT,
+        PRIMARY KEY (event_id, item)
+    )""",
+        f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
+    )
+
+
 @dataclass(frozen=True)
 class PayloadEvent:
     """One inference request or response, parsed and redacted, as the store writes it.

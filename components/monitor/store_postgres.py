@@ -17,35 +17,15 @@ import psycopg
 from textops.components.common.errors import PayloadStoreError
 from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import (
-    EVENTS_TABLE,
     INSERT_EVENT_SQL,
-    ITEMS_TABLE,
     UPSERT_LABEL_SQL,
     PayloadEvent,
     SqlPayloadStore,
     mask_url,
+    schema_statements,
 )
 
-_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
-        event_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        PRIMARY KEY (event_id, kind)
-    )""",
-    f"""CREATE TABLE IF NOT EXISTS {ITEMS_TABLE} (
-        event_id TEXT NOT NULL,
-        item INTEGER NOT NULL,
-        received_at TIMESTAMPTZ,
-        model_name TEXT,
-        model_version TEXT,
-        text TEXT,
-        prediction TEXT,
-        confidence DOUBLE PRECISION,
-        label TEXT,
-        PRIMARY KEY (event_id, item)
-    )""",
-    f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
-)
+_SCHEMA = schema_statements(time_type="TIMESTAMPTZ", float_type="DOUBLE PRECISION")
 #: Errors of a write's values rather than of the database: text with NUL or not UTF-8, a
 #: number out of its column's range, a broken constraint.
 _VALUE_ERRORS = (UnicodeEncodeError, psycopg.DataError, psycopg.IntegrityError)

@@ -15,33 +15,15 @@ from typing import Any
 from textops.components.common.errors import PayloadStoreError
 from textops.components.monitor.storable import UnstorableDataError
 from textops.components.monitor.store import (
-    EVENTS_TABLE,
     INSERT_EVENT_SQL,
-    ITEMS_TABLE,
     UPSERT_LABEL_SQL,
     PayloadEvent,
     SqlPayloadStore,
+    schema_statements,
 )
 
-_SQLITE_SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
-        event_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        PRIMARY KEY (event_id, kind)
-    ) WITHOUT ROWID""",
-    f"""CREATE TABLE IF NOT EXISTS {ITEMS_TABLE} (
-        event_id TEXT NOT NULL,
-        item INTEGER NOT NULL,
-        received_at REAL,
-        model_name TEXT,
-        model_version TEXT,
-        text TEXT,
-        prediction TEXT,
-        confidence REAL,
-        label TEXT,
-        PRIMARY KEY (event_id, item)
-    )""",
-    f"CREATE INDEX IF NOT EXISTS {ITEMS_TABLE}_received_at ON {ITEMS_TABLE} (received_at)",
+_SQLITE_SCHEMA = schema_statements(
+    time_type="REAL", float_type="REAL", events_table_options=" WITHOUT ROWID"
 )
 
 
