@@ -236,23 +236,16 @@ def build_int8(
     record["calibration"].update(texts=len(validation.calibration_texts), batches=len(batches))
 
     classifier = validation.open_graph(target, _CPU)
-    logits = parity.onnx_logits(classifier, validation.texts, "int8 quality")
-    quality = parity.quality_report(
-        fp32.logits, logits, validation.label_ids, parity.INT8_MAX_LOSS_POINTS
+    quality, invariance, failures = _judge(
+        classifier,
+        fp32,
+        validation,
+        record,
+        precision="int8",
+        named="INT8",
+        max_loss_points=parity.INT8_MAX_LOSS_POINTS,
     )
-    invariance = batch_invariance.check_batch_invariance(classifier, validation.texts, "int8")
-    record.update(
-        quality=quality.to_dict(),
-        agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
-        batch_invariance=invariance.to_dict(),
-        bytes=target.stat().st_size,
-        shipped=quality.passed and invariance.passed,
-    )
-    failures = []
-    if not quality.passed:
-        failures.append(f"INT8 loses too much against fp32: {quality.describe()}")
-    if not invariance.passed:
-        failures.append(f"INT8 answers depend on the batch: {invariance.describe()}")
+    record["bytes"] = target.stat().st_size
     if failures:
         record["reason"] = "; ".join(failures) + "; the bundle serves fp32"
         logger.warning("INT8 not shipped: %s", record["reason"])
@@ -295,24 +288,17 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
         logger.info("fp16 ships unchecked: %s", no_gpu)
         return OptionalGraph("fp16", target, record)
 
-    logits = parity.onnx_logits(gpu, validation.texts, "fp16 quality (cuda)")
-    quality = parity.quality_report(
-        fp32.logits, logits, validation.label_ids, parity.FP16_MAX_LOSS_POINTS
+    record.update(checked=True, provider=_CUDA)
+    quality, _, failures = _judge(
+        gpu,
+        fp32,
+        validation,
+        record,
+        precision="fp16",
+        named="fp16 on CUDA",
+        max_loss_points=parity.FP16_MAX_LOSS_POINTS,
+        where=" (cuda)",
     )
-    invariance = batch_invariance.check_batch_invariance(gpu, validation.texts, "fp16")
-    record.update(
-        checked=True,
-        provider=_CUDA,
-        quality=quality.to_dict(),
-        agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
-        batch_invariance=invariance.to_dict(),
-        shipped=quality.passed and invariance.passed,
-    )
-    failures = []
-    if not quality.passed:
-        failures.append(f"fp16 on CUDA loses too much against fp32: {quality.describe()}")
-    if not invariance.passed:
-        failures.append(f"fp16 on CUDA answers depend on the batch: {invariance.describe()}")
     if failures:
         record["reason"] = "; ".join(failures)
         logger.warning("fp16 not shipped: %s", record["reason"])
@@ -320,6 +306,51 @@ def build_fp16(fp32: Fp32Graph, work: Path, validation: ValidationRun) -> Option
     record.update(file=FP16_MODEL_FILE, reason=f"checked on CUDA: {quality.describe()}")
     logger.info("fp16 ships, checked on CUDA: %s", quality.describe())
     return OptionalGraph("fp16", target, record)
+
+
+def _judge(
+    classifier: OnnxClassifier,
+    fp32: Fp32Graph,
+    validation: ValidationRun,
+    record: dict[str, Any],
+    *,
+    precision: str,
+    named: str,
+    max_loss_points: float,
+    where: str = "",
+) -> tuple[parity.QualityReport, InvarianceReport, list[str]]:
+    """Judge a reduced-precision graph as INT8 and fp16 both are: quality, then invariance.
+
+    Records both verdicts and PyTorch's agreement in `record`, with `shipped`.
+
+    Args:
+        classifier: The graph, open on the providers it is judged on.
+        fp32: The fp32 graph whose answers on true labels it may not fall far behind.
+        validation: The texts and labels it is judged on.
+        record: The graph's metadata.json record, updated here.
+        precision: `int8` or `fp16`, as the batch-invariance report names it.
+        named: How messages name the graph, e.g. "fp16 on CUDA".
+        max_loss_points: The accuracy and macro-F1 points it may lose against fp32.
+        where: Added to the progress label of its run over the texts.
+
+    Returns:
+        The quality report, the invariance report and why it may not ship (empty: it may).
+    """
+    logits = parity.onnx_logits(classifier, validation.texts, f"{precision} quality{where}")
+    quality = parity.quality_report(fp32.logits, logits, validation.label_ids, max_loss_points)
+    invariance = batch_invariance.check_batch_invariance(classifier, validation.texts, precision)
+    record.update(
+        quality=quality.to_dict(),
+        agreement_with_pytorch=parity.agreement(logits, validation.pytorch).to_dict(),
+        batch_invariance=invariance.to_dict(),
+        shipped=quality.passed and invariance.passed,
+    )
+    failures = []
+    if not quality.passed:
+        failures.append(f"{named} loses too much against fp32: {quality.describe()}")
+    if not invariance.passed:
+        failures.append(f"{named} answers depend on the batch: {invariance.describe()}")
+    return quality, invariance, failures
 
 
 def _cuda_classifier(path: Path, validation: ValidationRun) -> tuple[OnnxClassifier | None, str]:
