@@ -17,6 +17,11 @@ until its response is queued (or, for an answer other than 200, freed). A full q
 pair that drift detection could not join; each event dropped is counted in
 `textops_payload_events_dropped_total{reason="queue_full"}`, as are events the collector could
 not be reached for (`send_failed`) or answered with an error (`rejected`).
+
+The headers are written here rather than by the CloudEvents SDK's `to_binary`, which gives the
+same event (tests/unit/test_payload_logger.py reads ours with the SDK's `from_http`) at ten
+times the cost on the serving event loop (34 us against 3 us per event) and with lower-case
+header names where the agent writes `Ce-Id`.
 """
 
 from __future__ import annotations

@@ -164,3 +164,36 @@ def test_the_middleware_logs_a_response_only_for_a_200(collector: LiveCollector)
             )
     assert stored_events(collector) == expected
     assert dropped(model) == before
+
+
+def test_the_events_are_cloudevents_as_the_sdk_reads_them() -> None:
+    # The CloudEvents SDK (a KServe dependency) is the reference reader: the binary-mode
+    # headers the logger writes by hand must give it the attributes KServe's agent sends.
+    from cloudevents.http import from_http
+
+    from textops.components.serve.payload_logger import RESPONSE_EVENT, cloudevent_headers
+
+    settings = PayloadLoggerSettings(url="http://collector/events", source="http://pod:8080/")
+    headers = cloudevent_headers(
+        settings,
+        model_name="sentiment",
+        event_type=RESPONSE_EVENT,
+        event_id="6a2c5c1e-0e1b-4b7e-9c1c-8f4e9f0f2a11",
+        content_type="application/json",
+    )
+    event = from_http(headers, RESPONSE)
+    assert {name: event[name] for name in event if name != "time"} == {
+        "specversion": "1.0",
+        "id": "6a2c5c1e-0e1b-4b7e-9c1c-8f4e9f0f2a11",
+        "type": RESPONSE_EVENT,
+        "source": "http://pod:8080/",
+        "datacontenttype": "application/json",
+        "inferenceservicename": "sentiment",
+        "namespace": settings.namespace,
+        "component": settings.component,
+        "endpoint": settings.endpoint,
+        "metadata": "{}",
+    }
+    assert event.data == {
+        "predictions": [{"label": "negative", "probabilities": {"negative": 0.9}}]
+    }
