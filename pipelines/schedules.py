@@ -93,6 +93,13 @@ def _cron_value(text: str, field: str, low: int, high: int, names: tuple[str, ..
 def validate_cron(expression: str) -> str:
     """Check a 6-field cron expression as Kubeflow Pipelines reads it; return it normalized.
 
+    Kubeflow's recurring runs parse cron with Go's robfig/cron (seconds first). No cron
+    library is installed here, and the maintained one that reads seconds first, croniter
+    (`second_at_beginning=True`), reads another dialect: it accepts 5 fields (which Kubeflow
+    would read seconds first, as another schedule) and backwards ranges such as 18-8, `L` and
+    `1#2` (which robfig/cron refuses), and says only valid or not. So this check follows
+    robfig/cron's fields and bounds and says which field is wrong and what to write.
+
     Raises:
         ConfigError: Not six fields, or a field out of range, with what to write instead.
     """

@@ -10,9 +10,7 @@ local `textops serve` exposes it.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,6 +128,13 @@ class RemoteClassifier:
     shapes, finite probabilities that sum to one, each `label` equal to the label of its row's
     highest probability (which shows the columns really are in that order), and one label
     order and one model version across all answers (a canary in progress would mix two).
+
+    The requests go through `common.http_json`, not KServe's `InferenceRESTClient` (0.21),
+    which cannot keep these checks: its V2 answer (`InferResponse.from_bytes`) drops
+    `model_version`, which the rollout check needs, and needs `model_name`; it has no route for
+    the model metadata; it puts the model name into the path unquoted; its `retries` setting
+    is never applied (RESTConfig builds the retrying transport and drops it); and it is
+    asynchronous only, while the gate scores synchronously.
     """
 
     def __init__(
