@@ -1,4 +1,5 @@
-"""What a training run starts from: seeds, the splits, the base model, schedule and weights."""
+"""What a training run starts from: seeds, the splits, the base model, optimizer, schedule and
+class weights."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ def load_base_model(base_model: str, labels: LabelMap) -> tuple[Any, Any]:
             "directory, or a hub id when the machine can reach the hub."
         ) from e
     return tokenizer, model
+
+
+def build_optimizer(
+    model: torch.nn.Module, *, weight_decay: float, learning_rate: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW that decays every weight but biases and norms, whose decay only hurts."""
+    no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
+    named = list(model.named_parameters())
+    return torch.optim.AdamW(
+        [
+            {
+                "params": [p for n, p in named if not n.endswith(no_decay)],
+                "weight_decay": weight_decay,
+            },
+            {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+        # Fused AdamW (one kernel for all parameters) exists for CPU and CUDA tensors.
+        fused=device.type in ("cpu", "cuda"),
+    )
 
 
 def balanced_class_weights(ids: np.ndarray, num_labels: int) -> torch.Tensor:

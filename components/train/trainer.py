@@ -3,7 +3,11 @@
 One process on CPU or one GPU, or one process per GPU under torchrun (DDP). bf16 autocast on
 GPUs that support it, fp16 with a gradient scaler on the others, fp32 on CPU. Batches group
 texts of similar length, so little compute goes to padding. The epoch with the best validation
-macro-F1 is kept; with a checkpoint directory, a killed run resumes where it stopped.
+macro-F1 is kept; with a checkpoint directory, a killed run resumes where it stopped (its
+resumable state is `checkpoint.TrainState`).
+
+The pieces, in the order the loop uses them: `set_up` (model, data, optimizer),
+`epoch_batches`, `train_step`, `evaluate_epoch`, `save_model`.
 """
 
 from __future__ import annotations
@@ -11,24 +15,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from textops.components.common.errors import DataError, TrainingError
 from textops.components.common.labels import LabelMap
 from textops.components.common.metrics import classification_scores
 from textops.components.common.torch_inference import batched_logits, pad_batch, pick_device
-from textops.components.train import checkpoint
 from textops.components.train.batching import length_grouped_batches, shard_batches
+from textops.components.train.checkpoint import (
+    Checkpoints,
+    TrainState,
+    distributed,
+    run_identity,
+)
 from textops.components.train.setup import (
     balanced_class_weights,
+    build_optimizer,
     learning_rate_multiplier,
     load_base_model,
     load_split,
@@ -109,11 +117,103 @@ class TrainResult:
         }
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun; (0, 1) for a single process."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+@dataclass
+class TrainingSetup:
+    """What the loop works with, built once per run: model, encoded splits, optimizer."""
+
+    settings: TrainSettings
+    labels: LabelMap
+    rank: int
+    world_size: int
+    device: torch.device
+    tokenizer: Any
+    #: The bare model: its weights are what is saved, evaluated and checkpointed.
+    model: Any
+    #: What the training forward pass calls: `model`, wrapped in DDP under torchrun.
+    trained: torch.nn.Module
+    train_encoding: dict[str, Any]
+    train_ids: np.ndarray
+    #: Tokens per training text, which the batches group by.
+    lengths: list[int]
+    validation_encoding: dict[str, Any]
+    validation_ids: np.ndarray
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    #: bf16 or fp16 for autocast; None trains in fp32.
+    autocast_dtype: torch.dtype | None
+    class_weights: torch.Tensor | None
+    total_steps: int
+
+
+def set_up(
+    settings: TrainSettings, labels: LabelMap, train_path: str | Path, validation_path: str | Path
+) -> TrainingSetup:
+    """Seed, load the base model and the splits, and build the optimizer for `settings`."""
+    rank, world_size = distributed()
+    seed_everything(settings.seed)
+    device = pick_device(settings.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    tokenizer, model = load_base_model(settings.base_model, labels)
+    model.to(device)
+    # DDP averages gradients across processes during backward; `model` stays the bare module.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+
+    train_texts, train_ids = load_split(train_path, labels)
+    val_texts, val_ids = load_split(validation_path, labels)
+    train_enc = dict(tokenizer(train_texts, truncation=True, max_length=settings.max_seq_length))
+    val_enc = dict(tokenizer(val_texts, truncation=True, max_length=settings.max_seq_length))
+    lengths = [len(ids) for ids in train_enc["input_ids"]]
+    # Every epoch has this many batches; only their order changes.
+    micro_batches = len(
+        shard_batches(
+            length_grouped_batches(lengths, settings.batch_size, np.random.default_rng(0)),
+            rank,
+            world_size,
+        )
+    )
+    total_steps = math.ceil(micro_batches / settings.gradient_accumulation_steps) * settings.epochs
+
+    optimizer = build_optimizer(
+        model,
+        weight_decay=settings.weight_decay,
+        learning_rate=settings.learning_rate,
+        device=device,
+    )
+    warmup_steps = int(settings.warmup_ratio * total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_multiplier(settings.lr_schedule, warmup_steps, total_steps)
+    )
+    autocast_dtype = None
+    if device.type == "cuda":
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return TrainingSetup(
+        settings=settings,
+        labels=labels,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        tokenizer=tokenizer,
+        model=model,
+        trained=trained,
+        train_encoding=train_enc,
+        train_ids=train_ids,
+        lengths=lengths,
+        validation_encoding=val_enc,
+        validation_ids=val_ids,
+        optimizer=optimizer,
+        schedule=schedule,
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 ones do not.
+        scaler=torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16),
+        autocast_dtype=autocast_dtype,
+        class_weights=(
+            balanced_class_weights(train_ids, len(labels)).to(device)
+            if settings.class_weights == "balanced"
+            else None
+        ),
+        total_steps=total_steps,
+    )
 
 
 def train_classifier(
@@ -140,256 +240,177 @@ def train_classifier(
     if len(labels) < 2:
         raise DataError(f"training needs two classes or more; the labels are {list(labels.names)}")
     started = time.perf_counter()
-    rank, world_size = _distributed()
-    seed_everything(settings.seed)
-    device = pick_device(settings.device)
-    if world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    tokenizer, model = load_base_model(settings.base_model, labels)
-    model.to(device)
-    # DDP averages gradients across processes during backward; `model` stays the bare module.
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
-
-    train_texts, train_ids = load_split(train_path, labels)
-    val_texts, val_ids = load_split(validation_path, labels)
-    train_enc = dict(tokenizer(train_texts, truncation=True, max_length=settings.max_seq_length))
-    val_enc = dict(tokenizer(val_texts, truncation=True, max_length=settings.max_seq_length))
-    lengths = [len(ids) for ids in train_enc["input_ids"]]
-    micro_batches = len(
-        shard_batches(
-            length_grouped_batches(lengths, settings.batch_size, np.random.default_rng(0)),
-            rank,
-            world_size,
-        )
-    )
-    steps_per_epoch = math.ceil(micro_batches / settings.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * settings.epochs
-
-    no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
-    optimizer = torch.optim.AdamW(
-        [
-            {
-                "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-                "weight_decay": settings.weight_decay,
-            },
-            {
-                "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
-                "weight_decay": 0.0,
-            },
-        ],
-        lr=settings.learning_rate,
-        # Fused AdamW (one kernel for all parameters) exists for CPU and CUDA tensors.
-        fused=device.type in ("cpu", "cuda"),
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        learning_rate_multiplier(
-            settings.lr_schedule, int(settings.warmup_ratio * total_steps), total_steps
-        ),
-    )
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    use_fp16 = device.type == "cuda" and not use_bf16
-    autocast_dtype = torch.bfloat16 if use_bf16 else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
-    class_weights = (
-        balanced_class_weights(train_ids, len(labels)).to(device)
-        if settings.class_weights == "balanced"
-        else None
-    )
-
-    result = TrainResult(
-        settings=settings,
-        labels=labels,
-        device=str(device),
-        data_fingerprint=data_fingerprint,
-        train_rows=len(train_texts),
-        world_size=world_size,
-    )
-    generator = np.random.default_rng(settings.seed)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_f1, epochs_without_gain, first_epoch, skip_batches = -1.0, 0, 1, 0
-    epoch_loss, seen, step = 0.0, 0, 0
-    checkpoints = Path(checkpoint_dir) if checkpoint_dir else None
-    identity = checkpoint.run_identity(
-        {**asdict(settings), "labels": labels.names, "data": data_fingerprint, "world": world_size}
-    )
-    if checkpoints is not None:
-        state = checkpoint.load_checkpoint(checkpoints, identity)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            scaler.load_state_dict(state["scaler"])
-            generator.bit_generator.state = state["epoch_generator"]
-            checkpoint.restore_rng_state(state["rng"])
-            result.history = state["history"]
-            best_f1, result.best_epoch = state["best_f1"], state["best_epoch"]
-            epochs_without_gain = state["epochs_without_gain"]
-            first_epoch, skip_batches, step = state["epoch"], state["batch_index"], state["step"]
-            epoch_loss, seen = state["epoch_loss"], state["seen"]
-            result.resumed_from_step = step
-            logger.info("resumed step=%d epoch=%d from=%s", step, first_epoch, checkpoints)
-
-    def save_checkpoint(epoch: int, batch_index: int, epoch_generator: Mapping[str, Any]) -> None:
-        if checkpoints is None or rank != 0:
-            return
-        checkpoint.save_atomically(
-            {
-                "identity": identity,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch_generator": epoch_generator,
-                "rng": checkpoint.rng_state(),
-                "history": result.history,
-                "best_f1": best_f1,
-                "best_epoch": result.best_epoch,
-                "epochs_without_gain": epochs_without_gain,
-                "epoch": epoch,
-                "batch_index": batch_index,
-                "step": step,
-                "epoch_loss": epoch_loss,
-                "seen": seen,
-            },
-            checkpoints / checkpoint.CHECKPOINT_FILE,
-        )
-
-    progress = tqdm(
-        total=total_steps, initial=step, desc="train", unit="step", mininterval=2.0,
-        disable=rank != 0,
+    run = set_up(settings, labels, train_path, validation_path)
+    state = TrainState(
+        model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
+        batch_order=np.random.default_rng(settings.seed).bit_generator.state,
     )  # fmt: skip
-    for epoch in range(first_epoch, settings.epochs + 1):
-        # The generator's state at the start of an epoch fixes its batch order, so a resumed
-        # run rebuilds the same batches and skips those already done.
-        epoch_generator = generator.bit_generator.state
-        batches = shard_batches(
-            length_grouped_batches(lengths, settings.batch_size, generator), rank, world_size
-        )
-        trained.train()
-        if skip_batches == 0:
-            epoch_loss, seen = 0.0, 0
-        epoch_started = time.perf_counter()
-        seen_at_start = seen
-        step_loss = torch.zeros((), device=device)
-        for index in range(skip_batches, len(batches)):
-            indices = batches[index]
-            batch = {
-                k: v.to(device)
-                for k, v in pad_batch(train_enc, indices, tokenizer.pad_token_id).items()
-            }
-            targets = torch.as_tensor(train_ids[indices], device=device)
-            try:
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype, enabled=use_bf16 or use_fp16
-                ):
-                    logits = trained(**batch).logits
-                loss = torch.nn.functional.cross_entropy(
-                    logits.float(), targets, weight=class_weights
-                )
-                scaler.scale(loss / settings.gradient_accumulation_steps).backward()
-            except torch.cuda.OutOfMemoryError as e:
-                raise TrainingError(
-                    f"CUDA ran out of memory at batch_size={settings.batch_size}, "
-                    f"max_seq_length={settings.max_seq_length}: lower batch_size and raise "
-                    "gradient_accumulation_steps to keep the effective batch, lower "
-                    "max_seq_length, or train on a GPU with more memory"
-                ) from e
-            # Summed on the device: reading the loss every batch would stall a GPU.
-            step_loss = step_loss + loss.detach() * len(indices)
-            seen += len(indices)
-            last = index == len(batches) - 1
-            if (index + 1) % settings.gradient_accumulation_steps and not last:
-                continue
-            step_loss_value = step_loss.item()
-            if not math.isfinite(step_loss_value):
-                raise TrainingError(
-                    f"training loss became {step_loss_value} at epoch {epoch}: lower "
-                    f"learning_rate (now {settings.learning_rate})"
-                )
-            epoch_loss += step_loss_value
-            step_loss = torch.zeros((), device=device)
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+    identity = {**asdict(settings), "labels": labels.names, "data": data_fingerprint}
+    checkpoints = Checkpoints(
+        Path(checkpoint_dir) if checkpoint_dir else None,
+        identity=run_identity({**identity, "world": run.world_size}),
+        writer=run.rank == 0,
+    )
+    resumed_from_step = checkpoints.resume(state)
+    best_weights: dict[str, torch.Tensor] | None = None  # None: the kept epoch ran before a resume
+    accumulate, every = settings.gradient_accumulation_steps, settings.checkpoint_every_steps
+    stopped_early = False
+    progress = tqdm(
+        total=run.total_steps, initial=state.step, desc="train", unit="step", mininterval=2.0,
+        disable=run.rank != 0,
+    )  # fmt: skip
+    while state.epoch <= settings.epochs:
+        batches, next_batch_order = epoch_batches(run, state.batch_order)
+        run.trained.train()
+        epoch_started, seen_at_start = time.perf_counter(), state.seen
+        for start in range(state.batch_index, len(batches), accumulate):
+            group = batches[start : start + accumulate]
+            state.epoch_loss += train_step(run, group, state.epoch)
+            state.seen += sum(len(indices) for indices in group)
+            state.batch_index, state.step = start + len(group), state.step + 1
             progress.update(1)
-            progress.set_postfix(loss=f"{epoch_loss / seen:.4f}", epoch=epoch, refresh=False)
-            if settings.checkpoint_every_steps and step % settings.checkpoint_every_steps == 0:
-                save_checkpoint(epoch, index + 1, epoch_generator)
-        skip_batches = 0
-        epoch_seconds = time.perf_counter() - epoch_started
-
-        val_logits = batched_logits(
-            model, val_enc, pad_token_id=tokenizer.pad_token_id, device=device
-        )
-        val_loss = float(
-            torch.nn.functional.cross_entropy(
-                torch.from_numpy(val_logits), torch.from_numpy(val_ids)
+            progress.set_postfix(
+                loss=f"{state.epoch_loss / state.seen:.4f}", epoch=state.epoch, refresh=False
             )
-        )
-        scores = classification_scores(val_ids, val_logits.argmax(axis=1), len(labels))
+            if every and state.step % every == 0:
+                checkpoints.save(state)
+        rows = (state.seen - seen_at_start) * run.world_size
+        rows_per_second = rows / max(time.perf_counter() - epoch_started, 1e-9)
         record = {
-            "epoch": float(epoch),
-            "train_loss": epoch_loss / max(1, seen),
-            "loss": val_loss,
-            **scores,
-            "samples_per_second": (seen - seen_at_start) * world_size / max(epoch_seconds, 1e-9),
+            "epoch": float(state.epoch),
+            "train_loss": state.epoch_loss / max(1, state.seen),
+            **evaluate_epoch(run),
+            "samples_per_second": rows_per_second,
         }
-        result.history.append(record)
-        if rank == 0:
-            logger.info(
-                "epoch=%d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f val_macro_f1=%.4f "
-                "samples_per_second=%.1f",
-                epoch, record["train_loss"], val_loss, scores["accuracy"],
-                scores["macro_f1"], record["samples_per_second"],
-            )  # fmt: skip
-        if scores["macro_f1"] > best_f1:
-            best_f1, result.best_epoch, epochs_without_gain = scores["macro_f1"], epoch, 0
-            if checkpoints is not None and rank == 0:
-                checkpoint.save_atomically(
-                    model.state_dict(), checkpoints / checkpoint.BEST_WEIGHTS_FILE
-                )
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        state.history.append(record)
+        _log_epoch(run, record)
+        if record["macro_f1"] > state.best_f1:
+            state.best_f1, state.best_epoch = record["macro_f1"], state.epoch
+            state.epochs_without_gain = 0
+            best_weights = checkpoints.keep_best(run.model)
         else:
-            epochs_without_gain += 1
-        epoch_loss, seen = 0.0, 0
-        save_checkpoint(epoch + 1, 0, generator.bit_generator.state)
-        if (
-            settings.early_stopping_patience
-            and epochs_without_gain >= settings.early_stopping_patience
-        ):
-            result.stopped_early = epoch < settings.epochs
-            if rank == 0:
-                logger.info("early stop epoch=%d best_epoch=%d", epoch, result.best_epoch)
+            state.epochs_without_gain += 1
+        state.next_epoch(next_batch_order)
+        checkpoints.save(state)
+        if 0 < settings.early_stopping_patience <= state.epochs_without_gain:
+            stopped_early = state.epoch <= settings.epochs  # epochs were left to run
+            if run.rank == 0:
+                logger.info("early stop epoch=%d best_epoch=%d", state.epoch - 1, state.best_epoch)
             break
     progress.close()
 
-    if best_state is None:
-        # Resumed after the best epoch: its weights are in the checkpoint directory.
-        assert checkpoints is not None
-        best_state = torch.load(
-            checkpoints / checkpoint.BEST_WEIGHTS_FILE, map_location="cpu", weights_only=True
-        )
-    model.load_state_dict(best_state)
-    result.optimizer_steps = step
-    result.seconds = time.perf_counter() - started
-    if rank == 0:
-        output = Path(output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output)
-        # Saved with the tokenizer, the training window is what evaluation and export use.
-        tokenizer.model_max_length = settings.max_seq_length
-        tokenizer.save_pretrained(output)
-        labels.save(output / "labels.json")
-        if checkpoints is not None:
-            # The run is complete: the next run with the same settings must train afresh.
-            checkpoint.remove_checkpoints(checkpoints)
+    run.model.load_state_dict(best_weights or checkpoints.best_weights())
+    result = TrainResult(
+        settings=settings, labels=labels, device=str(run.device),
+        data_fingerprint=data_fingerprint, train_rows=len(run.train_ids),
+        world_size=run.world_size, seconds=time.perf_counter() - started,
+        history=state.history, best_epoch=state.best_epoch, stopped_early=stopped_early,
+        resumed_from_step=resumed_from_step, optimizer_steps=state.step,
+    )  # fmt: skip
+    if run.rank == 0:
+        save_model(run, output_dir)
+        checkpoints.remove()
         logger.info(
             "trained best_epoch=%d val_macro_f1=%.4f seconds=%.1f device=%s world_size=%d",
-            result.best_epoch, best_f1, result.seconds, device, world_size,
+            result.best_epoch, state.best_f1, result.seconds, run.device, run.world_size,
         )  # fmt: skip
     return result
+
+
+def epoch_batches(
+    run: TrainingSetup, batch_order: dict[str, Any]
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """This process's batches for the epoch that `batch_order` draws, and the next epoch's order.
+
+    `batch_order` is a generator state, so a resumed run draws the very same batches again.
+    """
+    generator = np.random.default_rng(0)  # its state is replaced at once
+    generator.bit_generator.state = batch_order
+    batches = length_grouped_batches(run.lengths, run.settings.batch_size, generator)
+    return shard_batches(batches, run.rank, run.world_size), generator.bit_generator.state
+
+
+def train_step(run: TrainingSetup, group: list[np.ndarray], epoch: int) -> float:
+    """One optimizer step over `group`'s batches (gradient accumulation); their summed loss.
+
+    Returns:
+        The sum over the batches of mean loss x rows.
+
+    Raises:
+        TrainingError: CUDA ran out of memory, or the loss is no longer finite.
+    """
+    settings = run.settings
+    # Summed on the device: reading the loss every batch would stall a GPU.
+    step_loss = torch.zeros((), device=run.device)
+    for indices in group:
+        batch = {
+            k: v.to(run.device)
+            for k, v in pad_batch(run.train_encoding, indices, run.tokenizer.pad_token_id).items()
+        }
+        targets = torch.as_tensor(run.train_ids[indices], device=run.device)
+        try:
+            with torch.autocast(
+                run.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None
+            ):
+                logits = run.trained(**batch).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits.float(), targets, weight=run.class_weights
+            )
+            run.scaler.scale(loss / settings.gradient_accumulation_steps).backward()
+        except torch.cuda.OutOfMemoryError as e:
+            raise TrainingError(
+                f"CUDA ran out of memory at batch_size={settings.batch_size}, "
+                f"max_seq_length={settings.max_seq_length}: lower batch_size and raise "
+                "gradient_accumulation_steps to keep the effective batch, lower "
+                "max_seq_length, or train on a GPU with more memory"
+            ) from e
+        step_loss = step_loss + loss.detach() * len(indices)
+    step_loss_value = step_loss.item()
+    if not math.isfinite(step_loss_value):
+        raise TrainingError(
+            f"training loss became {step_loss_value} at epoch {epoch}: lower "
+            f"learning_rate (now {settings.learning_rate})"
+        )
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), settings.max_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss_value
+
+
+def evaluate_epoch(run: TrainingSetup) -> dict[str, float]:
+    """Validation loss and scores (accuracy, macro and weighted F1) of the model as it is."""
+    logits = batched_logits(
+        run.model,
+        run.validation_encoding,
+        pad_token_id=run.tokenizer.pad_token_id,
+        device=run.device,
+    )
+    loss = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits), torch.from_numpy(run.validation_ids)
+    )
+    scores = classification_scores(run.validation_ids, logits.argmax(axis=1), len(run.labels))
+    return {"loss": float(loss), **scores}
+
+
+def _log_epoch(run: TrainingSetup, record: dict[str, float]) -> None:
+    if run.rank == 0:
+        logger.info(
+            "epoch=%d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f val_macro_f1=%.4f "
+            "samples_per_second=%.1f",
+            record["epoch"], record["train_loss"], record["loss"], record["accuracy"],
+            record["macro_f1"], record["samples_per_second"],
+        )  # fmt: skip
+
+
+def save_model(run: TrainingSetup, output_dir: str | Path) -> None:
+    """Write the model, the tokenizer and `labels.json` as a Hugging Face model directory."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    run.model.save_pretrained(output)
+    # Saved with the tokenizer, the training window is what evaluation and export use.
+    run.tokenizer.model_max_length = run.settings.max_seq_length
+    run.tokenizer.save_pretrained(output)
+    run.labels.save(output / "labels.json")
