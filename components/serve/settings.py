@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from textops.components.common.bundle import METADATA_FILE, ModelBundle
+from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
 
-#: The model name when neither --model_name nor the bundle's folder gives one.
-DEFAULT_MODEL_NAME = "textops-classifier"
+#: The model name when neither --model-name nor the bundle's folder gives one: the name
+#: training publishes under by default, so that `serve --model-repository` finds its model.
+DEFAULT_MODEL_NAME: str = TrainingConfig.model_fields["model_name"].default
 #: Texts one request may hold (V1 instances, V2 tensor elements); more gets 413.
 DEFAULT_MAX_BATCH_SIZE = 256
 #: Bytes one request body may hold; more gets 413.
@@ -165,10 +167,11 @@ class BundleSource:
 
 
 def default_model_name(bundle: Path | None) -> str:
-    """The served name when --model_name is not given.
+    """The served name when --model-name is not given.
 
     A bundle inside a model repository (`<repo>/<name>/<n>/`) takes the repository's model
-    name; any other bundle takes its folder's name; a repository serves `textops-classifier`.
+    name; any other bundle takes its folder's name; a repository serves `DEFAULT_MODEL_NAME`,
+    the name training publishes under by default.
     """
     if bundle is None:
         return DEFAULT_MODEL_NAME
@@ -203,7 +206,7 @@ def resolve_source(settings: ServeSettings) -> BundleSource:
         if published is None:
             raise ModelNotFoundError(
                 f"model repository {settings.model_repository} has no published version of "
-                f"{settings.model_name!r}; publish one (textops run) or pass --model_name"
+                f"{settings.model_name!r}; publish one (textops run) or pass --model-name"
             )
         path, version = published.path, str(published.version)
     else:
