@@ -1,23 +1,26 @@
 """Start the predictor: `python -m textops.components.serve --bundle DIR` (or `textops serve`).
 
 The command line is KServe's own (`kserve.model_server.parser`: --http_port, --workers,
---model_name, ...) plus the textops flags; see `build_parser`.
+--model_name, ...) plus the textops flags; see `build_parser`. KServe's flags that textops
+hands on also take the project's spelling, with hyphens (`--model-name`, `--http-port`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kserve import ModelServer
 from kserve.model_server import app
 from kserve.model_server import parser as kserve_parser
+from kserve.predictor_config import PredictorConfig
 
 from textops.components.common.errors import TextopsError
 from textops.components.common.logs import configure_logging
@@ -26,16 +29,6 @@ from textops.components.serve.middleware import install_http_hooks
 from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.repository import BundleRepository, TextopsRepositoryExtension
 from textops.components.serve.settings import (
-    DEFAULT_EXPLAIN_CONCURRENCY,
-    DEFAULT_EXPLAIN_MAX_TEXTS,
-    DEFAULT_EXPLAIN_MAX_WORDS,
-    DEFAULT_EXPLAIN_SHARE,
-    DEFAULT_EXPLAIN_TIMEOUT_SECONDS,
-    DEFAULT_INFERENCE_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CHARS_PER_TOKEN,
-    DEFAULT_PAYLOAD_QUEUE_SIZE,
     PayloadLoggerSettings,
     ServeSettings,
     default_model_name,
@@ -46,115 +39,142 @@ logger = logging.getLogger(__name__)
 
 PROG = "python -m textops.components.serve"
 
+#: KServe's flags whose values `TextopsModelServer` hands to `ModelServer`, under their names.
+MODEL_SERVER_FLAGS = (
+    "http_port",
+    "grpc_port",
+    "workers",
+    "max_threads",
+    "max_asyncio_workers",
+    "enable_grpc",
+    "enable_docs_url",
+    "enable_latency_logging",
+    "access_log_format",
+    "event_loop",
+    "timeout_keep_alive",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+#: KServe's flags that also take the project's spelling: the ones textops reads from its own
+#: parse. KServe reads the others (--enable_docs_url, --configure_logging, --log_config_file,
+#: the --grpc_max_* lengths) from sys.argv itself when it is imported, where a hyphenated
+#: spelling would be ignored without a word.
+PROJECT_SPELT_FLAGS = (
+    "model_name",
+    *(name for name in MODEL_SERVER_FLAGS if name != "enable_docs_url"),
+)
+
+#: The request limits the predictor and the transformer share: `ServeSettings` fields, each
+#: with its flag's help text (the transformer says what its --inference-batch-size is).
+REQUEST_LIMIT_FLAGS = {
+    "max_batch_size": "texts one request may hold; more is answered 413",
+    "max_body_bytes": "bytes one request body may hold; more is answered 413",
+    "inference_batch_size": "texts per ONNX Runtime call; concurrent requests are coalesced "
+    "up to this",
+    "max_chars_per_token": "each text is cut to the model's max_seq_length times this many "
+    "characters before it is tokenized, so that a text's cost is bounded whatever its "
+    "length; ordinary text needs 4 to 8 characters a token",
+}
+#: The limits of V1 `:explain` (per-word importance by occlusion), as `REQUEST_LIMIT_FLAGS`.
+EXPLAIN_FLAGS = {
+    "explain_max_texts": "texts one explain request may hold (and no more than "
+    "--max-batch-size); more is answered 413",
+    "explain_max_words": "words scored per text, its first ones; each costs one classification",
+    "explain_concurrency": "explain requests one serving process works on at once; more are "
+    "answered 503",
+    "explain_timeout_seconds": "time an explain request may take, waiting for the model "
+    "included (predictions go first); then it is stopped and answered 503",
+    "explain_share": "share of the model's time explanations get while predictions keep it "
+    "busy (0 to 1); a prediction waits for an explanation's call only in that share of the "
+    "time, and 0 leaves explanations only the idle time, where they may never finish",
+}
+
 
 def kserve_argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with KServe's model server flags, to which a server adds its own."""
-    # A copy, so that changing defaults here leaves KServe's own parser as it was.
-    return argparse.ArgumentParser(
+    # A copy, so that changing defaults and spellings here leaves KServe's own parser as it was.
+    parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         parents=[copy.deepcopy(kserve_parser)],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    accept_project_spelling(parser, PROJECT_SPELT_FLAGS)
+    return parser
+
+
+def accept_project_spelling(parser: argparse.ArgumentParser, dests: Iterable[str]) -> None:
+    """Let KServe's flags of `dests` take the project's spelling too: `--model-name` and more.
+
+    The hyphenated spelling becomes an option string of KServe's own action, named first so
+    that the usage line shows it: both spellings set one value, and `--help` lists both.
+    """
+    wanted = set(dests)
+    # argparse has no public way to give an existing argument another name.
+    for action in parser._actions:
+        if action.dest not in wanted:
+            continue
+        for option in list(action.option_strings):
+            spelling = option.replace("_", "-")
+            if spelling != option and spelling not in parser._option_string_actions:
+                action.option_strings = [spelling, *action.option_strings]
+                parser._option_string_actions[spelling] = action
+
+
+def flag_values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The parsed values of the flags whose destinations are `names`, by name."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _add_settings_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, flags: Mapping[str, str]
+) -> None:
+    """Add a flag for each `ServeSettings` field in `flags`, with the field's type and default.
+
+    Args:
+        parser: The parser or argument group to add them to.
+        flags: Field names (`max_batch_size` is `--max-batch-size`) and their help texts.
+    """
+    defaults = _field_defaults(ServeSettings)
+    for name, help_text in flags.items():
+        default = defaults[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=help_text
+        )
 
 
 def add_request_limit_flags(
-    parser: argparse.ArgumentParser, *, model_version_help: str, inference_batch_help: str
+    parser: argparse.ArgumentParser,
+    *,
+    model_version_help: str,
+    inference_batch_help: str | None = None,
 ) -> None:
     """Add the flags the predictor and the transformer share: the version and the limits.
 
     Args:
         parser: The server's parser.
         model_version_help: The help text of --model-version.
-        inference_batch_help: The help text of --inference-batch-size (what one call is).
+        inference_batch_help: The help text of --inference-batch-size, where one call is not
+            the predictor's ONNX Runtime call.
     """
     parser.add_argument("--model-version", help=model_version_help)
-    parser.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=DEFAULT_MAX_BATCH_SIZE,
-        help="texts one request may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="bytes one request body may hold; more is answered 413",
-    )
-    parser.add_argument(
-        "--inference-batch-size",
-        type=int,
-        default=DEFAULT_INFERENCE_BATCH_SIZE,
-        help=inference_batch_help,
-    )
-    parser.add_argument(
-        "--max-chars-per-token",
-        type=int,
-        default=DEFAULT_MAX_CHARS_PER_TOKEN,
-        help="each text is cut to the model's max_seq_length times this many characters "
-        "before it is tokenized, so that a text's cost is bounded whatever its length; "
-        "ordinary text needs 4 to 8 characters a token",
-    )
+    helps = dict(REQUEST_LIMIT_FLAGS)
+    if inference_batch_help is not None:
+        helps["inference_batch_size"] = inference_batch_help
+    _add_settings_flags(parser, helps)
 
 
-def request_limit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The `ServeSettings` fields of the flags `add_request_limit_flags` adds."""
+def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServeSettings` fields of the flags the predictor and the transformer share.
+
+    The served name (--model-name, else the bundle's; see `default_model_name`), the version
+    and the flags `add_request_limit_flags` adds.
+    """
     return {
+        "model_name": args.model_name or default_model_name(args.bundle),
+        "bundle": args.bundle,
         "model_version": args.model_version,
-        "max_batch_size": args.max_batch_size,
-        "max_body_bytes": args.max_body_bytes,
-        "inference_batch_size": args.inference_batch_size,
-        "max_chars_per_token": args.max_chars_per_token,
-    }
-
-
-def _add_explain_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the limits of V1 `:explain` (per-word importance by occlusion)."""
-    group = parser.add_argument_group("explain (V1 :explain, per-word importance)")
-    group.add_argument(
-        "--explain-max-texts",
-        type=int,
-        default=DEFAULT_EXPLAIN_MAX_TEXTS,
-        help="texts one explain request may hold (and no more than --max-batch-size); more "
-        "is answered 413",
-    )
-    group.add_argument(
-        "--explain-max-words",
-        type=int,
-        default=DEFAULT_EXPLAIN_MAX_WORDS,
-        help="words scored per text, its first ones; each costs one classification",
-    )
-    group.add_argument(
-        "--explain-concurrency",
-        type=int,
-        default=DEFAULT_EXPLAIN_CONCURRENCY,
-        help="explain requests one serving process works on at once; more are answered 503",
-    )
-    group.add_argument(
-        "--explain-timeout-seconds",
-        type=float,
-        default=DEFAULT_EXPLAIN_TIMEOUT_SECONDS,
-        help="time an explain request may take, waiting for the model included (predictions "
-        "go first); then it is stopped and answered 503",
-    )
-    group.add_argument(
-        "--explain-share",
-        type=float,
-        default=DEFAULT_EXPLAIN_SHARE,
-        help="share of the model's time explanations get while predictions keep it busy (0 "
-        "to 1); a prediction waits for an explanation's call only in that share of the time, "
-        "and 0 leaves explanations only the idle time, where they may never finish",
-    )
-
-
-def _explain_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The `ServeSettings` fields of the flags `_add_explain_flags` adds."""
-    return {
-        "explain_max_texts": args.explain_max_texts,
-        "explain_max_words": args.explain_max_words,
-        "explain_concurrency": args.explain_concurrency,
-        "explain_timeout_seconds": args.explain_timeout_seconds,
-        "explain_share": args.explain_share,
+        **flag_values(args, REQUEST_LIMIT_FLAGS),
     }
 
 
@@ -163,7 +183,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = kserve_argument_parser(
         prog, "Serve a textops model bundle with KServe (V1 and V2 protocols)."
     )
-    # --model_name defaults to the bundle's name; gRPC is off unless asked for, since the
+    # --model-name defaults to the bundle's name; gRPC is off unless asked for, since the
     # body limit, the error contract and the payload logger apply to the REST routes.
     parser.set_defaults(model_name=None, enable_grpc=False)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -178,8 +198,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         parser,
         model_version_help="version to report in --bundle mode (default: metadata.json's "
         "version, else the folder name)",
-        inference_batch_help="texts per ONNX Runtime call; concurrent requests are coalesced "
-        "up to this",
     )
     parser.add_argument(
         "--precision",
@@ -200,32 +218,45 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="let idle ONNX Runtime threads spin-wait for the next call (faster lone calls, "
         "but the spinning takes CPU from the event loop and concurrent requests)",
     )
-    _add_explain_flags(parser)
+    _add_settings_flags(
+        parser.add_argument_group("explain (V1 :explain, per-word importance)"), EXPLAIN_FLAGS
+    )
     _add_payload_logger_flags(parser)
     return parser
 
 
 def _add_payload_logger_flags(parser: argparse.ArgumentParser) -> None:
+    """Add where and how the payload logger sends; the defaults are `PayloadLoggerSettings`'."""
+    defaults = _field_defaults(PayloadLoggerSettings)
     logging_group = parser.add_argument_group("payload logger (KServe agent CloudEvents)")
     logging_group.add_argument(
         "--payload-logger-url", help="send request and response CloudEvents to this URL"
     )
     logging_group.add_argument(
         "--payload-logger-namespace",
-        default=os.environ.get("POD_NAMESPACE", "default"),
+        default=os.environ.get("POD_NAMESPACE", defaults["namespace"]),
         help="Ce-Namespace of the events",
     )
     logging_group.add_argument(
-        "--payload-logger-endpoint", default="default", help="Ce-Endpoint of the events"
+        "--payload-logger-endpoint", default=defaults["endpoint"], help="Ce-Endpoint of the events"
     )
     logging_group.add_argument(
         "--payload-logger-queue-size",
         type=int,
-        default=DEFAULT_PAYLOAD_QUEUE_SIZE,
+        default=defaults["queue_size"],
         help="requests whose CloudEvents may wait to be sent, each with room for its request "
         "and its response; a request arriving when it is full is dropped with its response "
         "and counted in textops_payload_events_dropped_total{reason=queue_full}",
     )
+
+
+def _field_defaults(settings_type: type) -> dict[str, Any]:
+    """The default of each field of a settings dataclass that has one, by field name."""
+    return {
+        field.name: field.default
+        for field in dataclasses.fields(settings_type)
+        if field.default is not dataclasses.MISSING
+    }
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -234,7 +265,6 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     Raises:
         ConfigError: A flag's value is out of range, or both or neither source is given.
     """
-    name = args.model_name or default_model_name(args.bundle)
     threads = args.intra_op_threads or max(1, usable_cores() // max(1, args.workers))
     payload_logger = None
     if args.payload_logger_url:
@@ -246,39 +276,46 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
             queue_size=args.payload_logger_queue_size,
         )
     return ServeSettings(
-        model_name=name,
-        bundle=args.bundle,
         model_repository=args.model_repository,
         precision=args.precision,
         intra_op_threads=threads,
         intra_op_spinning=args.intra_op_spinning,
         payload_logger=payload_logger,
-        **request_limit_settings(args),
-        **_explain_settings(args),
+        **shared_settings(args),
+        **flag_values(args, EXPLAIN_FLAGS),
     )
 
 
 class TextopsModelServer(ModelServer):
-    """KServe's `ModelServer` with the predictor's data plane and repository extension."""
+    """KServe's `ModelServer` with a textops data plane and the repository extension.
 
-    def __init__(self, repository: BundleRepository, args: argparse.Namespace) -> None:
+    Attributes:
+        dataplane_type: The data plane every server process answers with.
+    """
+
+    dataplane_type: type[TextopsDataPlane] = TextopsDataPlane
+
+    def __init__(
+        self,
+        repository: BundleRepository,
+        args: argparse.Namespace,
+        predictor: PredictorConfig | None = None,
+    ) -> None:
+        """Set the server up from KServe's parsed flags.
+
+        Args:
+            repository: The models served.
+            args: The parsed command line (`MODEL_SERVER_FLAGS` are read).
+            predictor: The predictor a transformer calls; None for the predictor itself.
+        """
+        # KServe's data plane reads the predictor's address (--enable_predictor_health_check)
+        # from its context, which ModelServer fills from sys.argv unless it is given one.
         super().__init__(
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            workers=args.workers,
-            max_threads=args.max_threads,
-            max_asyncio_workers=args.max_asyncio_workers,
             registered_models=repository,
-            enable_grpc=args.enable_grpc,
-            enable_docs_url=args.enable_docs_url,
-            enable_latency_logging=args.enable_latency_logging,
-            access_log_format=args.access_log_format,
-            event_loop=args.event_loop,
-            timeout_keep_alive=args.timeout_keep_alive,
-            ssl_certfile=args.ssl_certfile,
-            ssl_keyfile=args.ssl_keyfile,
+            predictor_config=predictor,
+            **flag_values(args, MODEL_SERVER_FLAGS),
         )
-        self.dataplane = TextopsDataPlane(model_registry=repository)
+        self.dataplane = self.dataplane_type(model_registry=repository)
         self.model_repository_extension = TextopsRepositoryExtension(model_registry=repository)
 
 

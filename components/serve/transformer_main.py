@@ -2,8 +2,10 @@
 
 The command line is KServe's own (`kserve.model_server.parser`: --model_name, --predictor_host,
 --predictor_protocol, --http_port, --predictor_request_timeout_seconds, ...) plus the textops
-flags; see `build_parser`. The server is the predictor's (same middleware, error answers and
-repository routes) with `transformer.TritonTransformer` as its model.
+flags; see `build_parser`. KServe's flags that textops hands on also take the project's
+spelling, with hyphens (`--model-name`, `--predictor-host`). The server is the predictor's
+(same middleware, error answers and repository routes) with `transformer.TritonTransformer`
+as its model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from kserve import context as kserve_context
 from kserve.errors import ModelNotFound
 from kserve.model_server import app
 from kserve.predictor_config import PredictorConfig
@@ -28,17 +29,29 @@ from textops.components.serve.middleware import install_http_hooks
 from textops.components.serve.repository import BundleRepository
 from textops.components.serve.server import (
     TextopsModelServer,
+    accept_project_spelling,
     add_request_limit_flags,
+    flag_values,
     kserve_argument_parser,
-    request_limit_settings,
     run_command,
+    shared_settings,
 )
-from textops.components.serve.settings import ServeSettings, default_model_name
+from textops.components.serve.settings import ServeSettings
 from textops.components.serve.transformer import PredictorError, TritonTransformer
 
 logger = logging.getLogger(__name__)
 
 PROG = "python -m textops.components.serve.transformer"
+
+#: KServe's flags of the call to Triton, by their `PredictorConfig` names (which are their
+#: own, but for --enable_predictor_health_check's `predictor_health_check`).
+PREDICTOR_FLAGS = (
+    "predictor_host",
+    "predictor_protocol",
+    "predictor_use_ssl",
+    "predictor_request_timeout_seconds",
+    "predictor_request_retries",
+)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -51,6 +64,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     # Triton speaks V2; gRPC is off unless asked for, since the body limit and the error
     # contract apply to the REST routes.
     parser.set_defaults(model_name=None, enable_grpc=False, predictor_protocol="v2")
+    accept_project_spelling(parser, (*PREDICTOR_FLAGS, "enable_predictor_health_check"))
     parser.add_argument(
         "--bundle",
         type=Path,
@@ -84,20 +98,11 @@ def settings_from_args(args: argparse.Namespace) -> tuple[ServeSettings, Predict
         )
     if args.predictor_request_timeout_seconds < 1:
         raise ConfigError("--predictor_request_timeout_seconds must be at least 1")
-    settings = ServeSettings(
-        model_name=args.model_name or default_model_name(args.bundle),
-        bundle=args.bundle,
-        **request_limit_settings(args),
-    )
     predictor = PredictorConfig(
-        predictor_host=args.predictor_host,
-        predictor_protocol=args.predictor_protocol,
-        predictor_use_ssl=args.predictor_use_ssl,
-        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
-        predictor_request_retries=args.predictor_request_retries,
+        **flag_values(args, PREDICTOR_FLAGS),
         predictor_health_check=args.enable_predictor_health_check,
     )
-    return settings, predictor
+    return ServeSettings(**shared_settings(args)), predictor
 
 
 class TransformerRepository(BundleRepository):
@@ -151,19 +156,9 @@ class TransformerDataPlane(TextopsDataPlane):
 
 
 class TransformerServer(TextopsModelServer):
-    """The predictor's model server with the transformer's data plane and Triton's address."""
+    """The predictor's model server with the transformer's data plane."""
 
-    def __init__(
-        self,
-        repository: TransformerRepository,
-        args: argparse.Namespace,
-        predictor: PredictorConfig,
-    ) -> None:
-        super().__init__(repository, args)
-        # KServe's data plane reads Triton's address (for --enable_predictor_health_check)
-        # from its context, which the base class filled from sys.argv rather than `args`.
-        kserve_context.set_predictor_config(predictor)
-        self.dataplane = TransformerDataPlane(model_registry=repository)
+    dataplane_type = TransformerDataPlane
 
 
 def serve(argv: Sequence[str] | None = None, prog: str = PROG) -> None:

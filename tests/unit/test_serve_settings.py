@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.serve.command import register
 from textops.components.serve.settings import (
@@ -24,6 +25,8 @@ from textops.components.serve.settings import (
 
 def test_default_model_name_follows_the_bundle_folder(tmp_path: Path) -> None:
     assert default_model_name(None) == "textops-classifier"
+    # Training's default: `serve --model-repository` finds what `textops run` published.
+    assert default_model_name(None) == TrainingConfig().model_name
     assert default_model_name(tmp_path / "models" / "reviews" / "3") == "reviews"
     assert default_model_name(tmp_path / "my-bundle") == "my-bundle"
 
@@ -115,6 +118,60 @@ def test_the_parser_extends_kserves_own(tmp_path: Path) -> None:
     assert chosen.intra_op_threads is not None and chosen.intra_op_threads >= 1
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--bundle", "a", "--model-repository", "b"])
+
+
+def test_kserves_flags_that_textops_hands_on_take_the_project_spelling_too(
+    tmp_path: Path,
+) -> None:
+    from kserve import context as kserve_context
+    from kserve.model_server import parser as kserve_parser
+
+    from textops.components.serve.repository import BundleRepository
+    from textops.components.serve.server import TextopsModelServer, build_parser, settings_from_args
+    from textops.components.serve.transformer_main import TransformerServer
+    from textops.components.serve.transformer_main import build_parser as transformer_parser
+    from textops.components.serve.transformer_main import (
+        settings_from_args as transformer_settings,
+    )
+
+    kserve_spelling = ["--model_name", "reviews", "--http_port", "9000", "--max_threads", "3"]
+    project_spelling = ["--model-name", "reviews", "--http-port", "9000", "--max-threads", "3"]
+    spelt = [
+        build_parser().parse_args(["--bundle", "b", *argv])
+        for argv in (kserve_spelling, project_spelling)
+    ]
+    assert vars(spelt[0]) == vars(spelt[1])
+    assert settings_from_args(spelt[1]).model_name == "reviews"
+    help_text = build_parser().format_help()
+    assert "--model-name MODEL_NAME, --model_name MODEL_NAME" in help_text
+    # KServe reads --enable_docs_url from sys.argv when it is imported: only its spelling works.
+    assert "--enable-docs-url" not in help_text
+    # KServe's own parser keeps its own spellings.
+    assert "--model-name" not in kserve_parser.format_help()
+
+    # The model server gets the flags' values, whichever the spelling.
+    server = TextopsModelServer(BundleRepository(settings_from_args(spelt[1])), spelt[1])
+    assert (server.http_port, server.max_threads) == (9000, 3)
+
+    transformer = transformer_parser().parse_args(
+        [
+            *("--bundle", str(tmp_path), "--model-name", "reviews"),
+            *("--predictor-host", "triton:8000", "--predictor-request-timeout-seconds", "7"),
+            "--enable-predictor-health-check",
+        ]
+    )
+    settings, predictor = transformer_settings(transformer)
+    assert settings.model_name == "reviews"
+    assert (predictor.predictor_host, predictor.timeout) == ("triton:8000", 7)
+    assert predictor.predictor_health_check is True
+    before = kserve_context.get_predictor_config()
+    try:
+        TransformerServer(BundleRepository(settings), transformer, predictor)
+        # KServe's data plane checks the predictor's health at the address the flags name.
+        assert kserve_context.get_predictor_config() is predictor
+    finally:
+        if before is not None:
+            kserve_context.set_predictor_config(before)
 
 
 def test_the_text_cut_follows_the_models_sequence_length() -> None:
