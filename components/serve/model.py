@@ -3,8 +3,8 @@
 `TextClassifierModel` is a plain `kserve.Model`: `preprocess` checks the request and takes its
 texts (cut to what the model reads), `predict` runs them through the process's
 `InferenceBatcher` (ONNX Runtime on its own thread, never on the event loop), `postprocess`
-writes the V1 or V2 body, and `explain` scores each word by occlusion on the `Explainer`'s
-threads, within its limits and giving way to predictions (`InferenceGate`).
+(`TextModel`'s) writes the V1 or V2 body, and `explain` scores each word by occlusion on the
+`Explainer`'s threads, within its limits and giving way to predictions (`InferenceGate`).
 
 KServe's `--workers N` starts N processes and hands each a pickled copy of the model. An ONNX
 Runtime session cannot be pickled, so `__getstate__` leaves it out and `__setstate__` loads the
@@ -16,33 +16,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from kserve.errors import ModelNotReady
 
 from textops.components.serve import metrics
-from textops.components.serve.batching import BatchResult, InferenceBatcher
+from textops.components.serve.batching import InferenceBatcher
 from textops.components.serve.explain import Explainer
 from textops.components.serve.inference_gate import InferenceGate
 from textops.components.serve.payloads import ParsedRequest
 from textops.components.serve.runtime import ClassifierRuntime, load_runtime
 from textops.components.serve.settings import ServeSettings, resolve_source
-from textops.components.serve.text_model import TextModel
+from textops.components.serve.text_model import Answer, TextModel
 
 logger = logging.getLogger(__name__)
 
 #: The V2 metadata `platform` of an ONNX model (the name Triton uses).
 PLATFORM = "onnxruntime_onnx"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What `predict` hands to `postprocess`."""
-
-    request: ParsedRequest
-    result: BatchResult
 
 
 class TextClassifierModel(TextModel[ClassifierRuntime]):
@@ -190,21 +181,10 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
         payload: ParsedRequest,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
-    ) -> Prediction:
+    ) -> Answer:
         """Classify the texts, batched with concurrent requests, off the event loop."""
         result = await self._get_batcher().classify(payload.texts)
-        return Prediction(payload, result)
-
-    async def postprocess(
-        self,
-        result: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Write the V1 body or the V2 response and count the predicted labels."""
-        if not isinstance(result, Prediction):
-            return result  # an explanation, already written by `explain`
-        return self.respond(result.request, result.result.probabilities, result.result.runtime)
+        return Answer(payload, result.probabilities, result.runtime)
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         """Word importance by occlusion: how much each word's removal lowers the prediction.

@@ -1,14 +1,15 @@
 """What the predictor's model and the Triton transformer share: one `kserve.Model` base.
 
 Both take the same V1 and V2 requests (`payloads.parse_request`, with the same limits), cut
-every text to what the model reads before anything checks or tokenizes it, write
-the same response bodies, count the same `textops_predictions_total`, describe the same V2
-tensors, and load again in every KServe `--workers` process they are pickled into. How the
-probabilities are computed (ONNX Runtime here, Triton there) is each subclass's own.
+every text to what the model reads before anything checks or tokenizes it, write the same
+response bodies from an `Answer`, count the same `textops_predictions_total`, describe the
+same V2 tensors, and load again in every KServe `--workers` process they are pickled into.
+How the probabilities are computed (ONNX Runtime here, Triton there) is each subclass's own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -31,6 +32,21 @@ from textops.components.serve.settings import ServeSettings
 
 #: What a subclass serves: the predictor's runtime, or the transformer's bundle files.
 ServedT = TypeVar("ServedT", bound=ServedVersion)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `predict` hands to `postprocess`: a request's probabilities and who computed them.
+
+    Attributes:
+        request: The parsed request.
+        probabilities: One row per text, one column per label of `served`.
+        served: The version that computed them, whose labels and version the answer names.
+    """
+
+    request: ParsedRequest
+    probabilities: np.ndarray
+    served: ServedVersion
 
 
 class TextModel(Model, Generic[ServedT]):
@@ -94,15 +110,23 @@ class TextModel(Model, Generic[ServedT]):
         limit = self.settings.max_text_chars(self.served.max_seq_length)
         return parse_request(payload, headers, self.settings.max_batch_size, limit)
 
-    def respond(
-        self, request: ParsedRequest, probabilities: np.ndarray, served: ServedVersion
+    async def postprocess(
+        self,
+        result: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
     ) -> Any:
-        """Count the predicted labels and write the V1 body or the V2 response."""
-        for label in predicted_labels(probabilities, served.labels):
+        """Write an `Answer`'s V1 body or V2 response and count its predicted labels.
+
+        Anything else (an explanation, written by `explain`) is handed on as it is.
+        """
+        if not isinstance(result, Answer):
+            return result
+        for label in predicted_labels(result.probabilities, result.served.labels):
             metrics.PREDICTIONS.labels(model_name=self.name, label=label).inc()
-        if request.protocol == "v1":
-            return v1_response(probabilities, served)
-        return v2_response(request, probabilities, served, self.name)
+        if result.request.protocol == "v1":
+            return v1_response(result.probabilities, result.served)
+        return v2_response(result.request, result.probabilities, result.served, self.name)
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """V2 metadata: one BYTES tensor `text` of shape [-1]."""

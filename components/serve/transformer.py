@@ -47,7 +47,7 @@ from textops.components.common.onnx_classifier import (
 from textops.components.serve import metrics
 from textops.components.serve.payloads import ParsedRequest
 from textops.components.serve.settings import ServeSettings, bundle_version
-from textops.components.serve.text_model import TextModel
+from textops.components.serve.text_model import Answer, TextModel
 
 logger = logging.getLogger(__name__)
 
@@ -197,15 +197,6 @@ class TritonBatch:
     chunks: list[TritonChunk]
 
 
-@dataclass(frozen=True)
-class TritonResult:
-    """What `predict` hands to `postprocess`: the logits of every text, in request order."""
-
-    request: ParsedRequest
-    bundle: TransformerBundle
-    logits: np.ndarray
-
-
 class TritonTransformer(TextModel[TransformerBundle]):
     """Tokenization and labels around a Triton-served `model.onnx`, over V1 and V2."""
 
@@ -296,8 +287,8 @@ class TritonTransformer(TextModel[TransformerBundle]):
         payload: TritonBatch,
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
-    ) -> TritonResult:
-        """Send the chunks to Triton concurrently and gather their logits in request order.
+    ) -> Answer:
+        """Send the chunks to Triton concurrently; softmax their logits, in request order.
 
         Raises:
             PredictorError: Triton is down (503), too slow (504) or answered no logits (502).
@@ -309,17 +300,7 @@ class TritonTransformer(TextModel[TransformerBundle]):
         logits = np.empty((len(payload.request.texts), len(payload.bundle.labels)), np.float32)
         for chunk, chunk_logits in zip(payload.chunks, answers, strict=True):
             logits[chunk.rows] = chunk_logits
-        return TritonResult(payload.request, payload.bundle, logits)
-
-    async def postprocess(
-        self,
-        result: Any,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Softmax the logits, write the V1 body or V2 response, count the predicted labels."""
-        assert isinstance(result, TritonResult)
-        return self.respond(result.request, softmax(result.logits), result.bundle)
+        return Answer(payload.request, softmax(logits), payload.bundle)
 
     # -- the call to Triton ---------------------------------------------------------------
 
