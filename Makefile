@@ -62,9 +62,10 @@ lock:
 run: setup
 	$(BIN)/textops loop
 
-# The KServe predictor on the published model, on port 8080, until Ctrl-C.
+# The KServe predictor on the published model (training's default model name), on port 8080,
+# until Ctrl-C.
 serve: setup
-	$(BIN)/textops serve --model-repository .textops/models --model_name textops-classifier
+	$(BIN)/textops serve --model-repository .textops/models
 
 # The default test run: everything but the slow tests and the ones that need a GPU.
 test: setup
