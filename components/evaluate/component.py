@@ -28,16 +28,14 @@ def evaluate_model(
     enforce_production_labels: bool,
     slice_column: str,
     behaviour_tests: list,
+    champion_url: str,
+    deploy_target: str,
+    kserve_namespace: str,
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     summary: Output[Markdown],
     decision: Output[Artifact],
-    # Last, the inputs with defaults (the TrainingConfig's): by default the champion is the
-    # model repository's current version.
-    champion_url: str = "",
-    deploy_target: str = "local",
-    kserve_namespace: str = "",
 ) -> bool:
     """Score the new model and the one in production on the test split; decide what ships.
 
@@ -46,37 +44,47 @@ def evaluate_model(
     InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves; else the
     model repository's current version.
 
+    The settings are `GateSettings`, `EvaluationSettings` and `ProductionModelSettings`
+    (common/settings.py), each checked by its model.
+
     Returns whether the new model may ship; the reasons are in `decision`'s metadata. (A single
     output, because kfp.local cannot branch on one field of a NamedTuple output.)
     """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+
     import json
 
     from textops.components.common.kubernetes_api import resolve_namespace
     from textops.components.common.logs import configure_logging
-    from textops.components.evaluate.evaluation import GateSettings, evaluate_challenger
+    from textops.components.common.settings import (
+        EvaluationSettings,
+        GateSettings,
+        ProductionModelSettings,
+        section_from,
+    )
+    from textops.components.evaluate.evaluation import evaluate_challenger
 
     configure_logging()
+    gate = section_from(GateSettings, parameters)
+    evaluation = section_from(EvaluationSettings, parameters)
+    production = section_from(ProductionModelSettings, parameters)
     served_from = None
-    if deploy_target == "kserve" and not champion_url.strip():
-        served_from = resolve_namespace(kserve_namespace, "kserve_namespace")
+    if production.deploy_target == "kserve" and not evaluation.champion_url.strip():
+        served_from = resolve_namespace(production.kserve_namespace, "kserve_namespace")
 
     outcome = evaluate_challenger(
         model_dir=model.path,
         test_path=test_data.path,
         model_repository=model_repository,
-        model_name=model_name,
-        settings=GateSettings(
-            min_accuracy=min_accuracy,
-            min_macro_f1=min_macro_f1,
-            max_regression=max_regression,
-            enforce_production_labels=enforce_production_labels,
-        ),
-        slice_column=slice_column,
-        behaviour_tests=behaviour_tests,
+        model_name=production.model_name,
+        settings=gate,
+        slice_column=evaluation.slice_column,
+        behaviour_tests=evaluation.behaviour_tests,
         report_path=report.path,
         summary_path=summary.path,
         decision_path=decision.path,
-        champion_url=champion_url,
+        champion_url=evaluation.champion_url,
         kserve_namespace=served_from,
     )
     scalars = outcome.scalars()

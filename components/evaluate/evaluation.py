@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from textops.components.common.errors import DataError
-from textops.components.common.settings import BehaviourTest
+from textops.components.common.settings import BehaviourTest, GateSettings
 from textops.components.evaluate.behaviour import (
     BehaviourResult,
     check_test_labels,
@@ -29,7 +29,7 @@ from textops.components.evaluate.behaviour import (
 )
 from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.classifiers import TorchClassifier
-from textops.components.evaluate.gate import ChampionResult, Decision, GateSettings, decide
+from textops.components.evaluate.gate import ChampionResult, Decision, decide
 from textops.components.evaluate.report import render_html, render_markdown, write_text
 from textops.components.evaluate.scoring import (
     Mistake,
@@ -44,7 +44,7 @@ from textops.components.evaluate.scoring import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluationOutcome", "GateSettings", "evaluate_challenger", "read_test_split"]
+__all__ = ["EvaluationOutcome", "evaluate_challenger", "read_test_split"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class EvaluationOutcome:
             "deploy": self.deploy,
             "reasons": self.reasons,
             "checks": [c.to_dict() for c in self.decision.checks],
-            "settings": asdict(self.settings),
+            "settings": self.settings.model_dump(),
             "challenger": {
                 "scores": self.scores.scalars(),
                 "per_class": [asdict(c) for c in self.scores.per_class],

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from textops.components.common.errors import ConfigError
 from textops.components.common.labels import LabelSetChange
+from textops.components.common.settings import GateSettings
 from textops.components.evaluate.behaviour import BehaviourResult
 from textops.components.evaluate.scoring import ModelScores
 
@@ -20,23 +20,6 @@ from textops.components.evaluate.scoring import ModelScores
 _TOLERANCE = 1e-9
 
 ChampionStatus = Literal["none", "scored", "labels_differ", "unreadable"]
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    """The configured bars (see `TrainingConfig` for each field's meaning)."""
-
-    min_accuracy: float
-    min_macro_f1: float
-    max_regression: float
-    enforce_production_labels: bool
-
-    def __post_init__(self) -> None:
-        # On a cluster the values arrive as pipeline parameters, past TrainingConfig's checks.
-        for name in ("min_accuracy", "min_macro_f1", "max_regression"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
 
 
 @dataclass(frozen=True)

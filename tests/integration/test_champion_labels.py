@@ -20,8 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import textops_serve
+from textops.components.common.settings import GateSettings
 from textops.components.evaluate.champion import score_champion
-from textops.components.evaluate.gate import GateSettings, decide
+from textops.components.evaluate.gate import decide
 from textops.components.evaluate.scoring import score_model
 
 if TYPE_CHECKING:

@@ -16,13 +16,10 @@ from textops.components.common.bundle import LABELS_FILE, METADATA_FILE, write_m
 from textops.components.common.errors import ConfigError, DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.common.settings import GateSettings
 from textops.components.deploy.publish import publish_bundle
 from textops.components.evaluate.champion import score_champion
-from textops.components.evaluate.evaluation import (
-    EvaluationOutcome,
-    GateSettings,
-    evaluate_challenger,
-)
+from textops.components.evaluate.evaluation import EvaluationOutcome, evaluate_challenger
 
 MODEL_NAME = "textops-classifier"
 OPEN_GATE = GateSettings(
@@ -174,7 +171,9 @@ def test_binary_task_gets_a_roc_curve_with_finite_thresholds(
 def test_a_model_below_the_macro_f1_floor_does_not_ship(
     tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path]
 ) -> None:
-    settings = GateSettings(0.0, 0.99, 0.01, True)
+    settings = GateSettings(
+        min_accuracy=0.0, min_macro_f1=0.99, max_regression=0.01, enforce_production_labels=True
+    )
     outcome = evaluate(
         tmp_path,
         model_dir=tiny_model_dir,
@@ -195,7 +194,9 @@ def test_a_model_below_the_accuracy_floor_does_not_ship(
         model_dir=tiny_model_dir,
         test_path=tiny_splits["test"],
         repository=tmp_path,
-        settings=GateSettings(0.99, 0.0, 0.01, True),
+        settings=GateSettings(
+            min_accuracy=0.99, min_macro_f1=0.0, max_regression=0.01, enforce_production_labels=True
+        ),
     )
     assert not outcome.deploy
     assert outcome.reasons[0].startswith("accuracy ") and "< floor 0.990" in outcome.reasons[0]
@@ -247,7 +248,9 @@ def test_a_challenger_worse_than_the_champion_does_not_ship_and_production_stays
 def test_the_margin_decides_how_much_worse_may_ship(
     tmp_path: Path, flipped_model_dir: Path, champion_right_path: Path, repository: Path
 ) -> None:
-    lenient = GateSettings(0.0, 0.0, 1.0, True)
+    lenient = GateSettings(
+        min_accuracy=0.0, min_macro_f1=0.0, max_regression=1.0, enforce_production_labels=True
+    )
     outcome = evaluate(
         tmp_path,
         model_dir=flipped_model_dir,
@@ -360,7 +363,9 @@ def test_different_label_sets_compare_to_floors_only_when_not_enforced(
     other_labels_repository: Path,
     other_labels: tuple[tuple[str, ...], str],
 ) -> None:
-    settings = GateSettings(0.0, 0.0, 0.01, enforce_production_labels=False)
+    settings = GateSettings(
+        min_accuracy=0.0, min_macro_f1=0.0, max_regression=0.01, enforce_production_labels=False
+    )
     outcome = evaluate(
         tmp_path,
         model_dir=tiny_model_dir,

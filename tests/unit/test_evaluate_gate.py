@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from textops.components.common.errors import ConfigError
+from textops.components.common.settings import GateSettings
 from textops.components.evaluate.behaviour import BehaviourResult
-from textops.components.evaluate.gate import ChampionResult, Check, GateSettings, decide
+from textops.components.evaluate.gate import ChampionResult, Check, decide
 from textops.components.evaluate.scoring import ModelScores, score_model
 
 LABELS = ("negative", "positive")
@@ -79,7 +80,7 @@ def test_worse_than_the_champion_by_more_than_the_margin_does_not_ship() -> None
 
 
 def test_a_regression_exactly_at_the_margin_ships() -> None:
-    settings = dataclasses.replace(SETTINGS, max_regression=0.05)
+    settings = SETTINGS.model_copy(update=dict(max_regression=0.05))
     assert decide(settings, scores(0.85), champion(0.90)).deploy
     assert not decide(settings, scores(0.8499), champion(0.90)).deploy
 
@@ -123,7 +124,7 @@ def test_a_served_champion_without_a_version_is_named_as_the_production_model() 
 
 
 def test_different_label_sets_compare_to_floors_only_when_not_enforced() -> None:
-    settings = dataclasses.replace(SETTINGS, enforce_production_labels=False)
+    settings = SETTINGS.model_copy(update=dict(enforce_production_labels=False))
     other = ChampionResult("labels_differ", 2, Path("/models/m/2"), ("neg", "neu", "pos"))
     decision = decide(settings, scores(0.95), other)
     assert decision.deploy
@@ -171,10 +172,9 @@ def test_notes_are_reported_without_blocking() -> None:
 
 
 @pytest.mark.parametrize("field", ["min_accuracy", "min_macro_f1", "max_regression"])
-def test_settings_out_of_range_are_a_config_error(field: str) -> None:
-    with pytest.raises(ConfigError, match=field):
-        values = {**dataclasses.asdict(SETTINGS), field: 1.5}
-        GateSettings(**values)
+def test_settings_out_of_range_are_refused_by_name(field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        GateSettings(**{**SETTINGS.model_dump(), field: 1.5})
 
 
 def test_every_check_is_recorded_with_its_name_verdict_and_whether_it_blocks() -> None:
@@ -283,7 +283,7 @@ def test_passing_behaviour_tests_are_one_passing_blocking_check() -> None:
 def test_the_champion_check_for_each_fate_of_the_champion(
     champion_result: ChampionResult, enforce: bool, expected: Check
 ) -> None:
-    settings = dataclasses.replace(SETTINGS, enforce_production_labels=enforce)
+    settings = SETTINGS.model_copy(update=dict(enforce_production_labels=enforce))
     decision = decide(settings, scores(0.95), champion_result)
     assert decision.checks[2] == expected
     assert decision.deploy is expected.passed
@@ -291,21 +291,23 @@ def test_the_champion_check_for_each_fate_of_the_champion(
 
 def test_a_score_within_the_tolerance_below_a_floor_passes() -> None:
     # Scores are means of counts: a floor equal to a score must not fail on float rounding.
-    settings = dataclasses.replace(SETTINGS, min_accuracy=1e-9, min_macro_f1=1e-9)
+    settings = SETTINGS.model_copy(update=dict(min_accuracy=1e-9, min_macro_f1=1e-9))
     decision = decide(settings, scores(0.0, accuracy=0.0), NO_CHAMPION)
     assert [c.passed for c in decision.checks[:2]] == [True, True]
     assert not decide(settings, scores(0.0, accuracy=-1e-9), NO_CHAMPION).checks[0].passed
 
 
 def test_a_regression_within_the_tolerance_of_the_margin_passes() -> None:
-    settings = dataclasses.replace(SETTINGS, max_regression=0.0)
+    settings = SETTINGS.model_copy(update={"max_regression": 0.0})
     assert decide(settings, scores(0.0), champion(1e-9)).checks[2].passed
     assert not decide(settings, scores(0.0), champion(2e-9)).checks[2].passed
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_settings_on_the_bounds_are_accepted(value: float) -> None:
-    settings = GateSettings(value, value, value, enforce_production_labels=True)
+    settings = GateSettings(
+        min_accuracy=value, min_macro_f1=value, max_regression=value, enforce_production_labels=True
+    )
     assert (settings.min_accuracy, settings.min_macro_f1, settings.max_regression) == (
         value,
         value,

@@ -22,10 +22,11 @@ import pandas as pd
 import pytest
 
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.common.settings import GateSettings
 from textops.components.deploy.publish import publish_bundle
 from textops.components.evaluate.champion import score_champion, score_served_champion
 from textops.components.evaluate.classifiers import EVALUATION_REQUEST_PREFIX
-from textops.components.evaluate.evaluation import GateSettings, evaluate_challenger
+from textops.components.evaluate.evaluation import evaluate_challenger
 
 MODEL_NAME = "textops-classifier"
 OPEN_GATE = GateSettings(

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from textops.components.common.settings import GateSettings
 from textops.components.evaluate.behaviour import BehaviourResult
 from textops.components.evaluate.evaluation import EvaluationOutcome
-from textops.components.evaluate.gate import ChampionResult, GateSettings, decide
+from textops.components.evaluate.gate import ChampionResult, decide
 from textops.components.evaluate.report import render_html, render_markdown
 from textops.components.evaluate.scoring import (
     confident_mistakes,
@@ -19,7 +20,9 @@ from textops.components.evaluate.scoring import (
 )
 
 EVIL = "<script>alert('x')</script>"
-SETTINGS = GateSettings(0.0, 0.5, 0.01, True)
+SETTINGS = GateSettings(
+    min_accuracy=0.0, min_macro_f1=0.5, max_regression=0.01, enforce_production_labels=True
+)
 
 
 def outcome(
@@ -139,7 +142,12 @@ def test_markdown_summary_has_the_decision_reasons_and_escaped_cells() -> None:
 
 @pytest.mark.parametrize("deploy", [True, False])
 def test_summary_headline_follows_the_decision(deploy: bool) -> None:
-    settings = GateSettings(0.0, 0.0 if deploy else 0.99, 0.01, True)
+    settings = GateSettings(
+        min_accuracy=0.0,
+        min_macro_f1=0.0 if deploy else 0.99,
+        max_regression=0.01,
+        enforce_production_labels=True,
+    )
     result = outcome(ChampionResult("none"))
     result = EvaluationOutcome(
         **{
