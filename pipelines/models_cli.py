@@ -297,14 +297,13 @@ def _check_target(args: argparse.Namespace) -> None:
 
 
 def _service(args: argparse.Namespace) -> ServiceVersions:
-    from textops.components.common.kubernetes_api import resolve_namespace
-    from textops.components.deploy import kube_api
+    from textops.components.common import kubernetes_api
     from textops.components.deploy.service_versions import ServiceVersions
 
-    namespace = resolve_namespace(args.namespace or "", "--namespace")
+    namespace = kubernetes_api.resolve_namespace(args.namespace or "", "--namespace")
     timeout = getattr(args, "timeout", float(_DEFAULTS.rollout_timeout_seconds))
     return ServiceVersions(
-        kube_api.kserve_client(), args.model_name, namespace, timeout_seconds=timeout
+        kubernetes_api.kserve_client(), args.model_name, namespace, timeout_seconds=timeout
     )
 
 

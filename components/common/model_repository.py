@@ -5,11 +5,10 @@ The layout is the one KServe and Triton model repositories use:
     <repository>/<model_name>/1/            a complete bundle, never modified once written
     <repository>/<model_name>/2/
     <repository>/<model_name>/current.json  {"version": 2, "path": ..., "since": ..., "via": ...}
-    <repository>/<model_name>/history.jsonl when each version became current (deploy.served_history)
+    <repository>/<model_name>/history.jsonl when each version became current
 
-`deploy.publish` writes it (a publish, a promotion, a rollback); the validate step reads the
-served model's labels from it, so that retraining cannot silently change the classes the service
-answers with.
+The deploy step writes it (a publish, a promotion, a rollback, and the history beside the
+pointer); `production_model` reads the pointer to tell the steps which model is in production.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from textops.components.common.bundle import LABELS_FILE
-from textops.components.common.errors import ModelNotFoundError, PublishError
-from textops.components.common.labels import LabelMap
+from textops.components.common.errors import PublishError
 
 #: The pointer to the version being served, beside the version directories.
 CURRENT_FILE = "current.json"
@@ -98,28 +95,3 @@ def list_versions(repository: str | Path, model_name: str) -> list[PublishedVers
     """
     root = model_root(repository, model_name)
     return [PublishedVersion(model_name, v, root / str(v)) for v in version_numbers(root)]
-
-
-def current_labels(repository: str | Path, model_name: str) -> LabelMap | None:
-    """The label map of the version being served, or None when nothing is published yet.
-
-    A missing or empty repository counts as nothing published: the first training run is free
-    to choose its labels, and the next is held to them.
-
-    Raises:
-        PublishError: The model name is unusable or current.json cannot be read.
-        ModelNotFoundError: current.json names a version whose labels.json is missing or
-            unreadable; the repository is damaged.
-    """
-    version = current_version(repository, model_name)
-    if version is None:
-        return None
-    path = version.path / LABELS_FILE
-    try:
-        return LabelMap.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelNotFoundError(
-            f"the served version {version.version} of {model_name!r} has no readable "
-            f"{LABELS_FILE} ({path}: {e}); restore it or point {CURRENT_FILE} at a complete "
-            "version"
-        ) from e

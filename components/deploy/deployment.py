@@ -118,9 +118,8 @@ def deploy_bundle(
             )
         return str(published.path)
 
-    from textops.components.common.kubernetes_api import resolve_namespace
+    from textops.components.common.kubernetes_api import kserve_client, resolve_namespace
     from textops.components.deploy.kserve_rollout import InferenceServiceRollout
-    from textops.components.deploy.kube_api import kserve_client
 
     storage_uri = storage_uri_for(bundle_uri)
     namespace = resolve_namespace(kserve_namespace, "kserve_namespace")

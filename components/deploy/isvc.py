@@ -8,10 +8,16 @@ that `KServeClient.create` and `KServeClient.patch` send.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from textops.components.common.production_model import (
+    MODEL_VERSION_ANNOTATION,
+    PREVIOUS_STORAGE_URI_ANNOTATION,
+    ServedModel,
+)
 from textops.components.deploy.served_history import (
     HISTORY_ANNOTATION,
     ServedPeriod,
@@ -29,10 +35,6 @@ if TYPE_CHECKING:
 RUNTIME = "textops-onnx"
 #: The model format the runtime declares in `supportedModelFormats`.
 MODEL_FORMAT = "textops-bundle"
-#: Counts the models rolled out to this InferenceService: 1, 2, ...
-MODEL_VERSION_ANNOTATION = "textops.dev/model-version"
-#: Set while a canary runs: the storageUri to put back if the canary fails.
-PREVIOUS_STORAGE_URI_ANNOTATION = "textops.dev/previous-storage-uri"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 PART_OF = "textops"
 #: The payload collector's Service and port (components/monitor).
@@ -165,13 +167,10 @@ def _recorded(history: Sequence[ServedPeriod], model: ModelRollout) -> tuple[Ser
 
 
 @dataclass(frozen=True)
-class ServiceState:
-    """What an existing InferenceService's spec and metadata say (not its status)."""
+class ServiceState(ServedModel):
+    """What an existing InferenceService's spec and metadata say (not its status): the model
+    it serves (which `production_model` reads too) and what a rollout needs besides."""
 
-    storage_uri: str | None
-    version: int
-    canary_traffic_percent: int | None
-    previous_storage_uri: str | None
     generation: int
     resource_version: str | None
     #: Runtime, model format, logger and label are the ones textops writes.
@@ -179,11 +178,6 @@ class ServiceState:
     #: When each version served (the history annotation); a service deployed before the
     #: annotation existed starts with its current model, served since an unknown time.
     history: tuple[ServedPeriod, ...] = ()
-
-    @property
-    def canary_running(self) -> bool:
-        """Whether part of the traffic still goes to the revision before the latest."""
-        return self.canary_traffic_percent is not None and self.canary_traffic_percent < 100
 
     @property
     def next_version(self) -> int:
@@ -194,6 +188,7 @@ class ServiceState:
 
 def read_state(isvc: Mapping[str, Any], namespace: str) -> ServiceState:
     """Read the model, version and traffic textops wrote into an InferenceService."""
+    served = ServedModel.read(isvc)
     metadata = isvc.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
@@ -206,19 +201,13 @@ def read_state(isvc: Mapping[str, Any], namespace: str) -> ServiceState:
         and logger.get("url") == collector_url(namespace)
         and (metadata.get("labels") or {}).get(PART_OF_LABEL) == PART_OF
     )
-    canary = predictor.get("canaryTrafficPercent")
-    storage_uri = model.get("storageUri")
-    version = _as_int(annotations.get(MODEL_VERSION_ANNOTATION))
     history = parse_periods(
         annotations.get(HISTORY_ANNOTATION), f"{HISTORY_ANNOTATION} of {metadata.get('name')}"
     )
-    if HISTORY_ANNOTATION not in annotations and storage_uri and version:
-        history = (ServedPeriod(version, None, None, "unknown", None, storage_uri),)
+    if HISTORY_ANNOTATION not in annotations and served.storage_uri and served.version:
+        history = (ServedPeriod(served.version, None, None, "unknown", None, served.storage_uri),)
     return ServiceState(
-        storage_uri=storage_uri,
-        version=version,
-        canary_traffic_percent=int(canary) if canary is not None else None,
-        previous_storage_uri=annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION) or None,
+        **dataclasses.asdict(served),
         generation=_as_int(metadata.get("generation")),
         resource_version=metadata.get("resourceVersion"),
         has_textops_shape=bool(shape),

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from textops.components.common.errors import ConfigError, DeployError
+from textops.components.common.kubernetes_api import ApiFailure, call_api
 from textops.components.deploy.canary_analysis import CanaryAnalysis, CanaryAnalysisError
 from textops.components.deploy.isvc import (
     ModelRollout,
@@ -39,7 +40,6 @@ from textops.components.deploy.isvc import (
     readiness,
     service_url,
 )
-from textops.components.deploy.kube_api import ApiFailure, call_api
 
 if TYPE_CHECKING:
     from kserve import KServeClient

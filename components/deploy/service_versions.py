@@ -35,10 +35,10 @@ from textops.components.common.errors import (
     ModelNotFoundError,
     TextopsError,
 )
+from textops.components.common.kubernetes_api import ApiFailure
+from textops.components.common.production_model import fetch_bundle_files
 from textops.components.deploy.isvc import ModelRollout, ServiceState, read_state
 from textops.components.deploy.kserve_rollout import InferenceServiceRollout
-from textops.components.deploy.kube_api import ApiFailure
-from textops.components.deploy.served_bundle import fetch_bundle_files
 from textops.components.deploy.served_history import ServedPeriod, version_of_uri
 from textops.components.deploy.versions import (
     ModelVersion,

@@ -1,9 +1,10 @@
-"""Find the model in production and score it on the challenger's test texts.
+"""Score the model in production on the challenger's test texts.
 
-The champion is the bundle `current.json` points to in the local model repository, or the
-bundle a KServe InferenceService serves (fetched from its storageUri), run with ONNX Runtime
-exactly as serving runs it; or, given the base URL of the server that serves it, the model
-behind that server's V2 infer route.
+The champion is the bundle in production (`common.production_model`: the version
+`current.json` points to in the local model repository, or the bundle a KServe
+InferenceService serves, fetched from its storageUri), run with ONNX Runtime exactly as
+serving runs it; or, given the base URL of the server that serves it, the model behind that
+server's V2 infer route.
 Whatever keeps it from being scored (a damaged pointer, a missing or altered file, a graph
 ONNX Runtime cannot load; a server that does not answer, or answers nonsense) becomes an
 `unreadable` result with the error, which the gate turns into a refusal: a champion that
@@ -26,8 +27,14 @@ from textops.components.common.errors import (
     RemoteModelError,
 )
 from textops.components.common.labels import LabelSetChange
-from textops.components.common.model_repository import current_version
+from textops.components.common.model_repository import CURRENT_FILE
 from textops.components.common.onnx_classifier import OnnxClassifier
+from textops.components.common.production_model import (
+    InferenceServiceTarget,
+    ProductionTarget,
+    RepositoryTarget,
+    open_production_bundle,
+)
 from textops.components.evaluate.classifiers import RemoteClassifier, v2_model_url
 from textops.components.evaluate.gate import ChampionResult
 from textops.components.evaluate.scoring import score_model
@@ -89,51 +96,34 @@ def score_champion(
         return score_served_champion(
             champion_url.strip(), model_name, texts, true_labels, challenger_labels
         )
-    if kserve_namespace is not None:
-        with tempfile.TemporaryDirectory(prefix="textops-champion-") as scratch:
-            return _score_inference_service_bundle(
-                model_name, kserve_namespace, Path(scratch), texts, true_labels, challenger_labels
+    target: ProductionTarget = (
+        InferenceServiceTarget(kserve_namespace)
+        if kserve_namespace is not None
+        else RepositoryTarget(repository)
+    )
+    with tempfile.TemporaryDirectory(prefix="textops-champion-") as scratch:
+        try:
+            opened = open_production_bundle(model_name, target, Path(scratch))
+        except PublishError as e:  # the local repository's pointer
+            pointer = Path(repository) / model_name / CURRENT_FILE
+            logger.warning("champion unreadable pointer=%s error=%s", pointer, e)
+            return ChampionResult("unreadable", path=pointer, error=str(e))
+        except (ConfigError, ModelNotFoundError) as e:  # the InferenceService's bundle
+            logger.warning("champion unreadable %s model=%s error=%s", target, model_name, e)
+            return ChampionResult(
+                "unreadable", error=f"the model in production cannot be fetched: {e}"
             )
-    try:
-        published = current_version(repository, model_name)
-    except PublishError as e:
-        pointer = Path(repository) / model_name / "current.json"
-        logger.warning("champion unreadable pointer=%s error=%s", pointer, e)
-        return ChampionResult("unreadable", path=pointer, error=str(e))
-    if published is None:
-        logger.info("no champion repository=%s model=%s", repository, model_name)
-        return ChampionResult("none")
-    return _score_bundle(published.version, published.path, texts, true_labels, challenger_labels)
-
-
-def _score_inference_service_bundle(
-    model_name: str,
-    namespace: str,
-    scratch: Path,
-    texts: Sequence[str],
-    true_labels: Sequence[str],
-    challenger_labels: Sequence[str],
-) -> ChampionResult:
-    """Fetch the bundle the InferenceService serves into `scratch` and score it there."""
-    from textops.components.common.kubernetes_api import custom_objects_api
-    from textops.components.deploy.served_bundle import fetch_bundle_files, served_bundle
-
-    try:
-        served = served_bundle(model_name, namespace, custom_objects_api())
-        if served is None:
-            logger.info("no champion inferenceservice=%s/%s", namespace, model_name)
+        if opened is None:
+            logger.info("no champion %s model=%s", target, model_name)
             return ChampionResult("none")
-        fetch_bundle_files(served.uri, scratch)
-    except (ConfigError, ModelNotFoundError) as e:
-        logger.warning(
-            "champion unreadable inferenceservice=%s/%s error=%s", namespace, model_name, e
-        )
-        return ChampionResult("unreadable", error=f"the model in production cannot be fetched: {e}")
-    logger.info("champion fetched uri=%s version=%s", served.uri, served.version)
-    result = _score_bundle(served.version, scratch, texts, true_labels, challenger_labels)
-    # The copy is gone after this; the report names where the bundle is (without the scheme,
-    # as for a served champion's route).
-    return dataclasses.replace(result, path=Path(served.uri.split("://", 1)[-1]))
+        found, directory = opened
+        logger.info("champion location=%s version=%s", found.location, found.version)
+        result = _score_bundle(found.version, directory, texts, true_labels, challenger_labels)
+    if isinstance(target, InferenceServiceTarget):
+        # The copy is gone after this; the report names where the bundle is (without the
+        # scheme, as for a served champion's route).
+        return dataclasses.replace(result, path=Path(found.location.split("://", 1)[-1]))
+    return result
 
 
 def _score_bundle(

@@ -51,6 +51,7 @@ def detect_drift(
     import tempfile
     from pathlib import Path
 
+    from textops.components.common import production_model
     from textops.components.common.cluster_run import (
         check_deploy_target,
         check_local_path,
@@ -58,9 +59,7 @@ def detect_drift(
         on_a_cluster,
     )
     from textops.components.common.errors import ModelNotFoundError
-    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
-    from textops.components.deploy.served_bundle import served_bundle
     from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
     from textops.components.monitor.drift_job import (
         OutputPaths,
@@ -92,18 +91,19 @@ def detect_drift(
             "max_macro_f1_drop": max_macro_f1_drop,
         },
     )
+    target = production_model.production_target(deploy_target, model_repository, kserve_namespace)
     namespace = None
-    if deploy_target == "kserve":
-        namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
+    if isinstance(target, production_model.InferenceServiceTarget):
+        namespace = target.namespace
     if not bundle and namespace is not None:
-        served = served_bundle(model_name, namespace, custom_objects_api())
+        served = production_model.production_bundle(model_name, target)
         if served is None:
             raise ModelNotFoundError(
                 f"there is no InferenceService {model_name!r} in namespace {namespace!r} to "
                 "compare traffic with: run the training pipeline with deploy_target 'kserve' "
                 "first, or give the bundle to compare with (bundle=s3://...)"
             )
-        bundle = served.uri
+        bundle = served.location
     scratch = Path(tempfile.mkdtemp(prefix="textops-bundle-"))
     bundle_dir = resolve_bundle(
         bundle or None, model_repository or None, model_name, scratch=scratch

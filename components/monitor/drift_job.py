@@ -22,8 +22,11 @@ from textops.components.common.bundle import (
 )
 from textops.components.common.dataio import is_uri
 from textops.components.common.errors import DriftInputError, ModelNotFoundError
-from textops.components.common.model_repository import current_version
-from textops.components.deploy.served_bundle import fetch_bundle_files
+from textops.components.common.production_model import (
+    RepositoryTarget,
+    fetch_bundle_files,
+    production_bundle,
+)
 from textops.components.monitor.drift import DriftResult, detect_drift, quality_baseline
 from textops.components.monitor.drift_report import (
     METRICS_FILE,
@@ -143,13 +146,13 @@ def resolve_bundle(
         return ModelBundle.open(bundle).path
     if not model_repository:
         raise ModelNotFoundError("give the bundle to compare with: --bundle or --model-repository")
-    published = current_version(model_repository, model_name)
+    published = production_bundle(model_name, RepositoryTarget(model_repository))
     if published is None:
         raise ModelNotFoundError(
             f"no published version of {model_name} in the model repository {model_repository}: "
             "run `textops run` first, or give --bundle"
         )
-    return ModelBundle.open(published.path).path
+    return ModelBundle.open(published.location).path
 
 
 def fetch_traffic(store_url: str, model_name: str | None, spec: WindowSpec) -> pd.DataFrame:

@@ -44,11 +44,9 @@ def validate_data(
     import tempfile
     from pathlib import Path
 
+    from textops.components.common import production_model
     from textops.components.common.cluster_run import check_deploy_target, on_a_cluster
-    from textops.components.common.kubernetes_api import custom_objects_api, resolve_namespace
     from textops.components.common.logs import configure_logging
-    from textops.components.common.model_repository import current_labels
-    from textops.components.deploy.served_bundle import served_labels
     from textops.components.validate.checks import ValidationSettings, validate_file
 
     configure_logging()
@@ -68,15 +66,12 @@ def validate_data(
         redact_pii=redact_pii,
     )
     production_labels = None
-    if enforce_production_labels and deploy_target == "kserve":
-        production_labels = served_labels(
+    if enforce_production_labels:
+        production_labels = production_model.production_labels(
             model_name,
-            resolve_namespace(kserve_namespace, "kserve_namespace"),
-            custom_objects_api(),
+            production_model.production_target(deploy_target, model_repository, kserve_namespace),
             Path(tempfile.mkdtemp(prefix="textops-labels-")),
         )
-    elif enforce_production_labels:
-        production_labels = current_labels(model_repository, model_name)
     result = validate_file(
         data=data,
         data_format=data_format,

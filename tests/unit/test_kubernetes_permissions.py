@@ -2,9 +2,9 @@
 
 The calls are read from the code, two ways, and never typed here:
 
-- Statically, every call site in components/ (with `ast`): a call of `call_api` (deploy's
-  wrapper around `KServeClient` methods), of a `CustomObjectsApi` method, or of a
-  `KServeClient` method on a client. Any other Kubernetes API (CoreV1Api, a watch, KServe's
+- Statically, every call site in components/ (with `ast`): a call of `call_api` (common's
+  wrapper around API methods), of a `CustomObjectsApi` method, or of a `KServeClient` method
+  on a client. Any other Kubernetes API (CoreV1Api, a watch, KServe's
   `core_api`) fails `test_no_other_kubernetes_api_is_used` until this test learns it.
 - Dynamically, the steps' own functions run against `RecordingCluster`: an autospec of the real
   `CustomObjectsApi` (under a real `KServeClient` for deploy) that serves an in-memory cluster
@@ -148,11 +148,12 @@ def _site_of(stack: traceback.StackSummary) -> CallSite | None:
 
 
 def test_the_scan_finds_the_known_call_sites() -> None:
-    """A guard on the scan itself: it sees deploy's, the served bundle's and train's calls."""
+    """A guard on the scan itself: it sees deploy's, the model in production's and train's
+    calls."""
     found = {site.path for site in call_sites()}
     assert {
         "components/deploy/kserve_rollout.py",
-        "components/deploy/served_bundle.py",
+        "components/common/production_model.py",
         "components/train/trainjob.py",
     } <= found
 
@@ -362,7 +363,7 @@ def deploy_twice(
 def read_the_champion(
     cluster: RecordingCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """evaluate (and, through the same served_bundle, validate and the drift check): which
+    """evaluate (and, through the same production_model, validate and the drift check): which
     bundle the InferenceService serves, before the first deployment."""
     from textops.components.evaluate.champion import score_champion
 

@@ -1,4 +1,5 @@
-"""Reading the local model repository: versions, the served version and its labels."""
+"""Reading the local model repository: versions, the served version and its labels (as
+`production_model` reads them when production is the local repository)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from textops.components.common.errors import ModelNotFoundError, PublishError
 from textops.components.common.labels import LabelMap
 from textops.components.common.model_repository import (
     PublishedVersion,
-    current_labels,
     current_version,
     list_versions,
 )
+from textops.components.common.production_model import RepositoryTarget, production_labels
 from textops.components.deploy import publish
 
 MODEL = "sentiment"
@@ -30,6 +31,11 @@ def _layout(root: Path, versions: dict[int, LabelMap], current: int | None) -> P
     if current is not None:
         (model_dir / "current.json").write_text(json.dumps({"version": current}))
     return root
+
+
+def current_labels(repository: Path, model_name: str) -> LabelMap | None:
+    """The labels in production, production being the repository (which needs no scratch)."""
+    return production_labels(model_name, RepositoryTarget(repository), repository / "unused")
 
 
 def test_nothing_published_means_no_labels(tmp_path: Path) -> None:

@@ -395,7 +395,7 @@ def test_the_commands_print_and_exit_with_the_clis_statuses(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("textops.components.deploy.kube_api.kserve_client", lambda: client)
+    monkeypatch.setattr("textops.components.common.kubernetes_api.kserve_client", lambda: client)
     deploy(bundles[1])
     deploy(bundles[2])
 
@@ -481,7 +481,7 @@ def test_the_canary_command_checks_the_bundle_first(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("textops.components.deploy.kube_api.kserve_client", lambda: client)
+    monkeypatch.setattr("textops.components.common.kubernetes_api.kserve_client", lambda: client)
     deploy(bundles[1])
     flags = ["--kserve", "--namespace", NAMESPACE, "--timeout", "5"]
     nowhere = s3_bucket.url("nowhere/bundle")

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from textops.components.common.errors import DataValidationError
 from textops.components.common.labels import LabelMap
-from textops.components.deploy.served_bundle import served_labels
+from textops.components.common.production_model import InferenceServiceTarget, production_labels
 
 MODEL = "textops-classifier"
 NAMESPACE = "textops"
@@ -60,11 +60,12 @@ def validate_on_cluster(labels: tuple[str, ...], tmp_path: Path) -> None:
 def test_the_labels_in_production_are_the_served_bundles(
     tiny_bundle_in_store: str, kserve_api: Callable[[Any], Any], tmp_path: Path
 ) -> None:
-    labels = served_labels(MODEL, NAMESPACE, kserve_api(tiny_bundle_in_store), tmp_path)
+    served = InferenceServiceTarget(NAMESPACE, kserve_api(tiny_bundle_in_store))
+    labels = production_labels(MODEL, served, tmp_path)
     assert labels == LabelMap(("negative", "positive"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]
     missing = kserve_api(ApiException(status=404, reason="Not Found"))
-    assert served_labels(MODEL, NAMESPACE, missing, tmp_path / "none") is None
+    assert production_labels(MODEL, InferenceServiceTarget(NAMESPACE, missing), tmp_path) is None
 
 
 def test_data_with_other_labels_than_the_served_model_stops_the_run(

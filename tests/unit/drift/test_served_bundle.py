@@ -18,7 +18,12 @@ from kubernetes.client.exceptions import ApiException
 from tests.s3_server import S3Bucket
 from textops.components.common.bundle import MODEL_FILE, REQUIRED_FILES
 from textops.components.common.errors import ConfigError, ModelNotFoundError
-from textops.components.deploy.served_bundle import ServedBundle, fetch_bundle_files, served_bundle
+from textops.components.common.production_model import (
+    InferenceServiceTarget,
+    ProductionBundle,
+    fetch_bundle_files,
+    production_bundle,
+)
 from textops.components.monitor.drift_job import DRIFT_FILES
 from textops.pipelines.cli import main
 
@@ -63,22 +68,29 @@ def test_an_incomplete_bundle_in_the_store_is_refused(
     assert MODEL_FILE in REQUIRED_FILES
 
 
+def served(api: Any) -> ProductionBundle | None:
+    """The bundle in production on the InferenceService that `api` answers for."""
+    return production_bundle(MODEL, InferenceServiceTarget(NAMESPACE, api))
+
+
 def test_the_served_bundle_is_the_latest_one_unless_a_canary_runs(
     kserve_api: Callable[[Any], Any], inference_service: Callable[..., Any]
 ) -> None:
     api = kserve_api(inference_service("s3://root/2/bundle", version=2))
-    assert served_bundle(MODEL, NAMESPACE, api) == ServedBundle("s3://root/2/bundle", 2)
+    assert served(api) == ProductionBundle("s3://root/2/bundle", 2)
     api.get_namespaced_custom_object.assert_called_once_with(
         "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", MODEL
     )
     canary = kserve_api(
         inference_service("s3://root/3/bundle", version=3, canary=10, previous="s3://root/2/bundle")
     )
-    assert served_bundle(MODEL, NAMESPACE, canary) == ServedBundle("s3://root/2/bundle", None)
+    assert served(canary) == ProductionBundle("s3://root/2/bundle", None)
     promoted = kserve_api(
         inference_service("s3://root/3/bundle", version=3, canary=100, previous="s3://root/2/b")
     )
-    assert served_bundle(MODEL, NAMESPACE, promoted) == ServedBundle("s3://root/3/bundle", 3)
+    assert production_bundle(
+        MODEL, InferenceServiceTarget(NAMESPACE, promoted)
+    ) == ProductionBundle("s3://root/3/bundle", 3)
 
 
 @pytest.mark.parametrize(
@@ -92,12 +104,12 @@ def test_an_unreadable_served_bundle_says_why(
     answer: Any, error: type[Exception], message: str, kserve_api: Callable[[Any], Any]
 ) -> None:
     with pytest.raises(error, match=message):
-        served_bundle(MODEL, NAMESPACE, kserve_api(answer))
+        served(kserve_api(answer))
 
 
 def test_no_inference_service_means_nothing_is_served(kserve_api: Callable[[Any], Any]) -> None:
     missing = kserve_api(ApiException(status=404, reason="Not Found"))
-    assert served_bundle(MODEL, NAMESPACE, missing) is None
+    assert served(missing) is None
 
 
 def run_drift_step(store_url: str, out: Path) -> bool:
