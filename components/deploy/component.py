@@ -11,19 +11,16 @@ def deploy_model(
     bundle: Input[Model],
     model_repository: str,
     model_name: str,
-    # The pipeline passes every setting. These defaults, TrainingConfig's, keep a pipeline
-    # that passes only the first three working as before; they are literals because kfp
-    # runs this signature's source on its own.
-    deploy_target: str = "local",
-    serve_url: str = "",
-    kserve_namespace: str = "",
-    canary_traffic_percent: int = 10,
-    rollout_timeout_seconds: int = 600,
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
-    canary_analysis_seconds: int = 300,
-    canary_min_requests: int = 100,
-    canary_max_error_rate_increase: float = 0.01,
-    canary_max_p99_ratio: float = 1.5,
+    deploy_target: str,
+    kserve_namespace: str,
+    serve_url: str,
+    canary_traffic_percent: int,
+    rollout_timeout_seconds: int,
+    prometheus_url: str,
+    canary_analysis_seconds: int,
+    canary_min_requests: int,
+    canary_max_error_rate_increase: float,
+    canary_max_p99_ratio: float,
 ) -> str:
     """Deploy the bundle: publish it locally (and hot-load it), or roll it out to KServe.
 
@@ -31,33 +28,46 @@ def deploy_model(
     5xx rate and p99 latency in Prometheus are compared with the stable model's: it is promoted,
     or rolled back with the figures in the error (and, either way, in a JSON log line).
 
+    The settings are `ProductionModelSettings` and `DeploySettings` (common/settings.py), each
+    checked by its model.
+
     Returns the published version's directory (local) or the InferenceService's URL (kserve).
     """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+
     from textops.components.common.cluster_run import check_deploy_target, on_a_cluster
     from textops.components.common.logs import configure_logging
+    from textops.components.common.settings import (
+        DeploySettings,
+        ProductionModelSettings,
+        section_from,
+    )
     from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
     from textops.components.deploy.deployment import deploy_bundle
 
     configure_logging()
+    production = section_from(ProductionModelSettings, parameters)
+    deploy = section_from(DeploySettings, parameters)
     # The validate step refused this already; a run never reports a pod-local publish.
     if on_a_cluster(bundle.uri):
-        check_deploy_target(deploy_target, model_repository)
+        check_deploy_target(production.deploy_target, model_repository)
 
     return deploy_bundle(
         bundle_path=bundle.path,
         bundle_uri=bundle.uri,
         model_repository=model_repository,
-        model_name=model_name,
-        deploy_target=deploy_target,
-        serve_url=serve_url,
-        kserve_namespace=kserve_namespace,
-        canary_traffic_percent=canary_traffic_percent,
-        rollout_timeout_seconds=rollout_timeout_seconds,
+        model_name=production.model_name,
+        deploy_target=production.deploy_target,
+        serve_url=deploy.serve_url,
+        kserve_namespace=production.kserve_namespace,
+        canary_traffic_percent=deploy.canary_traffic_percent,
+        rollout_timeout_seconds=deploy.rollout_timeout_seconds,
         canary_analysis=CanaryAnalysisSettings(
-            prometheus_url=prometheus_url,
-            window_seconds=canary_analysis_seconds,
-            min_requests=canary_min_requests,
-            max_error_rate_increase=canary_max_error_rate_increase,
-            max_p99_ratio=canary_max_p99_ratio,
+            prometheus_url=deploy.prometheus_url,
+            window_seconds=deploy.canary_analysis_seconds,
+            min_requests=deploy.canary_min_requests,
+            max_error_rate_increase=deploy.canary_max_error_rate_increase,
+            max_p99_ratio=deploy.canary_max_p99_ratio,
         ),
     )

@@ -37,10 +37,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from textops.components.common.config import read_settings_file
-from textops.components.common.errors import ConfigError
+from textops.components.common.config import load_settings
 
 #: The data tests, by the name used in the summary, the report and the `test` gauge label.
 DATA_TESTS: tuple[str, ...] = (
@@ -190,6 +189,37 @@ class DriftSettings(BaseModel):
         return 1.0 - alpha if test.method in PERCENTILE_METHODS else alpha
 
 
+class DriftJobSettings(BaseModel):
+    """What one drift job of the monitoring pipeline reads and where it reports: the store,
+    the bundle, the window. (`textops drift` has flags of its own for these.)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store_url: str = Field(
+        "",
+        description="Payload store to fetch traffic from; empty: $TEXTOPS_STORE_URL (the "
+        "pipeline sets it from the collector's Secret), else the local SQLite file.",
+    )
+    bundle: str = Field(
+        "",
+        description="The model bundle to compare with (a directory or an s3:// URI); empty: "
+        "the bundle in production.",
+    )
+    since: str = Field(
+        "24h",
+        description="Start of the window: ISO 8601 time or a duration back from now (30m, "
+        "24h, 7d); empty: unbounded.",
+    )
+    until: str = Field(
+        "", description="End of the window: ISO 8601 time or a duration back from now."
+    )
+    last: int = Field(0, ge=0, description="Only the most recent N texts; 0: all of them.")
+    workspace: str = Field("", description="Evidently workspace the run is added to; empty: none.")
+    pushgateway: str = Field(
+        "", description="Prometheus Pushgateway the gauges are pushed to; empty: none."
+    )
+
+
 def load_drift_settings(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> DriftSettings:
@@ -203,23 +233,11 @@ def load_drift_settings(
     Raises:
         ConfigError: The file is missing or unreadable, or a value is invalid or unknown.
     """
-    values = read_settings_file(path, "drift settings file") if path is not None else {}
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key == "tests" and isinstance(value, dict) and isinstance(values.get("tests"), dict):
-            tests = dict(values["tests"])
-            for name, given in value.items():
-                tests[name] = {**(tests.get(name) or {}), **given}
-            values["tests"] = tests
-        else:
-            values[key] = value
-    try:
-        return DriftSettings(**values)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in e.errors()
-        )
-        source = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid drift settings{source}: {problems}") from e
+    return load_settings(
+        DriftSettings,
+        path,
+        overrides,
+        what="drift settings",
+        file_what="drift settings file",
+        whole="settings",
+    )

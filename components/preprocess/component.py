@@ -16,17 +16,25 @@ def preprocess_data(
     validation_data: Output[Dataset],
     test_data: Output[Dataset],
 ):
-    """Clean the validated data and split it into train, validation and test."""
+    """Clean the validated data and split it into train, validation and test.
+
+    The settings are `SplitSettings` (common/settings.py), checked by that model.
+    """
+    # The inputs, before anything else is bound: they are checked by their settings model.
+    parameters = dict(locals())
+
     from textops.components.common.logs import configure_logging
+    from textops.components.common.settings import SplitSettings, section_from
     from textops.components.preprocess.split import preprocess_file
 
     configure_logging()
 
+    split = section_from(SplitSettings, parameters)
     result = preprocess_file(
         validated_path=validated_data.path,
-        validation_fraction=validation_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+        validation_fraction=split.validation_fraction,
+        test_fraction=split.test_fraction,
+        seed=split.seed,
         train_path=train_data.path,
         validation_path=validation_data.path,
         test_path=test_data.path,
