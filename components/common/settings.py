@@ -4,7 +4,7 @@ The settings are grouped by the step that reads them, one pydantic model per gro
 section). `TrainingConfig` (`config.py`) inherits every section, so a config file and the
 `textops run` flags stay one flat mapping; each step's KFP component declares its section's
 fields as typed parameters (kfp reads them from the function's source) and checks the values
-it gets with the same section model (`section_values`, `validate_section`), so a value out of
+it gets with the same section model (`section_from`), so a value out of
 bounds fails on either side of the KFP boundary with the same message. A test
 (`tests/unit/test_settings_contract.py`) holds the components, the DAGs and the CLI to these
 sections. Field descriptions are the CLI's help text.
@@ -15,6 +15,7 @@ parameter of the same name and type, if a step reads it; the code that uses it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
@@ -398,24 +399,24 @@ def describe_errors(error: ValidationError, whole: str) -> str:
     )
 
 
-def validate_section(section: type[SectionT], values: Mapping[str, Any], what: str) -> SectionT:
-    """`values` checked and typed by `section`: pydantic's checks, raised as a ConfigError.
+def section_from(section: type[SectionT], parameters: Mapping[str, Any]) -> SectionT:
+    """`section` made from its fields' values among `parameters`, checked by pydantic.
+
+    A component calls it with its inputs (`dict(locals())` before anything else is bound), so
+    a value that crossed the KFP boundary is held to the bounds `TrainingConfig` holds it to.
 
     Args:
         section: The settings model.
-        values: Setting names to values.
-        what: What the values are, for the message ("train settings").
+        parameters: Setting names to values; names that are not fields of `section` are
+            left out, fields not given take their defaults.
 
     Raises:
-        ConfigError: A value is out of bounds, of the wrong type, or unknown; the message
-            names each setting.
+        ConfigError: A value is out of bounds or of the wrong type; the message names each
+            setting and what is wrong with it.
     """
+    values = {name: parameters[name] for name in section.model_fields if name in parameters}
     try:
-        return section.model_validate(dict(values))
+        return section.model_validate(values)
     except ValidationError as e:
+        what = re.sub(r"(?<!^)(?=[A-Z])", " ", section.__name__).lower()
         raise ConfigError(f"invalid {what}: {describe_errors(e, 'settings')}") from e
-
-
-def section_values(section: type[BaseModel], parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The values of `section`'s fields among `parameters` (a component's inputs, by name)."""
-    return {name: parameters[name] for name in section.model_fields if name in parameters}
