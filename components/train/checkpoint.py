@@ -49,8 +49,9 @@ def distributed() -> tuple[int, int]:
 class RandomStates:
     """torch's global random state (CPU and this process's GPU) in every DDP process.
 
-    Dropout draws from it. Under DDP each process draws for batches of its own, so the
-    processes' states differ: every process's state is saved, and each gets its own back.
+    Dropout draws from it. Under DDP each process draws for batches of its own, and a GPU's
+    generator advances by the size of each draw, so the processes' states can differ: every
+    process's state is saved, and each gets its own back.
     """
 
     def state_dict(self) -> list[dict[str, torch.Tensor]]:

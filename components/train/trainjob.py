@@ -135,11 +135,10 @@ def trainjob_manifest(
     Raises:
         ConfigError: An invalid name, namespace, count, quantity or path.
     """
-    _check_manifest_inputs(
-        name=name, namespace=namespace, image=image, nodes=nodes, gpus_per_node=gpus_per_node,
-        job_path=job_path, quantities={"cpu": cpu, "memory": memory, "shm_size": shm_size},
-        shared_claim=shared_claim, shared_mount_path=shared_mount_path,
-    )  # fmt: skip
+    # Refuse what the API server would refuse, with a message that says how to fix it.
+    _check_names(name, namespace)
+    _check_sizes(image, nodes, gpus_per_node, {"cpu": cpu, "memory": memory, "shm_size": shm_size})
+    _check_job_path(job_path, shared_claim, shared_mount_path)
     requests: dict[str, str] = {"cpu": cpu, "memory": memory}
     limits: dict[str, str] = {"memory": memory}
     if gpus_per_node:
@@ -258,19 +257,7 @@ def _node_patch(
     }
 
 
-def _check_manifest_inputs(
-    *,
-    name: str,
-    namespace: str,
-    image: str,
-    nodes: int,
-    gpus_per_node: int,
-    job_path: str,
-    quantities: dict[str, str],
-    shared_claim: str,
-    shared_mount_path: str,
-) -> None:
-    """Refuse what the API server would refuse, with a message that says how to fix it."""
+def _check_names(name: str, namespace: str) -> None:
     if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):
         raise ConfigError(
             f"invalid TrainJob name {name!r}: use at most {MAX_NAME_LENGTH} lower-case letters, "
@@ -282,6 +269,9 @@ def _check_manifest_inputs(
             f"invalid namespace {namespace!r}: a namespace is at most 63 lower-case letters, "
             "digits and '-', starting and ending with a letter or digit"
         )
+
+
+def _check_sizes(image: str, nodes: int, gpus_per_node: int, quantities: dict[str, str]) -> None:
     if not image.strip():
         raise ConfigError("the TrainJob needs an image: give the train image reference")
     if not 1 <= nodes <= 64:
@@ -293,6 +283,9 @@ def _check_manifest_inputs(
             raise ConfigError(
                 f"{field} {value!r} is not a Kubernetes quantity: write e.g. '8', '7500m', '32Gi'"
             )
+
+
+def _check_job_path(job_path: str, shared_claim: str, shared_mount_path: str) -> None:
     if "://" in job_path:
         if shared_claim:
             raise ConfigError(

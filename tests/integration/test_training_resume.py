@@ -1,5 +1,5 @@
 """A training run killed with SIGKILL resumes from its last checkpoint and ends where an
-uninterrupted run ends; DDP (torchrun, gloo on CPU) trains a model too."""
+uninterrupted run ends, alone or under DDP (torchrun, gloo on CPU); DDP trains a model too."""
 
 import json
 import subprocess
@@ -19,16 +19,20 @@ pytestmark = pytest.mark.integration
 
 LABELS = LabelMap(("negative", "positive"))
 
-# Runs the trainer; after the N-th checkpoint is saved (or while it is being written) the
-# process sends itself SIGKILL: a real kill at a known point, with nothing left in memory.
+# Runs the trainer, alone or as a torchrun worker; after the N-th checkpoint is saved (or
+# while it is being written) the process sends itself SIGKILL: a real kill at a known point,
+# with nothing left in memory.
 DRIVER = textwrap.dedent(
     """
     import json, os, signal, sys
+    import torch.distributed as dist
     from textops.components.common.labels import LabelMap
     from textops.components.train import checkpoint
     from textops.components.train.trainer import TrainSettings, train_classifier
 
     model_dir, train, validation, out, ckpt, kill_after, mode = sys.argv[1:]
+    if "WORLD_SIZE" in os.environ:
+        dist.init_process_group("gloo")
     kill_after, saves, save = int(kill_after), 0, checkpoint.save_atomically
 
     def save_then_die(obj, path):
@@ -51,17 +55,21 @@ DRIVER = textwrap.dedent(
         train_path=train, validation_path=validation, labels=LabelMap(("negative", "positive")),
         settings=settings, output_dir=out, checkpoint_dir=ckpt,
     )
-    print(json.dumps(result.model_metadata()))
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(json.dumps(result.model_metadata()))
     """
 )
 
 
 def drive(
     driver: Path, model_dir: Path, splits: dict[str, Path], out: Path, ckpt: Path,
-    kill_after: int, mode: str = "after",
+    kill_after: int, mode: str = "after", processes: int = 1,
 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    launcher = [sys.executable]
+    if processes > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     return subprocess.run(
-        [sys.executable, str(driver), str(model_dir), str(splits["train"]),
+        [*launcher, str(driver), str(model_dir), str(splits["train"]),
          str(splits["validation"]), str(out), str(ckpt), str(kill_after), mode],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -119,6 +127,27 @@ def test_killed_run_resumes_to_the_same_model(
     for key in ("validation_accuracy", "validation_macro_f1", "validation_loss", "best_epoch"):
         assert metadata[key] == reference_metadata[key], key
     assert not ckpt.exists(), "a finished run leaves no checkpoint to resume"
+
+
+def test_killed_ddp_run_resumes_to_the_same_model(
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every process restores its own state; only rank 0 writes the checkpoint."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    paths = {name: (tmp_path / name / "model", tmp_path / name / "ckpt") for name in ("a", "b")}
+
+    uninterrupted = drive(driver, tiny_model_dir, tiny_splits, *paths["a"], 0, processes=2)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    killed = drive(driver, tiny_model_dir, tiny_splits, *paths["b"], 2, processes=2)
+    assert killed.returncode != 0
+    assert (paths["b"][1] / checkpoint.CHECKPOINT_FILE).is_file()
+    resumed = drive(driver, tiny_model_dir, tiny_splits, *paths["b"], 0, processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["resumed_from_step"] > 0
+    expected, got = state(paths["a"][0]), state(paths["b"][0])
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
