@@ -46,7 +46,7 @@ def fp16_server(
     command = [
         *(sys.executable, "-m", "textops.components.serve"),
         *("--bundle", str(tiny_bundle_dir), "--precision", "fp16"),
-        *("--model_name", MODEL, "--model-version", VERSION),
+        *("--model-name", MODEL, "--model-version", VERSION),
     ]
     log = tmp_path_factory.mktemp("serve-fp16") / "server.log"
     running = serve_process(command, log, model=MODEL)
@@ -129,7 +129,7 @@ def cpu_server(
     command = [
         *(sys.executable, "-m", "textops.components.serve"),
         *("--bundle", str(int8_bundle_dir), "--precision", precision),
-        *("--model_name", CPU_MODEL),
+        *("--model-name", CPU_MODEL),
     ]
     log = tmp_path_factory.mktemp(f"serve-{precision}") / "server.log"
     running = serve_process(command, log, model=CPU_MODEL)

@@ -56,7 +56,7 @@ def server_url(
     command = [
         *(sys.executable, "-m", "textops.components.serve"),
         *("--bundle", str(tiny_bundle_dir)),
-        *("--model_name", MODEL, "--model-version", VERSION),
+        *("--model-name", MODEL, "--model-version", VERSION),
         *("--max-batch-size", str(MAX_BATCH_SIZE), "--max-body-bytes", str(MAX_BODY_BYTES)),
     ]
     server = serve_process(command, log, model=MODEL)

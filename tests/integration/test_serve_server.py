@@ -81,7 +81,7 @@ def server(
         "serve",
         "--bundle",
         str(tiny_bundle_dir),
-        "--model_name",
+        "--model-name",
         MODEL,
         "--model-version",
         VERSION,
@@ -279,7 +279,7 @@ def test_workers_build_their_own_sessions_and_a_dead_collector_costs_nothing(
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/events"
     command = [sys.executable, "-m", "textops.components.serve"]
-    command += ["--bundle", str(tiny_bundle_dir), "--model_name"]
+    command += ["--bundle", str(tiny_bundle_dir), "--model-name"]
     command += [MODEL, "--workers", "2", "--payload-logger-url", dead]
     command += ["--payload-logger-queue-size", "2"]
     running = serve_process(command, tmp_path / "server.log", model=MODEL)

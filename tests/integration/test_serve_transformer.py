@@ -107,8 +107,8 @@ def _transformer(
     command = [
         *(sys.executable, "-m", "textops.components.serve.transformer"),
         *("--bundle", str(bundle), "--model-version", VERSION),
-        *("--model_name", MODEL, "--predictor_host", predictor_host),
-        *("--predictor_protocol", "v2"),
+        *("--model-name", MODEL, "--predictor-host", predictor_host),
+        *("--predictor-protocol", "v2"),
         *flags,
     ]
     return start(command, log, model=MODEL)
