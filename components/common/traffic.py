@@ -1,4 +1,4 @@
-"""Traffic that is not production traffic, and how it is told apart.
+"""What the predictor and the collector agree on about traffic.
 
 The evaluate step scores the model in production through its V2 route when `champion_url` is
 set. Its requests carry an X-Request-Id with this prefix, which the payload logger turns into
@@ -6,3 +6,9 @@ the events' Ce-Id, so the drift job leaves them out of the windows it compares.
 """
 
 EVALUATION_REQUEST_PREFIX = "textops-evaluate-"
+
+#: Bytes one request body may hold by default (4 MiB, a batch of a few thousand texts), in the
+#: predictor (--max-body-bytes; more is answered 413) and in the collector alike: the payload
+#: logger sends each request the predictor read on to the collector as one CloudEvent whose
+#: body is the request's bytes, so the collector must take at least as much.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -41,11 +41,8 @@ from textops.components.common.errors import (
     TextopsError,
 )
 from textops.components.common.redaction import KINDS
-from textops.components.monitor.collector_cli import (
-    DEFAULT_COMMIT_WINDOW_MS,
-    DEFAULT_MAX_BODY_BYTES,
-    add_collect_arguments,
-)
+from textops.components.common.traffic import DEFAULT_MAX_BODY_BYTES
+from textops.components.monitor.collector_cli import DEFAULT_COMMIT_WINDOW_MS, add_collect_arguments
 from textops.components.monitor.events import ReadEvent, parse_cloudevents, to_payload_event
 from textops.components.monitor.group_commit import MAX_BATCH_EVENTS, GroupCommitWriter
 from textops.components.monitor.labels import label_rows

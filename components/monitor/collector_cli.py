@@ -9,6 +9,8 @@ import argparse
 import os
 from pathlib import Path
 
+from textops.components.common.traffic import DEFAULT_MAX_BODY_BYTES
+
 #: Environment variable that gives the store URL when --store is not given (the Kubernetes
 #: manifests set it from a Secret).
 STORE_URL_ENV = "TEXTOPS_STORE_URL"
@@ -16,8 +18,6 @@ STORE_URL_ENV = "TEXTOPS_STORE_URL"
 DEFAULT_STORE_URL = "sqlite:///.textops/monitor/payloads.db"
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8088
-#: Largest request body accepted (4 MiB): a batch of a few thousand texts.
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 #: How long a commit waits for more writes once concurrent senders were seen (0: never).
 DEFAULT_COMMIT_WINDOW_MS = 0.0
 

@@ -17,14 +17,13 @@ from textops.components.common.bundle import METADATA_FILE, ModelBundle
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
+from textops.components.common.traffic import DEFAULT_MAX_BODY_BYTES
 
 #: The model name when neither --model-name nor the bundle's folder gives one: the name
 #: training publishes under by default, so that `serve --model-repository` finds its model.
 DEFAULT_MODEL_NAME: str = TrainingConfig.model_fields["model_name"].default
 #: Texts one request may hold (V1 instances, V2 tensor elements); more gets 413.
 DEFAULT_MAX_BATCH_SIZE = 256
-#: Bytes one request body may hold; more gets 413.
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 #: Texts per ONNX Runtime call; concurrent requests are coalesced up to this many texts.
 DEFAULT_INFERENCE_BATCH_SIZE = 64
 #: Requests the payload logger holds (with room for their responses) while its senders catch

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from textops.components.serve.settings import DEFAULT_MAX_BODY_BYTES
+from textops.components.common.traffic import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from tests.integration.conftest import ServeProcess, StartServer
@@ -48,7 +48,7 @@ def server(
 ) -> Iterator[ServeProcess]:
     command = [
         *(sys.executable, "-m", "textops.pipelines", "serve"),
-        *("--bundle", str(tiny_bundle_dir), "--model_name", MODEL),
+        *("--bundle", str(tiny_bundle_dir), "--model-name", MODEL),
     ]
     log = tmp_path_factory.mktemp("serve-costs") / "server.log"
     running = serve_process(command, log, model=MODEL)
@@ -155,7 +155,7 @@ def impatient_server(
     """A predictor whose explanations may take a millisecond: none of 1,040 calls fits."""
     command = [
         *(sys.executable, "-m", "textops.pipelines", "serve"),
-        *("--bundle", str(tiny_bundle_dir), "--model_name", MODEL),
+        *("--bundle", str(tiny_bundle_dir), "--model-name", MODEL),
         *("--explain-timeout-seconds", "0.001", "--explain-max-texts", "4"),
     ]
     log = tmp_path_factory.mktemp("serve-impatient") / "server.log"
