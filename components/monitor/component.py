@@ -26,9 +26,8 @@ def detect_drift(
     report: Output[HTML],
     summary: Output[Artifact],
     metrics: Output[Metrics],
-    # The TrainingConfig's defaults: without `bundle`, the model repository's current version.
-    deploy_target: str = "local",
-    kserve_namespace: str = "",
+    deploy_target: str,
+    kserve_namespace: str,
 ) -> bool:
     """Compare a window of logged traffic with the model bundle's reference sample.
 
@@ -44,8 +43,14 @@ def detect_drift(
     On a cluster (its artifacts in an object store), it first refuses a store, workspace or
     `deploy_target` whose data would live only inside this pod.
 
+    The settings are `DriftJobSettings`, `DriftSettings` (monitor/drift_settings.py) and
+    `ProductionModelSettings` (common/settings.py), each checked by its model first.
+
     Returns whether drift was found; the reasons are in `summary`'s metadata and file.
     """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+
     import json
     import os
     import tempfile
@@ -60,6 +65,7 @@ def detect_drift(
     )
     from textops.components.common.errors import ModelNotFoundError
     from textops.components.common.logs import configure_logging
+    from textops.components.common.settings import ProductionModelSettings, section_from
     from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
     from textops.components.monitor.drift_job import (
         OutputPaths,
@@ -69,28 +75,20 @@ def detect_drift(
         resolve_bundle,
         run_drift_job,
     )
-    from textops.components.monitor.drift_settings import load_drift_settings
+    from textops.components.monitor.drift_settings import DriftJobSettings, DriftSettings
     from textops.components.monitor.store import mask_url
 
     configure_logging()
-    # The first step: on a cluster, a check that could only read a pod's own disk, or a
+    settings = section_from(DriftSettings, parameters)
+    for section in (DriftJobSettings, ProductionModelSettings):
+        section_from(section, parameters)  # the values are used as given, once checked
+    # Then, on a cluster, a check that could only read a pod's own disk, or a
     # retraining that could only publish there, stops here, naming what to set.
     if on_a_cluster(report.uri):
         check_deploy_target(deploy_target, model_repository)
         check_payload_store(store_url or os.environ.get(STORE_URL_ENV, ""))
         check_local_path("workspace", workspace)
 
-    settings = load_drift_settings(
-        None,
-        {
-            "min_window_rows": min_window_rows,
-            "family_alpha": family_alpha,
-            "drift_share": drift_share,
-            "min_labelled_rows": min_labelled_rows,
-            "max_accuracy_drop": max_accuracy_drop,
-            "max_macro_f1_drop": max_macro_f1_drop,
-        },
-    )
     target = production_model.production_target(deploy_target, model_repository, kserve_namespace)
     namespace = None
     if isinstance(target, production_model.InferenceServiceTarget):

@@ -213,7 +213,7 @@ class DriftJobSettings(BaseModel):
     until: str = Field(
         "", description="End of the window: ISO 8601 time or a duration back from now."
     )
-    last: int = Field(0, ge=0, description="Only the most recent N texts; 0: all of them.")
+    last: int = Field(0, description="Only the most recent N texts; 0 (or less): all of them.")
     workspace: str = Field("", description="Evidently workspace the run is added to; empty: none.")
     pushgateway: str = Field(
         "", description="Prometheus Pushgateway the gauges are pushed to; empty: none."

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import ValidationSettings
 from textops.components.validate.profile import (
     CLASS_SHARE,
     CONFLICTING_LABEL,
@@ -26,7 +27,6 @@ from textops.components.validate.profile import (
     Profile,
 )
 from textops.components.validate.report import Severity
-from textops.components.validate.settings import ValidationSettings
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation

@@ -19,18 +19,17 @@ from textops.components.common import config, dataio
 from textops.components.common.errors import ConfigError, DataError, DataValidationError
 from textops.components.common.labels import LabelMap
 from textops.components.common.redaction import KINDS, redact_series
+from textops.components.common.settings import ValidationSettings
 from textops.components.validate.catalogue import Check, Columns, Context, build_checks
 from textops.components.validate.engine import run_checks
 from textops.components.validate.profile import as_text, canonical_labels, profile_frame
 from textops.components.validate.report import ValidationResult, write_outputs
-from textops.components.validate.settings import ValidationSettings
 
 __all__ = [
     "LABEL",
     "TEXT",
     "Check",
     "Columns",
-    "ValidationSettings",
     "build_checks",
     "failure_message",
     "load_labelled_table",
@@ -96,7 +95,7 @@ def validate_file(
         frame = load_labelled_table(source, data_format, columns)
     except (ConfigError, DataError) as e:
         failed = ValidationResult(
-            source=source, success=False, rows=0, settings=settings.to_dict(), error=str(e)
+            source=source, success=False, rows=0, settings=settings.model_dump(), error=str(e)
         )
         write_outputs(failed, **outputs)
         raise
@@ -211,7 +210,7 @@ def _validate(
         found_columns=tuple(map(str, frame.columns)),
     )
     base = ValidationResult(
-        source=source, success=False, rows=len(frame), settings=settings.to_dict()
+        source=source, success=False, rows=len(frame), settings=settings.model_dump()
     )
     if columns.text not in frame.columns or columns.label not in frame.columns:
         # Only the checks that need no column can run; they name what is missing.

@@ -24,13 +24,12 @@ def validate_data(
     redact_pii: bool,
     model_repository: str,
     model_name: str,
+    deploy_target: str,
+    kserve_namespace: str,
     validated_data: Output[Dataset],
     validation_result: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
-    # The TrainingConfig's defaults: the production labels are the model repository's.
-    deploy_target: str = "local",
-    kserve_namespace: str = "",
 ):
     """Validate labelled data with Great Expectations; fail the run on a critical finding.
 
@@ -40,43 +39,53 @@ def validate_data(
     With `enforce_production_labels`, the labels must be those of the model in production: the
     current version in `model_repository`, or with `deploy_target` 'kserve' the bundle the
     InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves.
+
+    The settings are `DataSettings`, `ValidationSettings`, `LabelPolicySettings` and
+    `ProductionModelSettings` (common/settings.py), each checked by its model.
     """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+    # A list typed into the KFP UI is JSON, whose numbers name labels too.
+    parameters["allowed_labels"] = [str(label) for label in allowed_labels]
+
     import tempfile
     from pathlib import Path
 
     from textops.components.common import production_model
     from textops.components.common.cluster_run import check_deploy_target, on_a_cluster
     from textops.components.common.logs import configure_logging
-    from textops.components.validate.checks import ValidationSettings, validate_file
+    from textops.components.common.settings import (
+        DataSettings,
+        LabelPolicySettings,
+        ProductionModelSettings,
+        ValidationSettings,
+        section_from,
+    )
+    from textops.components.validate.checks import validate_file
 
     configure_logging()
+    source = section_from(DataSettings, parameters)
+    settings = section_from(ValidationSettings, parameters)
+    policy = section_from(LabelPolicySettings, parameters)
+    production = section_from(ProductionModelSettings, parameters)
     # The first step: a cluster run whose model would end up on a pod's disk stops here.
     if on_a_cluster(report.uri):
-        check_deploy_target(deploy_target, model_repository)
+        check_deploy_target(production.deploy_target, model_repository)
 
-    settings = ValidationSettings(
-        allowed_labels=tuple(str(label) for label in allowed_labels),
-        min_rows=min_rows,
-        min_text_chars=min_text_chars,
-        max_text_chars=max_text_chars,
-        text_mostly=text_mostly,
-        max_duplicate_share=max_duplicate_share,
-        max_conflicting_label_share=max_conflicting_label_share,
-        min_class_share=min_class_share,
-        redact_pii=redact_pii,
-    )
     production_labels = None
-    if enforce_production_labels:
+    if policy.enforce_production_labels:
         production_labels = production_model.production_labels(
-            model_name,
-            production_model.production_target(deploy_target, model_repository, kserve_namespace),
+            production.model_name,
+            production_model.production_target(
+                production.deploy_target, model_repository, production.kserve_namespace
+            ),
             Path(tempfile.mkdtemp(prefix="textops-labels-")),
         )
     result = validate_file(
-        data=data,
-        data_format=data_format,
-        text_column=text_column,
-        label_column=label_column,
+        data=source.data,
+        data_format=source.data_format,
+        text_column=source.text_column,
+        label_column=source.label_column,
         settings=settings,
         production_labels=production_labels,
         validated_path=validated_data.path,

@@ -18,7 +18,7 @@ import pandas as pd
 from textops.components.common.blank_text import BLANK_TEXT_REGEX
 from textops.components.common.errors import DataError
 from textops.components.common.labels import LabelMap, canonical_label
-from textops.components.validate.settings import ValidationSettings
+from textops.components.common.settings import ValidationSettings
 
 # Helper columns, beside the user's text and label columns in the frame Great Expectations
 # validates. The prefix keeps them clear of user column names.

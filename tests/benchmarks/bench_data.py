@@ -104,8 +104,9 @@ def median_of(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 def child_textops(data: Path, workdir: Path, redact_pii: bool) -> dict[str, Any]:
     """validate_file then preprocess_file, as the two pipeline steps run them."""
     started = time.perf_counter()
+    from textops.components.common.settings import ValidationSettings
     from textops.components.preprocess.split import preprocess_file
-    from textops.components.validate.checks import ValidationSettings, validate_file
+    from textops.components.validate.checks import validate_file
 
     imported = time.perf_counter()
     result = validate_file(

@@ -18,7 +18,8 @@ import pytest
 
 from textops.components.common.errors import DataError, DataValidationError
 from textops.components.common.labels import LabelMap
-from textops.components.validate.checks import ValidationSettings, validate_file
+from textops.components.common.settings import ValidationSettings
+from textops.components.validate.checks import validate_file
 from textops.components.validate.report import ValidationResult
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"

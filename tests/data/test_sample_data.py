@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from textops.components.common import config, dataio
+from textops.components.common.settings import ValidationSettings
 from textops.components.preprocess.split import clean_text
-from textops.components.validate.checks import Columns, ValidationSettings, validate_frame
+from textops.components.validate.checks import Columns, validate_frame
 
 
 @pytest.fixture(scope="module")

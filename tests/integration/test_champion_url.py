@@ -140,6 +140,8 @@ def test_the_evaluate_step_compares_with_the_served_champion(
         summary=_artifact(dsl.Markdown, out / "summary"),
         decision=decision,
         champion_url=predictor.url,
+        deploy_target="local",
+        kserve_namespace="",
     )
 
     recorded = json.loads((out / "decision").read_text())

@@ -529,15 +529,3 @@ def test_the_config_refuses_a_kserve_canary_without_prometheus(tmp_path: Path) -
     assert TrainingConfig(prometheus_url="").deploy_target == "local"
     with pytest.raises(ConfigError, match="prometheus_url"):
         load_config(None, {"prometheus_url": "prometheus:9090"})
-
-
-def test_the_components_analysis_inputs_default_to_the_configs_defaults() -> None:
-    from textops.components.deploy.component import deploy_model
-
-    defaults = TrainingConfig()
-    inputs = deploy_model.component_spec.inputs
-    names = [name for name in TrainingConfig.model_fields if name.startswith("canary_")]
-    for name in [*names, "prometheus_url"]:
-        assert inputs[name].optional, name
-        assert inputs[name].default == getattr(defaults, name), name
-    assert defaults.prometheus_url == "http://prometheus-operated.monitoring.svc:9090"

@@ -845,33 +845,6 @@ def test_an_unknown_deploy_target_is_a_config_error(tiny_bundle_dir: Path, tmp_p
         )
 
 
-def test_the_components_new_inputs_default_to_the_configs_defaults() -> None:
-    from textops.components.common.config import TrainingConfig
-    from textops.components.deploy.component import deploy_model
-    from textops.components.evaluate.component import evaluate_model
-    from textops.components.monitor.component import detect_drift
-    from textops.components.validate.component import validate_data
-
-    defaults = TrainingConfig()
-    new_inputs = {
-        deploy_model: (
-            "deploy_target",
-            "serve_url",
-            "kserve_namespace",
-            "canary_traffic_percent",
-            "rollout_timeout_seconds",
-        ),
-        evaluate_model: ("champion_url", "deploy_target", "kserve_namespace"),
-        validate_data: ("deploy_target", "kserve_namespace"),
-        detect_drift: ("deploy_target", "kserve_namespace"),
-    }
-    for component, names in new_inputs.items():
-        inputs = component.component_spec.inputs
-        for name in names:
-            assert inputs[name].optional, (component.name, name)
-            assert inputs[name].default == getattr(defaults, name), (component.name, name)
-
-
 def status_of(generation: int, observed: int, **status: Any) -> dict[str, Any]:
     return {
         "metadata": {"generation": generation},

@@ -6,28 +6,29 @@ down the behaviour each setting controls.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from tests.s3_server import S3Bucket
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, DataValidationError
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import ValidationSettings
 from textops.components.validate.checks import (
     Check,
     Columns,
-    ValidationSettings,
     build_checks,
     validate_file,
     validate_frame,
@@ -36,6 +37,11 @@ from textops.components.validate.report import ValidationResult
 
 #: Small data sets pass the row count; the checks under test are the others.
 SMALL = ValidationSettings(min_rows=2)
+
+
+def changed(settings: ValidationSettings, **changes: Any) -> ValidationSettings:
+    """`settings` with `changes`, checked as any settings are."""
+    return ValidationSettings(**{**settings.model_dump(), **changes})
 
 
 @dataclass
@@ -114,25 +120,28 @@ def test_importing_the_step_does_not_load_great_expectations() -> None:
 
 def test_settings_defaults_are_the_training_config_defaults() -> None:
     defaults = TrainingConfig()
-    for setting in dataclasses.fields(ValidationSettings):
-        expected = getattr(defaults, setting.name)
-        if isinstance(expected, list):
-            expected = tuple(expected)
-        assert getattr(ValidationSettings(), setting.name) == expected, setting.name
+    for name in ValidationSettings.model_fields:
+        assert getattr(ValidationSettings(), name) == getattr(defaults, name), name
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"text_mostly": 0.0}, "text_mostly must be in (0, 1]"),
-        ({"min_text_chars": 20, "max_text_chars": 10}, "max_text_chars (10) must be at least"),
-        ({"max_duplicate_share": 1.5}, "max_duplicate_share must be in [0, 1]"),
-        ({"min_class_share": 1.0}, "min_class_share must be in [0, 1)"),
-        ({"min_rows": 0}, "min_rows must be at least 1"),
+        ({"text_mostly": 0.0}, "text_mostly\n  Input should be greater than 0"),
+        (
+            {"min_text_chars": 20, "max_text_chars": 10},
+            "min_text_chars (20) exceeds max_text_chars",
+        ),
+        (
+            {"max_duplicate_share": 1.5},
+            "max_duplicate_share\n  Input should be less than or equal to 1",
+        ),
+        ({"min_class_share": 1.0}, "min_class_share\n  Input should be less than 1"),
+        ({"min_rows": 0}, "min_rows\n  Input should be greater than or equal to 1"),
     ],
 )
 def test_impossible_settings_are_refused(changes: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ValidationError, match=re.escape(message)):
         ValidationSettings(**changes)  # type: ignore[arg-type]
 
 
@@ -158,7 +167,7 @@ def test_sample_data_passes_and_is_written_canonically(outputs: Outputs) -> None
     document = json.loads(outputs.result.read_text(encoding="utf-8"))
     assert document["success"] is True
     assert document["counts"]["labels"] == {"negative": 1500, "positive": 1500}
-    assert document["settings"] == ValidationSettings().to_dict()
+    assert document["settings"] == ValidationSettings().model_dump()
     assert "passed with warnings" in outputs.report.read_text(encoding="utf-8")
     assert "| text_valid | text | critical | pass |" in outputs.summary.read_text(encoding="utf-8")
 
@@ -202,7 +211,7 @@ def test_several_failures_are_all_named(tmp_path: Path, outputs: Outputs) -> Non
 
 def test_invalid_texts_within_the_allowance_are_dropped(tmp_path: Path, outputs: Outputs) -> None:
     rows = [*_reviews(198), ("  ", "pos"), ("x" * 51, "neg"), ("ok", "neg")]
-    settings = dataclasses.replace(SMALL, min_text_chars=3, max_text_chars=50, text_mostly=0.98)
+    settings = changed(SMALL, min_text_chars=3, max_text_chars=50, text_mostly=0.98)
 
     result = _validate(_csv(tmp_path, rows), outputs, settings)
 
@@ -248,12 +257,12 @@ def test_invalid_texts_within_the_allowance_are_dropped(tmp_path: Path, outputs:
 def test_each_threshold_fails_the_data_and_relaxing_it_passes(
     tmp_path: Path, outputs: Outputs, rows: list[tuple[str, str]], check: str, relaxed: dict
 ) -> None:
-    strict = dataclasses.replace(SMALL, min_rows=6)
+    strict = changed(SMALL, min_rows=6)
     with pytest.raises(DataValidationError):
         _validate(_csv(tmp_path, rows), outputs, strict)
     assert _failed(outputs) == [check]
 
-    result = _validate(_csv(tmp_path, rows), outputs, dataclasses.replace(strict, **relaxed))
+    result = _validate(_csv(tmp_path, rows), outputs, changed(strict, **relaxed))
     assert result.success
     [finding] = [f for f in result.findings if f.check == check]
     assert finding.success
@@ -264,7 +273,7 @@ def test_personal_data_is_redacted_before_anything_sees_it(
 ) -> None:
     secret = "mail jane.doe@example.com or call +44 20 7946 0958"
     rows = [*_reviews(10), (secret, "pos"), ("   ", "neg")]
-    settings = dataclasses.replace(SMALL, redact_pii=True, text_mostly=0.9)
+    settings = changed(SMALL, redact_pii=True, text_mostly=0.9)
 
     result = _validate(_csv(tmp_path, rows), outputs, settings)
 
@@ -291,7 +300,7 @@ def test_allowed_labels_compare_in_canonical_form(tmp_path: Path, outputs: Outpu
     path.write_text(
         "".join(f'{{"text": "text {i}", "label": {i % 2}}}\n' for i in range(10)), encoding="utf-8"
     )
-    settings = dataclasses.replace(SMALL, allowed_labels=("0", "1"))
+    settings = changed(SMALL, allowed_labels=("0", "1"))
 
     result = _validate(path, outputs, settings)
 
@@ -333,7 +342,7 @@ def test_integer_labels_become_strings(tmp_path: Path, outputs: Outputs) -> None
         encoding="utf-8",
     )
 
-    result = _validate(path, outputs, dataclasses.replace(SMALL, min_class_share=0.3))
+    result = _validate(path, outputs, changed(SMALL, min_class_share=0.3))
 
     assert result.label_counts == {"0": 1, "1": 2}
     assert pd.read_parquet(outputs.validated)["label"].tolist() == ["0", "1", "1"]
@@ -400,7 +409,7 @@ def test_an_added_check_runs_with_the_suite() -> None:
         problem="longer than 10 characters",
     )
     frame = pd.DataFrame({"body": ["short", "a rather long text", "ok"], "y": ["a", "b", "a"]})
-    settings = dataclasses.replace(SMALL, min_class_share=0.2)
+    settings = changed(SMALL, min_class_share=0.2)
 
     result = validate_frame(
         frame,
