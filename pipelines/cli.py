@@ -3,21 +3,25 @@
 The other commands (serve, collect, drift, submit, schedule, ...) live beside the code they
 drive: each module in `COMMAND_MODULES` has `register(commands)`, which adds its sub-parser with
 `set_defaults(handler=...)`, a function of the parsed arguments returning the exit status. Those
-modules import only light things at top level, so `textops --help` stays fast.
+modules import only light things at top level (the libraries a command needs load when it
+runs), so `textops --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from textops.components.common.config import TrainingConfig, load_config
 from textops.components.common.errors import ConfigError, TextopsError
+from textops.components.monitor import collector_cli
+from textops.components.serve import command as serve_cli
+from textops.pipelines import drift_cli, kubeflow_cli, models_cli
 
 #: Settings too structured for a flag: they are given in the --config file.
 CONFIG_FILE_ONLY = frozenset(
@@ -30,13 +34,13 @@ CONFIG_FILE_ONLY = frozenset(
 #: failed, 2: bad input or configuration).
 EXIT_NOT_DEPLOYED = 3
 
-#: Modules that register more sub-commands (see the module docstring).
-COMMAND_MODULES: tuple[str, ...] = (
-    "textops.components.monitor.collector_cli",
-    "textops.pipelines.kubeflow_cli",
-    "textops.components.monitor.drift_cli",
-    "textops.components.serve.command",
-    "textops.pipelines.models_cli",
+#: Modules that register more sub-commands (see the module docstring), in `--help`'s order.
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    collector_cli,
+    kubeflow_cli,
+    drift_cli,
+    serve_cli,
+    models_cli,
 )
 
 #: Where `textops compile` writes by default: the checked-in copies in this package.
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default: {COMPILED_MONITORING}",
     )
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(commands)
+        module.register(commands)
     return parser
 
 

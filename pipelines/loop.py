@@ -245,8 +245,8 @@ def run_loop(
         TextopsError: A step of the training pipeline or a service of the loop failed.
     """
     from textops.components.common.model_repository import current_version
-    from textops.components.monitor.trigger import trigger_retraining
     from textops.pipelines.local import preflight, run_training_locally
+    from textops.pipelines.retraining import trigger_retraining
 
     config = preflight(config)
     report("textops: 1/5 training pipeline")

@@ -1,1 +1,1 @@
-"""Monitoring: the payload collector, the drift job and the retraining trigger."""
+"""Monitoring: the payload collector and the drift job."""

@@ -92,7 +92,7 @@ def test_the_cli_module_and_the_settings_import_no_heavy_library() -> None:
 
     heavy = ("evidently", "pandas", "sklearn", "kfp", "torch", "prometheus_client")
     code = (
-        "import sys, textops.components.monitor.drift_cli, textops.components.monitor.drift; "
+        "import sys, textops.pipelines.drift_cli, textops.components.monitor.drift; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )
     loaded = subprocess.run(

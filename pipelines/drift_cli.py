@@ -17,6 +17,7 @@ from typing import Any
 from textops.components.common.config import TrainingConfig
 from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
 from textops.components.monitor.drift_settings import DATA_TESTS, DriftSettings
+from textops.pipelines.kubeflow import ENDPOINT_ENV
 
 #: Exit status of a run that found drift.
 EXIT_DRIFT = 4
@@ -202,8 +203,7 @@ def drift_command(args: argparse.Namespace) -> int:
         lines.append(f"  pushgateway: not pushed: {push['error']}")
     print("\n".join(lines))
     if job.drifted and training is not None:
-        from textops.components.monitor.trigger import trigger_retraining
-        from textops.pipelines.kubeflow import ENDPOINT_ENV
+        from textops.pipelines.retraining import trigger_retraining
 
         outcome = trigger_retraining(
             training,
