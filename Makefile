@@ -88,6 +88,9 @@ lint: setup
 	ln -s ../../components .mypy-src/textops/components
 	ln -s ../../pipelines .mypy-src/textops/pipelines
 	MYPYPATH=.mypy-src $(BIN)/mypy -p textops.components -p textops.pipelines
+	# The layering (pyproject.toml's [tool.importlinter]): common imports no step, no step
+	# imports another, no component imports the pipelines.
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix .
