@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from kfp.dsl.base_component import BaseComponent
+from kfp.dsl.python_component import PythonComponent
 from kfp.dsl.types.type_utils import is_parameter_type
 from pydantic import BaseModel
 
@@ -96,22 +97,24 @@ def parameter_fields(section: type[BaseModel]) -> dict[str, type]:
     }
 
 
-def components() -> dict[str, BaseComponent]:
+def components() -> dict[str, PythonComponent]:
     """Every `@dsl.component` in components/*/component.py, by name."""
-    found: dict[str, BaseComponent] = {}
+    found: dict[str, PythonComponent] = {}
     for path in sorted(COMPONENTS_DIR.glob("*/component.py")):
         module = importlib.import_module(f"textops.components.{path.parent.name}.component")
         for value in vars(module).values():
-            func = getattr(value, "python_func", None)
-            if isinstance(value, BaseComponent) and func.__module__ == module.__name__:
-                found[func.__name__] = value
+            if (
+                isinstance(value, PythonComponent)
+                and value.python_func.__module__ == module.__name__
+            ):
+                found[value.python_func.__name__] = value
     return found
 
 
-def python_parameters(component: BaseComponent) -> dict[str, inspect.Parameter]:
+def python_parameters(component: PythonComponent) -> dict[str, inspect.Parameter]:
     """The component function's parameters that are KFP parameters (not artifacts)."""
     inputs = component.component_spec.inputs or {}
-    func = component.python_func  # type: ignore[attr-defined]
+    func = component.python_func
     return {
         name: parameter
         for name, parameter in inspect.signature(func).parameters.items()
@@ -192,7 +195,7 @@ def test_dag_parameters_are_the_settings(
     pipeline: BaseComponent, compiled: Path, expected: Any
 ) -> None:
     wanted: dict[str, tuple[type, Any]] = expected()
-    signature = inspect.signature(pipeline.pipeline_func)  # type: ignore[attr-defined]
+    signature = inspect.signature(pipeline.pipeline_func)
     got = {name: (p.annotation, p.default) for name, p in signature.parameters.items()}
     assert got == wanted
     # The checked-in YAML, too (test_compiled_pipeline holds it to a fresh compile).
@@ -204,7 +207,7 @@ def test_dag_parameters_are_the_settings(
 
 
 def _run_flags() -> dict[str, argparse.Action]:
-    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
     return {a.dest: a for a in run._actions if a.option_strings}
 
 
@@ -226,7 +229,7 @@ def test_run_flags_are_the_config_fields() -> None:
         elif annotation in (int, float):
             assert action.type is annotation, name
         elif kfp_type(annotation) is list:
-            assert action.type is not None and action.type("a, b") == ["a", "b"], name
+            assert callable(action.type) and action.type("a, b") == ["a", "b"], name
         else:
             assert annotation is str and action.type is None, name
         if kfp_type(annotation) is not list:
@@ -304,8 +307,8 @@ def test_a_component_refuses_a_value_out_of_bounds_naming_the_setting(
     }
     arguments: dict[str, Any] = {
         parameter: None for parameter in inspect.signature(component.python_func).parameters
-    }  # type: ignore[attr-defined]
+    }
     arguments.update({p: defaults[p] for p in python_parameters(component)})
     arguments[setting] = value
     with pytest.raises(ConfigError, match=f"{setting}: "):
-        component.python_func(**arguments)  # type: ignore[attr-defined]
+        component.python_func(**arguments)
