@@ -215,31 +215,30 @@ def list_command(args: argparse.Namespace) -> int:
 
 def promote_command(args: argparse.Namespace) -> int:
     """`textops models promote`."""
-    _check_target(args)
-    if args.kserve:
-        return _report(lambda: _service(args).promote(args.version))
     from textops.components.deploy.versions import promote_local
 
-    return _report(
-        lambda: promote_local(
-            args.model_repository,
-            args.model_name,
-            args.version,
-            serve_url=args.serve_url,
-            timeout_seconds=args.timeout,
-        )
-    )
+    return _switch(args, lambda service: service.promote(args.version), promote_local)
 
 
 def rollback_command(args: argparse.Namespace) -> int:
     """`textops models rollback`."""
-    _check_target(args)
-    if args.kserve:
-        return _report(lambda: _service(args).roll_back_to(args.version))
     from textops.components.deploy.versions import roll_back_local
 
+    return _switch(args, lambda service: service.roll_back_to(args.version), roll_back_local)
+
+
+def _switch(
+    args: argparse.Namespace,
+    on_service: Callable[[ServiceVersions], VersionChange],
+    local: Callable[..., VersionChange],
+) -> int:
+    """Change which version serves: `on_service` on the InferenceService with --kserve, else
+    `local` (promote_local, roll_back_local) in the local model repository."""
+    _check_target(args)
+    if args.kserve:
+        return _report(lambda: on_service(_service(args)))
     return _report(
-        lambda: roll_back_local(
+        lambda: local(
             args.model_repository,
             args.model_name,
             args.version,

@@ -168,12 +168,7 @@ class ServiceVersions(InferenceServiceRollout):
             )
         else:
             version, stable = before.next_version, before.storage_uri
-        canary = ModelRollout(storage_uri, version, percent, stable)
-        try:
-            current = self._require()
-            patched = self._patch_current(canary, current, expect_uris={before.storage_uri})
-        except ApiFailure as e:
-            raise DeployError(f"{self._explain(e)}; nothing was changed") from e
+        patched = self._first_patch(ModelRollout(storage_uri, version, percent, stable), before)
         try:
             waited = self._wait(read_state(patched, self.namespace).generation)
         except ApiFailure as e:
@@ -263,12 +258,7 @@ class ServiceVersions(InferenceServiceRollout):
         else:
             held = before.previous_storage_uri if before.canary_running else before.storage_uri
             hold = ModelRollout(storage_uri, version, 0, held, via="rollback")
-            try:
-                current = self._require()
-                patched = self._patch_current(hold, current, expect_uris={before.storage_uri})
-            except ApiFailure as e:
-                raise DeployError(f"{self._explain(e)}; nothing was changed") from e
-            generation = read_state(patched, self.namespace).generation
+            generation = read_state(self._first_patch(hold, before), self.namespace).generation
             logger.info(
                 "holding traffic %s target=%s version=%d", self._where, storage_uri, version
             )
@@ -282,6 +272,19 @@ class ServiceVersions(InferenceServiceRollout):
         )
 
     # --- the shared steps ------------------------------------------------------------------
+
+    def _first_patch(self, model: ModelRollout, before: ServiceState) -> dict[str, Any]:
+        """Write a change's first spec over the one that serves `before`'s bundle; on a
+        failure the InferenceService is as it was.
+
+        Raises:
+            DeployError: It could not be read or patched (nothing was changed).
+        """
+        try:
+            current = self._require()
+            return self._patch_current(model, current, expect_uris={before.storage_uri})
+        except ApiFailure as e:
+            raise DeployError(f"{self._explain(e)}; nothing was changed") from e
 
     def _finish(
         self, storage_uri: str, version: int, generation: int, before: ServiceState, via: str
