@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textops.components.common.config import TrainingConfig
-from textops.components.monitor.collector_cli import STORE_URL_ENV, default_store_url
+from textops.components.monitor.collector_cli import add_store_argument, default_store_url
 from textops.components.monitor.drift_settings import DATA_TESTS, DriftSettings
 from textops.pipelines.kubeflow import ENDPOINT_ENV
 
@@ -70,12 +70,7 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
 
     window = parser.add_argument_group("window")
     source = window.add_mutually_exclusive_group()
-    source.add_argument(
-        "--store",
-        metavar="URL",
-        help=f"payload store to fetch traffic from (default: ${STORE_URL_ENV}, else "
-        "sqlite:///.textops/monitor/payloads.db)",
-    )
+    add_store_argument(source, "payload store to fetch traffic from")
     source.add_argument(
         "--window-file",
         type=Path,

@@ -27,20 +27,29 @@ def default_store_url() -> str:
     return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
 
 
-def _add_store_argument(parser: argparse.ArgumentParser) -> None:
+def add_store_argument(
+    parser: argparse._ActionsContainer,
+    purpose: str = "payload store: sqlite:///relative.db, sqlite:////absolute.db or "
+    "postgresql://user:password@host:port/db",
+) -> None:
+    """`--store URL`, the payload store of every command that reads or writes it; unset
+    (None), `default_store_url()` applies.
+
+    Args:
+        parser: The parser or argument group to add it to.
+        purpose: The start of its help, before the default.
+    """
     parser.add_argument(
         "--store",
         metavar="URL",
         default=None,
-        help="payload store: sqlite:///relative.db, sqlite:////absolute.db or "
-        f"postgresql://user:password@host:port/db (default: ${STORE_URL_ENV}, else "
-        f"{DEFAULT_STORE_URL})",
+        help=f"{purpose} (default: ${STORE_URL_ENV}, else {DEFAULT_STORE_URL})",
     )
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     """The collector's flags (shared by `textops collect` and `python -m ...collector`)."""
-    _add_store_argument(parser)
+    add_store_argument(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT} (0: any free)"
@@ -114,7 +123,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Ce-Id), label and optionally item (the text's index in the request, default 0) and "
         "record the labels in the payload store.",
     )
-    _add_store_argument(labels)
+    add_store_argument(labels)
     labels.add_argument("file", type=Path, help="the label file")
     labels.set_defaults(handler=labels_command)
 
