@@ -278,8 +278,8 @@ def run_loop(
             service(
                 "predictor",
                 [sys.executable, "-m", "textops.components.serve", "--model-repository",
-                 str(config.model_repository), "--model_name", config.model_name,
-                 "--http_port", str(server_port), "--payload-logger-url", f"{collector}/events"],
+                 str(config.model_repository), "--model-name", config.model_name,
+                 "--http-port", str(server_port), "--payload-logger-url", f"{collector}/events"],
                 f"{server}/v2/models/{config.model_name}/ready",
                 logs / "predictor.log",
             )
