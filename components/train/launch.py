@@ -15,15 +15,63 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from textops.components.common.errors import TrainingError
 from textops.components.common.labels import LabelMap
-from textops.components.train.trainer import TrainSettings, train_classifier
+from textops.components.common.settings import TrainSettings
+from textops.components.train.trainer import train_classifier
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What a worker needs to train: `train_classifier`'s arguments, and where to report.
+
+    Paths may be fsspec URIs (s3://, gs://) on several nodes; see `worker_main`.
+    """
+
+    train_path: str
+    validation_path: str
+    labels: LabelMap
+    settings: TrainSettings
+    output_dir: str
+    data_fingerprint: str = ""
+    checkpoint_dir: str | None = None
+    #: Where rank 0 writes the model metadata, for a launching process to read back.
+    result_path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as plain JSON, for the job file a worker reads."""
+        return {
+            **self._fields(),
+            "labels": self.labels.to_dict(),
+            "settings": self.settings.model_dump(),
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> TrainingJob:
+        """The job `to_json` wrote."""
+        return cls(
+            **{
+                **document,
+                "labels": LabelMap.from_dict(document["labels"]),
+                "settings": TrainSettings(**document["settings"]),
+            }
+        )
+
+    def train(self) -> dict[str, Any]:
+        """Run the job in this process (a DDP worker, or the only process); the model metadata."""
+        arguments = self._fields()
+        del arguments["result_path"]
+        return train_classifier(**arguments).model_metadata()
+
+    def _fields(self) -> dict[str, Any]:
+        # Not `asdict`: it would turn the label map into a dict and copy the settings.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def default_processes() -> int:
@@ -46,27 +94,29 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, and return the model metadata (`TrainResult.model_metadata`).
 
+    The arguments are `train_classifier`'s, plus:
+
     Args:
         processes: DDP processes; 0 picks one per visible GPU. More than one on CPU runs DDP
             over gloo, which is slower than one process and exists to test the DDP path.
     """
     processes = processes or default_processes()
-    job = job_description(
-        train_path=train_path,
-        validation_path=validation_path,
+    job = TrainingJob(
+        train_path=str(train_path),
+        validation_path=str(validation_path),
         labels=labels,
         settings=settings,
-        output_dir=output_dir,
+        output_dir=str(output_dir),
         data_fingerprint=data_fingerprint,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
     )
     if processes == 1:
-        return train_job(job)
+        return job.train()
     with tempfile.TemporaryDirectory(prefix="textops-ddp-") as scratch:
         job_path = Path(scratch) / "job.json"
         result_path = Path(scratch) / "result.json"
-        job["result_path"] = str(result_path)
-        job_path.write_text(json.dumps(job), encoding="utf-8")
+        job = replace(job, result_path=str(result_path))
+        job_path.write_text(json.dumps(job.to_json()), encoding="utf-8")
         command = torchrun_command(job_path, processes)
         logger.info("launching processes=%d command=%s", processes, " ".join(command))
         completed = subprocess.run(command, check=False)
@@ -79,32 +129,6 @@ def run_training(
         return metadata
 
 
-def job_description(
-    *,
-    train_path: str | Path,
-    validation_path: str | Path,
-    labels: LabelMap,
-    settings: TrainSettings,
-    output_dir: str | Path,
-    data_fingerprint: str = "",
-    checkpoint_dir: str | Path | None = None,
-    result_path: str | None = None,
-) -> dict[str, Any]:
-    """What a worker needs to train: paths (or URIs), labels and settings, as plain JSON."""
-    job: dict[str, Any] = {
-        "train_path": str(train_path),
-        "validation_path": str(validation_path),
-        "labels": labels.to_dict(),
-        "settings": asdict(settings),
-        "output_dir": str(output_dir),
-        "data_fingerprint": data_fingerprint,
-        "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
-    }
-    if result_path is not None:
-        job["result_path"] = result_path
-    return job
-
-
 def torchrun_command(job_path: Path, processes: int) -> list[str]:
     """torchrun on this machine: `processes` workers, a rendezvous on a free local port."""
     return [
@@ -112,20 +136,6 @@ def torchrun_command(job_path: Path, processes: int) -> list[str]:
         "--standalone", f"--nproc-per-node={processes}",
         "-m", "textops.components.train", "--job", str(job_path),
     ]  # fmt: skip
-
-
-def train_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one training job description in this process (a DDP worker, or the only process)."""
-    result = train_classifier(
-        train_path=job["train_path"],
-        validation_path=job["validation_path"],
-        labels=LabelMap.from_dict(job["labels"]),
-        settings=TrainSettings(**job["settings"]),
-        output_dir=job["output_dir"],
-        data_fingerprint=job["data_fingerprint"],
-        checkpoint_dir=job["checkpoint_dir"],
-    )
-    return result.model_metadata()
 
 
 def worker_main(job_path: str) -> None:
@@ -144,21 +154,22 @@ def worker_main(job_path: str) -> None:
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     try:
         with fsspec.open(job_path, "r", encoding="utf-8") as f:
-            job = json.load(f)
+            job = TrainingJob.from_json(json.load(f))
         with tempfile.TemporaryDirectory(prefix="textops-worker-") as scratch:
             local, remote_output = _local_copy(job, Path(scratch))
-            metadata = train_job(local)
+            metadata = local.train()
             if dist.get_rank() == 0:
                 if remote_output is not None:
                     fs, remote = fsspec.core.url_to_fs(remote_output)
-                    fs.put(local["output_dir"], remote, recursive=True)
-                with fsspec.open(job["result_path"], "w", encoding="utf-8") as f:
-                    json.dump(metadata, f)
+                    fs.put(local.output_dir, remote, recursive=True)
+                if job.result_path is not None:
+                    with fsspec.open(job.result_path, "w", encoding="utf-8") as f:
+                        json.dump(metadata, f)
     finally:
         dist.destroy_process_group()
 
 
-def _local_copy(job: dict[str, Any], scratch: Path) -> tuple[dict[str, Any], str | None]:
+def _local_copy(job: TrainingJob, scratch: Path) -> tuple[TrainingJob, str | None]:
     """The job with remote splits downloaded to `scratch` and a remote output dir made local.
 
     Returns the local job and the remote output dir to upload the model to (None: local).
@@ -167,17 +178,15 @@ def _local_copy(job: dict[str, Any], scratch: Path) -> tuple[dict[str, Any], str
     from fsspec.core import url_to_fs
     from fsspec.implementations.local import LocalFileSystem
 
-    local = dict(job)
+    local_paths: dict[str, str] = {}
     for key in ("train_path", "validation_path"):
-        fs, path = url_to_fs(job[key])
+        fs, path = url_to_fs(getattr(job, key))
         if isinstance(fs, LocalFileSystem):
-            local[key] = path
+            local_paths[key] = path
         else:
-            local[key] = str(scratch / f"{key}.parquet")
-            fs.get_file(path, local[key])
-    fs, path = url_to_fs(job["output_dir"])
+            local_paths[key] = str(scratch / f"{key}.parquet")
+            fs.get_file(path, local_paths[key])
+    fs, path = url_to_fs(job.output_dir)
     if isinstance(fs, LocalFileSystem):
-        local["output_dir"] = path
-        return local, None
-    local["output_dir"] = str(scratch / "model")
-    return local, job["output_dir"]
+        return replace(job, **local_paths, output_dir=path), None
+    return replace(job, **local_paths, output_dir=str(scratch / "model")), job.output_dir

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +24,8 @@ from textops.components.common.artifact_store import ARTIFACT_STORE_SECRET
 from textops.components.common.errors import ConfigError, TrainingError
 from textops.components.common.kubernetes_api import resolve_namespace
 from textops.components.common.labels import LabelMap
-from textops.components.train.launch import job_description
-from textops.components.train.trainer import TrainSettings
+from textops.components.common.settings import TrainSettings
+from textops.components.train.launch import TrainingJob
 from textops.components.train.trainjob import submit_and_wait, trainjob_manifest, trainjob_name
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ def train_on_nodes(
         fs.put_file(str(validation_path), f"{stage}/validation.parquet")
     except OSError as e:
         raise ConfigError(f"cannot write the training job to {shared_storage}: {e}") from e
-    job = job_description(
+    job = TrainingJob(
         train_path=fs.unstrip_protocol(f"{stage}/train.parquet"),
         validation_path=fs.unstrip_protocol(f"{stage}/validation.parquet"),
         labels=labels,
@@ -102,7 +101,7 @@ def train_on_nodes(
         result_path=fs.unstrip_protocol(f"{stage}/{RESULT_FILE}"),
     )
     with fs.open(f"{stage}/{JOB_FILE}", "w", encoding="utf-8") as f:
-        json.dump(job, f)
+        json.dump(job.to_json(), f)
     manifest = trainjob_manifest(
         name=name,
         namespace=namespace,
@@ -136,7 +135,7 @@ def train_on_nodes(
 def _job_digest(settings: TrainSettings, labels: LabelMap, data_fingerprint: str) -> str:
     """Twenty hex digits that name one training job: same data and settings, same digest."""
     document = {
-        "settings": asdict(settings),
+        "settings": settings.model_dump(),
         "labels": labels.to_dict(),
         "data": data_fingerprint,
     }

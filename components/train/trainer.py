@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from textops.components.common.errors import DataError, TrainingError
 from textops.components.common.labels import LabelMap
 from textops.components.common.metrics import classification_scores
+from textops.components.common.settings import TrainSettings
 from textops.components.common.torch_inference import batched_logits, pad_batch, pick_device
 from textops.components.train.batching import length_grouped_batches, shard_batches
 from textops.components.train.checkpoint import (
@@ -44,27 +45,6 @@ from textops.components.train.setup import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyperparameters of one fine-tuning run (see `TrainingConfig` for their help text)."""
-
-    base_model: str
-    max_seq_length: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    lr_schedule: Literal["linear", "cosine"] = "linear"
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    class_weights: Literal["none", "balanced"] = "none"
-    early_stopping_patience: int = 0
-    checkpoint_every_steps: int = 0
-    seed: int = 42
-    device: str = "auto"
 
 
 @dataclass
@@ -100,7 +80,7 @@ class TrainResult:
     def model_metadata(self) -> dict[str, Any]:
         """JSON-friendly facts for the Model artifact; export copies them into the bundle."""
         return {
-            **asdict(self.settings),
+            **self.settings.model_dump(),
             "labels": list(self.labels.names),
             "label_kind": self.labels.kind,
             "data_fingerprint": self.data_fingerprint,
@@ -245,7 +225,7 @@ def train_classifier(
         model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
         batch_order=np.random.default_rng(settings.seed).bit_generator.state,
     )  # fmt: skip
-    identity = {**asdict(settings), "labels": labels.names, "data": data_fingerprint}
+    identity = {**settings.model_dump(), "labels": labels.names, "data": data_fingerprint}
     checkpoints = Checkpoints(
         Path(checkpoint_dir) if checkpoint_dir else None,
         identity=run_identity({**identity, "world": run.world_size}),

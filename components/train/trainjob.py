@@ -113,7 +113,7 @@ def trainjob_manifest(
         nodes: Number of nodes (pods), each running torchrun.
         gpus_per_node: GPUs each node asks for; one worker process per GPU. 0 trains on CPU
             with one process per node.
-        job_path: Where every node reads the job description (`launch.job_description`):
+        job_path: Where every node reads the job description (`launch.TrainingJob`):
             an absolute path inside the pods, or an object-store URI (s3://...).
         cpu: CPU request per node (a Kubernetes quantity, "8" or "7500m"). No CPU limit is
             set: a throttled data loader or NCCL thread stalls every GPU of the job.

@@ -99,7 +99,8 @@ def fine_tune_and_export(work: Path, sizes: dict[str, Any], model_dir: Path | No
     frame.iloc[:train].to_parquet(work / "train.parquet", index=False)
     frame.iloc[train : train + rest].to_parquet(work / "validation.parquet", index=False)
     if model_dir is None:
-        from textops.components.train.trainer import TrainSettings, train_classifier
+        from textops.components.common.settings import TrainSettings
+        from textops.components.train.trainer import train_classifier
 
         model_dir = work / "model"
         train_classifier(

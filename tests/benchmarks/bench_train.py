@@ -177,17 +177,19 @@ def machine_info(device: str) -> dict[str, Any]:
 def source_info() -> dict[str, Any]:
     """Which textops trainer was measured: the commit, and digests of the files that decide it.
 
+    Those files hold the loop (trainer), the optimizer and schedule (setup) and the batches.
+
     The digests tell two reports apart when the trainer changed without a commit in between.
     """
     import hashlib
 
-    from textops.components.train import batching, trainer
+    from textops.components.train import batching, setup, trainer
 
     info: dict[str, Any] = {
         f"{module.__name__.rsplit('.', 1)[-1]}_py_sha256": hashlib.sha256(
             Path(str(module.__file__)).read_bytes()
         ).hexdigest()[:16]
-        for module in (trainer, batching)
+        for module in (trainer, setup, batching)
     }
     try:
         commit = subprocess.run(

@@ -49,8 +49,8 @@ def build_model(directory: Path, splits: dict[str, Path], epochs: int, seed: int
 
     from textops.components.common.config import resolve_base_model
     from textops.components.common.labels import LabelMap
-    from textops.components.common.settings import DEFAULT_BASE_MODEL
-    from textops.components.train.trainer import TrainSettings, train_classifier
+    from textops.components.common.settings import DEFAULT_BASE_MODEL, TrainSettings
+    from textops.components.train.trainer import train_classifier
 
     labels = LabelMap(("negative", "positive"))
     if epochs > 0:

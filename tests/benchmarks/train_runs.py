@@ -96,9 +96,9 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from textops.components.common.labels import LabelMap
-    from textops.components.common.settings import DEFAULT_BASE_MODEL
+    from textops.components.common.settings import DEFAULT_BASE_MODEL, TrainSettings
     from textops.components.train.setup import load_base_model
-    from textops.components.train.trainer import TrainSettings, train_classifier
+    from textops.components.train.trainer import train_classifier
 
     data_dir = Path(args.data_dir)
     train_texts, train_labels = read_split(data_dir / "train.parquet")

@@ -22,8 +22,8 @@ from tests.s3_server import S3Bucket
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, TrainingError
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import TrainSettings
 from textops.components.train.multinode import train_on_nodes
-from textops.components.train.trainer import TrainSettings
 
 pytestmark = pytest.mark.integration
 

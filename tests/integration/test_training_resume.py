@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import TrainSettings
 from textops.components.train import checkpoint
 from textops.components.train.launch import run_training
-from textops.components.train.trainer import TrainSettings
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,8 @@ DRIVER = textwrap.dedent(
     import torch.distributed as dist
     from textops.components.common.labels import LabelMap
     from textops.components.train import checkpoint
-    from textops.components.train.trainer import TrainSettings, train_classifier
+    from textops.components.common.settings import TrainSettings
+    from textops.components.train.trainer import train_classifier
 
     model_dir, train, validation, out, ckpt, kill_after, mode = sys.argv[1:]
     if "WORLD_SIZE" in os.environ:

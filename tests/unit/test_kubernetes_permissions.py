@@ -386,8 +386,8 @@ def train_on_two_nodes_twice(
     step finds the job its first attempt submitted. The job writes no model here, so each run
     ends in the TrainingError that says so, after its API calls."""
     from textops.components.common.labels import LabelMap
+    from textops.components.common.settings import TrainSettings
     from textops.components.train.multinode import train_on_nodes
-    from textops.components.train.trainer import TrainSettings
 
     pod_namespace = tmp_path / "namespace"
     pod_namespace.write_text(PIPELINE_NAMESPACE)

@@ -9,10 +9,11 @@ import torch
 
 from textops.components.common.errors import ConfigError, DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import TrainSettings
 from textops.components.common.torch_inference import pick_device
 from textops.components.train.batching import length_grouped_batches, shard_batches
 from textops.components.train.setup import balanced_class_weights, learning_rate_multiplier
-from textops.components.train.trainer import TrainResult, TrainSettings, train_classifier
+from textops.components.train.trainer import TrainResult, train_classifier
 
 LABELS = LabelMap(("negative", "positive"))
 
@@ -68,16 +69,10 @@ def test_balanced_class_weights() -> None:
 
 
 def _train(model_dir: Path, splits: dict[str, Path], out: Path, **overrides: object) -> TrainResult:
-    settings = TrainSettings(
-        **{
-            "base_model": str(model_dir),
-            "max_seq_length": 32,
-            "epochs": 2,
-            "batch_size": 16,
-            "seed": 3,
-            **overrides,
-        }  # type: ignore[arg-type]
-    )
+    settings = TrainSettings.model_validate(
+        {"base_model": str(model_dir), "max_seq_length": 32, "epochs": 2, "batch_size": 16,
+         "seed": 3, **overrides}
+    )  # fmt: skip
     return train_classifier(
         train_path=splits["train"],
         validation_path=splits["validation"],
