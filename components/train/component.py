@@ -35,36 +35,31 @@ def train_model(
 ):
     """Fine-tune `base_model` on the train split, keeping the epoch best on validation.
 
+    The settings are `TrainSettings` and `TrainPlacementSettings` (common/settings.py); each
+    is checked by its model, so a value out of bounds fails here, naming the setting.
+
     With several GPUs in the pod it trains with one DDP process per GPU (torchrun); with
     `train_nodes` > 1 it runs a Kubeflow Trainer TrainJob and waits for it (multinode.py).
     """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+
     from textops.components.common.images import TRAIN_IMAGE
     from textops.components.common.kubernetes_api import custom_objects_api
     from textops.components.common.labels import LabelMap
     from textops.components.common.logs import configure_logging
+    from textops.components.common.settings import (
+        TrainPlacementSettings,
+        TrainSettings,
+        section_from,
+    )
     from textops.components.train.launch import run_training
     from textops.components.train.multinode import train_on_nodes
-    from textops.components.train.trainer import TrainSettings
 
     configure_logging()
 
-    settings = TrainSettings(
-        base_model=base_model,
-        max_seq_length=max_seq_length,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        lr_schedule=lr_schedule,  # type: ignore[arg-type]
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        max_grad_norm=max_grad_norm,
-        class_weights=class_weights,  # type: ignore[arg-type]
-        early_stopping_patience=early_stopping_patience,
-        checkpoint_every_steps=checkpoint_every_steps,
-        seed=seed,
-        device=device,
-    )
+    settings = section_from(TrainSettings, parameters)
+    placement = section_from(TrainPlacementSettings, parameters)
     job = {
         "train_path": train_data.path,
         "validation_path": validation_data.path,
@@ -73,18 +68,18 @@ def train_model(
         "output_dir": model.path,
         "data_fingerprint": str(train_data.metadata.get("fingerprint", "")),
     }
-    if train_nodes > 1:
+    if placement.train_nodes > 1:
         metadata = train_on_nodes(
             **job,
-            nodes=train_nodes,
-            gpus_per_node=node_gpus,
-            shared_storage=shared_storage,
+            nodes=placement.train_nodes,
+            gpus_per_node=placement.node_gpus,
+            shared_storage=placement.shared_storage,
             image=TRAIN_IMAGE,
-            timeout_s=train_timeout_seconds,
+            timeout_s=placement.train_timeout_seconds,
             api=custom_objects_api(),
         )
     else:
-        metadata = run_training(**job, checkpoint_dir=checkpoint_dir or None)
+        metadata = run_training(**job, checkpoint_dir=placement.checkpoint_dir or None)
     model.framework = "pytorch"
     model.metadata.update(metadata)
     for name, value in metadata.items():
