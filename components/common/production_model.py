@@ -108,8 +108,8 @@ class ServedModel:
         predictor = (isvc.get("spec") or {}).get("predictor") or {}
         canary = predictor.get("canaryTrafficPercent")
         try:
-            version = int(annotations.get(MODEL_VERSION_ANNOTATION))
-        except (TypeError, ValueError):
+            version = int(annotations.get(MODEL_VERSION_ANNOTATION) or 0)
+        except (TypeError, ValueError):  # not a number: as if it were missing
             version = 0
         return cls(
             storage_uri=(predictor.get("model") or {}).get("storageUri"),
