@@ -1,10 +1,11 @@
 """What a training run starts from: seeds, the splits, the base model, optimizer, schedule and
-class weights."""
+class weights, put together by `set_up`."""
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ import torch
 from textops.components.common.config import resolve_base_model
 from textops.components.common.errors import DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
+from textops.components.common.settings import TrainSettings
+from textops.components.common.torch_inference import pick_device
+from textops.components.train.batching import length_grouped_batches, shard_batches
+from textops.components.train.checkpoint import distributed
 
 
 def seed_everything(seed: int) -> None:
@@ -96,3 +101,102 @@ def balanced_class_weights(ids: np.ndarray, num_labels: int) -> torch.Tensor:
     counts = np.bincount(ids, minlength=num_labels).astype(np.float64)
     weights = len(ids) / (num_labels * np.maximum(counts, 1.0))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class TrainingSetup:
+    """What the loop works with, built once per run: model, encoded splits, optimizer."""
+
+    settings: TrainSettings
+    labels: LabelMap
+    rank: int
+    world_size: int
+    device: torch.device
+    tokenizer: Any
+    #: The bare model: its weights are what is saved, evaluated and checkpointed.
+    model: Any
+    #: What the training forward pass calls: `model`, wrapped in DDP under torchrun.
+    trained: torch.nn.Module
+    train_encoding: dict[str, Any]
+    train_ids: np.ndarray
+    #: Tokens per training text, which the batches group by.
+    lengths: list[int]
+    validation_encoding: dict[str, Any]
+    validation_ids: np.ndarray
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    #: bf16 or fp16 for autocast; None trains in fp32.
+    autocast_dtype: torch.dtype | None
+    class_weights: torch.Tensor | None
+    total_steps: int
+
+
+def set_up(
+    settings: TrainSettings, labels: LabelMap, train_path: str | Path, validation_path: str | Path
+) -> TrainingSetup:
+    """Seed, load the base model and the splits, and build the optimizer for `settings`."""
+    rank, world_size = distributed()
+    seed_everything(settings.seed)
+    device = pick_device(settings.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    tokenizer, model = load_base_model(settings.base_model, labels)
+    model.to(device)
+    # DDP averages gradients across processes during backward; `model` stays the bare module.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+
+    train_texts, train_ids = load_split(train_path, labels)
+    val_texts, val_ids = load_split(validation_path, labels)
+    train_enc = dict(tokenizer(train_texts, truncation=True, max_length=settings.max_seq_length))
+    val_enc = dict(tokenizer(val_texts, truncation=True, max_length=settings.max_seq_length))
+    lengths = [len(ids) for ids in train_enc["input_ids"]]
+    # Every epoch has this many batches; only their order changes.
+    micro_batches = len(
+        shard_batches(
+            length_grouped_batches(lengths, settings.batch_size, np.random.default_rng(0)),
+            rank,
+            world_size,
+        )
+    )
+    total_steps = math.ceil(micro_batches / settings.gradient_accumulation_steps) * settings.epochs
+
+    optimizer = build_optimizer(
+        model,
+        weight_decay=settings.weight_decay,
+        learning_rate=settings.learning_rate,
+        device=device,
+    )
+    warmup_steps = int(settings.warmup_ratio * total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, learning_rate_multiplier(settings.lr_schedule, warmup_steps, total_steps)
+    )
+    autocast_dtype = None
+    if device.type == "cuda":
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return TrainingSetup(
+        settings=settings,
+        labels=labels,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        tokenizer=tokenizer,
+        model=model,
+        trained=trained,
+        train_encoding=train_enc,
+        train_ids=train_ids,
+        lengths=lengths,
+        validation_encoding=val_enc,
+        validation_ids=val_ids,
+        optimizer=optimizer,
+        schedule=schedule,
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 ones do not.
+        scaler=torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16),
+        autocast_dtype=autocast_dtype,
+        class_weights=(
+            balanced_class_weights(train_ids, len(labels)).to(device)
+            if settings.class_weights == "balanced"
+            else None
+        ),
+        total_steps=total_steps,
+    )
