@@ -12,7 +12,7 @@ A version directory appears by one atomic rename once its copy is complete and v
 sees either the old version or the new one, never a half-copied bundle. `current.json` is
 written in one place, `_point_current_at`, which records the change in `history.jsonl` first:
 publishing, promoting and rolling back all go through it, under the publish lock. Reading the
-repository is `common.model_repository`'s job.
+repository (the layout, its versions, the pointer) is `common.model_repository`'s job.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from textops.components.common.model_repository import (
     CURRENT_FILE,
     PublishedVersion,
     current_version,
-    list_versions,
 )
 from textops.components.deploy.served_history import (
     HISTORY_FILE,
@@ -53,19 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: Held with flock while a version number is taken and filled.
 LOCK_FILE = ".publish.lock"
-
-# The read side (layout, versions, the pointer) lives in `common.model_repository`, which the
-# validate step shares; it is re-exported here for callers of the deploy step.
-__all__ = [
-    "CURRENT_FILE",
-    "LOCK_FILE",
-    "PublishedVersion",
-    "current_version",
-    "list_versions",
-    "make_current",
-    "publish_bundle",
-    "verified_bundle",
-]
 
 
 def publish_bundle(

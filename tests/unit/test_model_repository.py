@@ -92,14 +92,6 @@ def test_labels_of_a_published_bundle(tiny_bundle_dir: Path, tmp_path: Path) -> 
     assert current_labels(tmp_path, MODEL) == LabelMap.load(tiny_bundle_dir / "labels.json")
 
 
-def test_the_deploy_step_reads_through_this_module() -> None:
-    # One implementation of the layout: publish re-exports the read side, it does not copy it.
-    assert publish.current_version is model_repository.current_version
-    assert publish.list_versions is model_repository.list_versions
-    assert publish.PublishedVersion is model_repository.PublishedVersion
-    assert publish.CURRENT_FILE == model_repository.CURRENT_FILE
-
-
 def test_a_uri_is_refused_as_a_model_repository() -> None:
     # Path("s3://b/m") would quietly become the local directory "s3:/b/m".
     with pytest.raises(PublishError, match="is a URI, but the model repository is a local"):

@@ -11,12 +11,12 @@ import pytest
 
 from textops.components.common.bundle import ModelBundle, sha256_of
 from textops.components.common.errors import PublishError
-from textops.components.deploy.publish import (
+from textops.components.common.model_repository import (
     PublishedVersion,
     current_version,
     list_versions,
-    publish_bundle,
 )
+from textops.components.deploy.publish import publish_bundle
 
 MODEL = "sentiment"
 
