@@ -334,6 +334,28 @@ class SubmittedRun:
     version: PipelineVersionRef
 
 
+def prepare_pipeline(
+    client: kfp.Client,
+    package: PipelinePackage,
+    *,
+    pipeline_name: str,
+    arguments: Mapping[str, Any],
+    experiment: str,
+    host: str,
+) -> tuple[PipelineVersionRef, str]:
+    """What a run or a recurring run of `package` needs first: `arguments` checked against
+    its parameters, its version on the server (uploaded if it changed) and the id of the
+    experiment (created if missing).
+
+    Raises:
+        ConfigError: An argument the pipeline does not take.
+        KubeflowError: The server refused a request.
+    """
+    package.check_arguments(arguments)
+    version = ensure_pipeline_version(client, package, pipeline_name=pipeline_name, host=host)
+    return version, ensure_experiment(client, experiment, host=host)
+
+
 def start_run(
     client: kfp.Client,
     package: PipelinePackage,
@@ -345,9 +367,14 @@ def start_run(
     service_account: str | None = None,
 ) -> SubmittedRun:
     """Upload `package` if it changed, then start a run of it with `arguments`."""
-    package.check_arguments(arguments)
-    version = ensure_pipeline_version(client, package, pipeline_name=pipeline_name, host=host)
-    experiment_id = ensure_experiment(client, experiment, host=host)
+    version, experiment_id = prepare_pipeline(
+        client,
+        package,
+        pipeline_name=pipeline_name,
+        arguments=arguments,
+        experiment=experiment,
+        host=host,
+    )
     run_name = f"{pipeline_name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
     with api_call(f"start a run of {pipeline_name}", host):
         run = client.run_pipeline(
