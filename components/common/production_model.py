@@ -101,22 +101,22 @@ class ServedModel:
         """Whether part of the traffic still goes to the revision before the latest."""
         return self.canary_traffic_percent is not None and self.canary_traffic_percent < 100
 
-    @classmethod
-    def read(cls, isvc: Mapping[str, Any]) -> ServedModel:
-        """The model part of an InferenceService, as the Kubernetes API returns it."""
-        annotations = (isvc.get("metadata") or {}).get("annotations") or {}
-        predictor = (isvc.get("spec") or {}).get("predictor") or {}
-        canary = predictor.get("canaryTrafficPercent")
-        try:
-            version = int(annotations.get(MODEL_VERSION_ANNOTATION) or 0)
-        except (TypeError, ValueError):  # not a number: as if it were missing
-            version = 0
-        return cls(
-            storage_uri=(predictor.get("model") or {}).get("storageUri"),
-            version=version,
-            canary_traffic_percent=int(canary) if canary is not None else None,
-            previous_storage_uri=annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION) or None,
-        )
+
+def read_served_model(isvc: Mapping[str, Any]) -> ServedModel:
+    """The model part of an InferenceService, as the Kubernetes API returns it."""
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    canary = predictor.get("canaryTrafficPercent")
+    try:
+        version = int(annotations.get(MODEL_VERSION_ANNOTATION) or 0)
+    except (TypeError, ValueError):  # not a number: as if it were missing
+        version = 0
+    return ServedModel(
+        storage_uri=(predictor.get("model") or {}).get("storageUri"),
+        version=version,
+        canary_traffic_percent=int(canary) if canary is not None else None,
+        previous_storage_uri=annotations.get(PREVIOUS_STORAGE_URI_ANNOTATION) or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _served_bundle(model_name: str, target: InferenceServiceTarget) -> Productio
             f"cannot read InferenceService {namespace}/{model_name} ({e.detail}); this step's "
             "service account needs get on inferenceservices.serving.kserve.io"
         ) from e
-    served = ServedModel.read(isvc)
+    served = read_served_model(isvc)
     if served.canary_running and served.previous_storage_uri:
         return ProductionBundle(served.previous_storage_uri, None)
     if not served.storage_uri:

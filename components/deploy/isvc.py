@@ -17,6 +17,7 @@ from textops.components.common.production_model import (
     MODEL_VERSION_ANNOTATION,
     PREVIOUS_STORAGE_URI_ANNOTATION,
     ServedModel,
+    read_served_model,
 )
 from textops.components.deploy.served_history import (
     HISTORY_ANNOTATION,
@@ -188,7 +189,7 @@ class ServiceState(ServedModel):
 
 def read_state(isvc: Mapping[str, Any], namespace: str) -> ServiceState:
     """Read the model, version and traffic textops wrote into an InferenceService."""
-    served = ServedModel.read(isvc)
+    served = read_served_model(isvc)
     metadata = isvc.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
