@@ -29,12 +29,12 @@ def preprocess_data(
 
     configure_logging()
 
-    split = section_from(SplitSettings, parameters)
+    splitting = section_from(SplitSettings, parameters)
     result = preprocess_file(
         validated_path=validated_data.path,
-        validation_fraction=split.validation_fraction,
-        test_fraction=split.test_fraction,
-        seed=split.seed,
+        validation_fraction=splitting.validation_fraction,
+        test_fraction=splitting.test_fraction,
+        seed=splitting.seed,
         train_path=train_data.path,
         validation_path=validation_data.path,
         test_path=test_data.path,
