@@ -187,6 +187,11 @@ def _local_copy(job: TrainingJob, scratch: Path) -> tuple[TrainingJob, str | Non
             local_paths[key] = str(scratch / f"{key}.parquet")
             fs.get_file(path, local_paths[key])
     fs, path = url_to_fs(job.output_dir)
-    if isinstance(fs, LocalFileSystem):
-        return replace(job, **local_paths, output_dir=path), None
-    return replace(job, **local_paths, output_dir=str(scratch / "model")), job.output_dir
+    local_output = path if isinstance(fs, LocalFileSystem) else str(scratch / "model")
+    local_job = replace(
+        job,
+        train_path=local_paths["train_path"],
+        validation_path=local_paths["validation_path"],
+        output_dir=local_output,
+    )
+    return local_job, (None if isinstance(fs, LocalFileSystem) else job.output_dir)

@@ -112,7 +112,7 @@ def train_classifier(
     run = set_up(settings, labels, train_path, validation_path)
     state = TrainState(
         model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
-        batch_order=np.random.default_rng(settings.seed).bit_generator.state,
+        batch_order=dict(np.random.default_rng(settings.seed).bit_generator.state),
     )  # fmt: skip
     identity = {**settings.model_dump(), "labels": labels.names, "data": data_fingerprint}
     checkpoints = Checkpoints(
