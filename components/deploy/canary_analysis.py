@@ -5,7 +5,8 @@ While KServe splits the traffic (Knative mode), each revision's pods carry the l
 so the canary's requests are told from the stable model's. Once the canary is Ready,
 `CanaryAnalysis.observe` waits one observation window, reads each revision's requests, 5xx
 answers and p99 predict latency from Prometheus (`canary_metrics`), and `judge` decides:
-promote, or roll back. Every rule is a setting (see `CanaryLimits`); an analysis that cannot
+promote, or roll back. Every rule is a setting of `DeploySettings` (common/settings.py), which
+the analysis takes as it is; an analysis that cannot
 be made (no Prometheus, no revisions to tell apart) is never a pass.
 """
 
@@ -15,11 +16,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from textops.components.common.errors import ConfigError, TextopsError
+from textops.components.common.settings import DeploySettings
 from textops.components.deploy.canary_metrics import (
     InstantQuery,
     PrometheusApi,
@@ -32,29 +34,6 @@ logger = logging.getLogger(__name__)
 
 class CanaryAnalysisError(TextopsError):
     """The canary could not be judged: Prometheus did not answer, or the revisions are unknown."""
-
-
-@dataclass(frozen=True)
-class CanaryLimits:
-    """How much worse than the stable model a canary may be and still be promoted."""
-
-    #: Fewest requests each revision must have served in the window for a comparison.
-    min_requests: int
-    #: How far the canary's share of 5xx answers may exceed the stable model's (0.01: 1 point).
-    max_error_rate_increase: float
-    #: The canary's p99 predict latency may be at most this many times the stable model's.
-    max_p99_ratio: float
-
-    def __post_init__(self) -> None:
-        if self.min_requests < 1:
-            raise ConfigError(f"canary_min_requests must be at least 1, got {self.min_requests}")
-        if not 0 <= self.max_error_rate_increase <= 1:
-            raise ConfigError(
-                "canary_max_error_rate_increase must be between 0 and 1, got "
-                f"{self.max_error_rate_increase}"
-            )
-        if self.max_p99_ratio < 1:
-            raise ConfigError(f"canary_max_p99_ratio must be at least 1, got {self.max_p99_ratio}")
 
 
 @dataclass(frozen=True)
@@ -104,54 +83,59 @@ class CanaryVerdict:
         return not self.reasons
 
 
-def judge(canary: RevisionFigures, stable: RevisionFigures, limits: CanaryLimits) -> CanaryVerdict:
+def judge(
+    canary: RevisionFigures, stable: RevisionFigures, settings: DeploySettings
+) -> CanaryVerdict:
     """Compare the canary with the stable model; every broken rule is a reason to roll back.
 
-    1. Traffic: each revision answered at least `min_requests` requests. A canary that saw too
-       little traffic is not known to be healthy, so it is not promoted; and without as much of
-       the stable model's traffic there is nothing to compare it with.
+    1. Traffic: each revision answered at least `canary_min_requests` requests. A canary that
+       saw too little traffic is not known to be healthy, so it is not promoted; and without as
+       much of the stable model's traffic there is nothing to compare it with.
     2. Errors: the canary's 5xx rate is at most the stable model's plus
-       `max_error_rate_increase` (errors both share, such as a failing dependency, are not the
-       canary's fault).
-    3. Latency: the canary's p99 predict time is at most `max_p99_ratio` times the stable
-       model's (compared only with enough traffic on both sides: rule 1).
+       `canary_max_error_rate_increase` (errors both share, such as a failing dependency, are
+       not the canary's fault).
+    3. Latency: the canary's p99 predict time is at most `canary_max_p99_ratio` times the
+       stable model's (compared only with enough traffic on both sides: rule 1).
     """
     reasons: list[str] = []
     for role, figures in (("canary", canary), ("stable model", stable)):
-        if figures.answered < limits.min_requests:
+        if figures.answered < settings.canary_min_requests:
             reasons.append(
                 f"the {role} ({figures.revision}) answered {figures.answered:g} requests, fewer "
-                f"than canary_min_requests ({limits.min_requests})"
+                f"than canary_min_requests ({settings.canary_min_requests})"
             )
     canary_rate, stable_rate = canary.error_rate, stable.error_rate or 0.0
-    if canary_rate is not None and canary_rate > stable_rate + limits.max_error_rate_increase:
+    allowed_increase = settings.canary_max_error_rate_increase
+    if canary_rate is not None and canary_rate > stable_rate + allowed_increase:
         reasons.append(
             f"the canary's error rate {canary_rate:.2%} exceeds the stable model's "
             f"{stable_rate:.2%} by more than canary_max_error_rate_increase "
-            f"({limits.max_error_rate_increase:.2%})"
+            f"({allowed_increase:.2%})"
         )
-    if min(canary.answered, stable.answered) >= limits.min_requests:
-        reasons.extend(_latency_reasons(canary.p99_seconds, stable.p99_seconds, limits))
+    if min(canary.answered, stable.answered) >= settings.canary_min_requests:
+        reasons.extend(
+            _latency_reasons(canary.p99_seconds, stable.p99_seconds, settings.canary_max_p99_ratio)
+        )
     return CanaryVerdict(tuple(reasons))
 
 
 def _latency_reasons(
-    canary_p99: float | None, stable_p99: float | None, limits: CanaryLimits
+    canary_p99: float | None, stable_p99: float | None, max_p99_ratio: float
 ) -> list[str]:
     if canary_p99 is None or stable_p99 is None:
         return []
-    if canary_p99 <= stable_p99 * limits.max_p99_ratio:
+    if canary_p99 <= stable_p99 * max_p99_ratio:
         return []
     return [
         f"the canary's p99 latency {canary_p99 * 1000:.1f} ms is more than "
-        f"canary_max_p99_ratio ({limits.max_p99_ratio:g}) times the stable model's "
+        f"canary_max_p99_ratio ({max_p99_ratio:g}) times the stable model's "
         f"{stable_p99 * 1000:.1f} ms"
     ]
 
 
 @dataclass(frozen=True)
 class CanaryReport:
-    """One analysis: the window, both revisions' figures, the limits and the verdict."""
+    """One analysis: the window, both revisions' figures, the settings and the verdict."""
 
     inference_service: str
     window_seconds: float
@@ -159,7 +143,7 @@ class CanaryReport:
     end: float
     canary: RevisionFigures
     stable: RevisionFigures
-    limits: CanaryLimits
+    settings: DeploySettings
     verdict: CanaryVerdict
 
     def as_json(self) -> str:
@@ -175,7 +159,11 @@ class CanaryReport:
                 "end": _iso(self.end),
                 "canary": self.canary.as_dict(),
                 "stable": self.stable.as_dict(),
-                "limits": asdict(self.limits),
+                "limits": {
+                    "min_requests": self.settings.canary_min_requests,
+                    "max_error_rate_increase": self.settings.canary_max_error_rate_increase,
+                    "max_p99_ratio": self.settings.canary_max_p99_ratio,
+                },
             },
             sort_keys=False,
         )
@@ -188,33 +176,16 @@ def _iso(timestamp: float) -> str:
 # --- the analysis ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CanaryAnalysisSettings:
-    """The deploy step's settings of the analysis (TrainingConfig's prometheus_url, canary_*)."""
+def canary_analysis_for(settings: DeploySettings, namespace: str) -> CanaryAnalysis | None:
+    """The analysis `settings` ask for, of an InferenceService in `namespace`; None for a
+    window (canary_analysis_seconds) of 0, which promotes a Ready canary without one.
 
-    prometheus_url: str
-    window_seconds: int
-    min_requests: int
-    max_error_rate_increase: float
-    max_p99_ratio: float
-
-    def analysis(self, namespace: str) -> CanaryAnalysis | None:
-        """The analysis for an InferenceService in `namespace`; None for a window of 0, which
-        promotes a Ready canary without one.
-
-        Raises:
-            ConfigError: prometheus_url is not an http(s) URL (`config.check_canary_analysis`
-                explains an empty one), or a setting is out of range.
-        """
-        if self.window_seconds == 0:
-            return None
-        limits = CanaryLimits(self.min_requests, self.max_error_rate_increase, self.max_p99_ratio)
-        return CanaryAnalysis(
-            PrometheusApi(self.prometheus_url.strip()),
-            namespace,
-            window_seconds=self.window_seconds,
-            limits=limits,
-        )
+    Raises:
+        ConfigError: prometheus_url is not an http(s) URL (an empty one included).
+    """
+    if settings.canary_analysis_seconds == 0:
+        return None
+    return CanaryAnalysis(PrometheusApi(settings.prometheus_url), namespace, settings)
 
 
 def canary_revisions(isvc: Mapping[str, Any]) -> tuple[str, str]:
@@ -244,25 +215,26 @@ class CanaryAnalysis:
         self,
         query: InstantQuery,
         namespace: str,
+        settings: DeploySettings,
         *,
-        window_seconds: int,
-        limits: CanaryLimits,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """Bind the analysis to Prometheus (`query`) and the InferenceService's namespace.
+        """Bind the analysis to Prometheus (`query`) and the InferenceService's namespace;
+        `settings` give the window (canary_analysis_seconds) and the limits.
 
         Raises:
-            ConfigError: The window is not positive.
+            ConfigError: The window is 0, which asks for no analysis.
         """
-        if window_seconds < 1:
+        if settings.canary_analysis_seconds < 1:
             raise ConfigError(
-                f"canary_analysis_seconds must be at least 1 to analyse, got {window_seconds}"
+                "canary_analysis_seconds must be at least 1 to analyse, got "
+                f"{settings.canary_analysis_seconds}"
             )
         self.query = query
         self.namespace = namespace
-        self.window_seconds = window_seconds
-        self.limits = limits
+        self.settings = settings
+        self.window_seconds = settings.canary_analysis_seconds
         self._sleep = sleep
         self._wall_clock = wall_clock
 
@@ -296,8 +268,8 @@ class CanaryAnalysis:
             end,
             canary_figures,
             stable_figures,
-            self.limits,
-            judge(canary_figures, stable_figures, self.limits),
+            self.settings,
+            judge(canary_figures, stable_figures, self.settings),
         )
         log = logger.info if report.verdict.promote else logger.warning
         log("%s", report.as_json())

@@ -43,7 +43,6 @@ def deploy_model(
         ProductionModelSettings,
         section_from,
     )
-    from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
     from textops.components.deploy.deployment import deploy_bundle
 
     configure_logging()
@@ -59,15 +58,6 @@ def deploy_model(
         model_repository=model_repository,
         model_name=production.model_name,
         deploy_target=production.deploy_target,
-        serve_url=deploy.serve_url,
+        settings=deploy,
         kserve_namespace=production.kserve_namespace,
-        canary_traffic_percent=deploy.canary_traffic_percent,
-        rollout_timeout_seconds=deploy.rollout_timeout_seconds,
-        canary_analysis=CanaryAnalysisSettings(
-            prometheus_url=deploy.prometheus_url,
-            window_seconds=deploy.canary_analysis_seconds,
-            min_requests=deploy.canary_min_requests,
-            max_error_rate_increase=deploy.canary_max_error_rate_increase,
-            max_p99_ratio=deploy.canary_max_p99_ratio,
-        ),
     )

@@ -14,14 +14,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textops.components.common.config import check_canary_analysis
 from textops.components.common.errors import ConfigError
+from textops.components.common.settings import DeploySettings
 from textops.components.deploy.publish import publish_bundle, verified_bundle
 
 if TYPE_CHECKING:
     from kserve import KServeClient
-
-    from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +63,8 @@ def deploy_bundle(
     model_repository: str | Path,
     model_name: str,
     deploy_target: str,
-    serve_url: str = "",
+    settings: DeploySettings,
     kserve_namespace: str = "",
-    canary_traffic_percent: int = 0,
-    rollout_timeout_seconds: int = 600,
-    canary_analysis: CanaryAnalysisSettings | None = None,
     client: KServeClient | None = None,
 ) -> str:
     """Deploy a bundle to the configured target; return where it now serves from.
@@ -80,14 +75,12 @@ def deploy_bundle(
         model_repository: The local model repository (the local target publishes there).
         model_name: The model's name in the repository and in KServe.
         deploy_target: 'local' or 'kserve'.
-        serve_url: Base URL of a running local server to hot-load into; empty for none.
+        settings: The deploy step's settings: the local server to hot-load into
+            (`serve_url`), the canary share, how long each wait for Ready (kserve) or for the
+            local server's swap (local) may take, and how the canary is judged against the
+            stable model before it is promoted (a window of 0 promotes a Ready canary without
+            analysis, with a warning).
         kserve_namespace: The InferenceService's namespace; empty: this pod's namespace.
-        canary_traffic_percent: Share of traffic for the new model before promotion.
-        rollout_timeout_seconds: How long each wait for Ready (kserve) or for the local
-            server's swap (local) may take.
-        canary_analysis: How to judge a canary against the stable model before promoting it
-            (kserve, with a canary share); None, or a window of 0, promotes a Ready canary
-            without analysis, with a warning.
         client: A KServe client to use (tests); by default one with this pod's credentials.
 
     Returns:
@@ -95,8 +88,8 @@ def deploy_bundle(
         InferenceService's URL (or `namespace/name` while KServe has not published one).
 
     Raises:
-        ConfigError: An unknown target or a setting out of range, or a canary analysis
-            without prometheus_url.
+        ConfigError: An unknown target, or a canary analysis without an http(s)
+            prometheus_url.
         PublishError: The bundle is incomplete or altered.
         DeployError: The rollout or the hot-load failed, or the canary did not pass its
             analysis; the message says what serves now (and the analysis's figures).
@@ -107,42 +100,36 @@ def deploy_bundle(
         )
     if deploy_target == "local":
         published = publish_bundle(bundle_path, model_repository, model_name)
-        if serve_url.strip():
+        if settings.serve_url.strip():
             from textops.components.deploy.hot_load import hot_load
 
             hot_load(
-                serve_url.strip(),
+                settings.serve_url.strip(),
                 model_name,
                 published.version,
-                timeout_seconds=rollout_timeout_seconds,
+                timeout_seconds=settings.rollout_timeout_seconds,
             )
         return str(published.path)
 
     from textops.components.common.kubernetes_api import kserve_client, resolve_namespace
+    from textops.components.deploy.canary_analysis import canary_analysis_for
     from textops.components.deploy.kserve_rollout import InferenceServiceRollout
 
     storage_uri = storage_uri_for(bundle_uri)
     namespace = resolve_namespace(kserve_namespace, "kserve_namespace")
-    analysis = None
-    if canary_analysis is not None and 0 < canary_traffic_percent < 100:
-        # Refused before any API call: a canary share without the Prometheus to judge it by.
-        check_canary_analysis(
-            deploy_target,
-            canary_traffic_percent,
-            canary_analysis.window_seconds,
-            canary_analysis.prometheus_url,
-        )
-        analysis = canary_analysis.analysis(namespace)
+    share = settings.canary_traffic_percent
+    # Made before any API call, so a canary without a Prometheus to judge it by changes nothing.
+    analysis = canary_analysis_for(settings, namespace) if 0 < share < 100 else None
     # The same check publishing makes: never roll out a bundle whose files changed.
     verified_bundle(bundle_path)
     rollout = InferenceServiceRollout(
         client if client is not None else kserve_client(),
         model_name,
         namespace,
-        timeout_seconds=rollout_timeout_seconds,
+        timeout_seconds=settings.rollout_timeout_seconds,
         canary_analysis=analysis,
     )
-    result = rollout.roll_out(storage_uri, canary_traffic_percent)
+    result = rollout.roll_out(storage_uri, share)
     logger.info(
         "deployed %s to kserve action=%s version=%d url=%s",
         model_name,

@@ -44,7 +44,7 @@ from tests.unit.test_deploy_kserve import (
     kserve_client_over,
 )
 from textops.components.common.errors import DeployError
-from textops.components.deploy.canary_analysis import CanaryAnalysisSettings
+from textops.components.common.settings import DeploySettings
 from textops.components.deploy.canary_metrics import REVISION_LABEL
 from textops.components.deploy.deployment import deploy_bundle
 
@@ -326,16 +326,16 @@ def deploy(service: str, client: Any, prometheus: Prometheus, bundle: Path) -> s
         model_repository=bundle.parent / "unused",
         model_name=service,
         deploy_target="kserve",
-        kserve_namespace=NAMESPACE,
-        canary_traffic_percent=10,
-        rollout_timeout_seconds=60,
-        canary_analysis=CanaryAnalysisSettings(
+        settings=DeploySettings(
+            canary_traffic_percent=10,
+            rollout_timeout_seconds=60,
             prometheus_url=prometheus.url,
-            window_seconds=WINDOW_SECONDS,
-            min_requests=MIN_REQUESTS,
-            max_error_rate_increase=0.01,
-            max_p99_ratio=MAX_P99_RATIO,
+            canary_analysis_seconds=WINDOW_SECONDS,
+            canary_min_requests=MIN_REQUESTS,
+            canary_max_error_rate_increase=0.01,
+            canary_max_p99_ratio=MAX_P99_RATIO,
         ),
+        kserve_namespace=NAMESPACE,
         client=client,
     )
 

@@ -33,11 +33,10 @@ from tests.unit.test_deploy_kserve import (
 )
 from textops.components.common.config import TrainingConfig, load_config
 from textops.components.common.errors import ConfigError, DeployError
+from textops.components.common.settings import DeploySettings, section_from
 from textops.components.deploy.canary_analysis import (
     CanaryAnalysis,
     CanaryAnalysisError,
-    CanaryAnalysisSettings,
-    CanaryLimits,
     RevisionFigures,
     canary_revisions,
     judge,
@@ -51,10 +50,16 @@ from textops.components.deploy.canary_metrics import (
 from textops.components.deploy.deployment import deploy_bundle
 from textops.components.deploy.kserve_rollout import InferenceServiceRollout
 
-LIMITS = CanaryLimits(min_requests=100, max_error_rate_increase=0.01, max_p99_ratio=1.5)
 STABLE = f"{NAME}-predictor-00001"
 CANARY = f"{NAME}-predictor-00002"
 WINDOW = 300
+LIMITS = DeploySettings(
+    prometheus_url="http://127.0.0.1:9",
+    canary_analysis_seconds=WINDOW,
+    canary_min_requests=100,
+    canary_max_error_rate_increase=0.01,
+    canary_max_p99_ratio=1.5,
+)
 
 
 def figures(
@@ -132,15 +137,19 @@ def test_server_errors_before_predict_count_as_requests() -> None:
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
-        (dict(min_requests=0), "canary_min_requests must be at least 1"),
-        (dict(max_error_rate_increase=1.5), "canary_max_error_rate_increase must be between"),
-        (dict(max_p99_ratio=0.9), "canary_max_p99_ratio must be at least 1"),
+        (dict(canary_min_requests=0), "canary_min_requests: Input should be greater than or"),
+        (dict(canary_max_error_rate_increase=1.5), "canary_max_error_rate_increase: Input should"),
+        (dict(canary_max_p99_ratio=0.9), "canary_max_p99_ratio: Input should be greater than or"),
     ],
 )
 def test_limits_out_of_range_are_config_errors(limits: dict[str, Any], message: str) -> None:
-    values = {"min_requests": 1, "max_error_rate_increase": 0.0, "max_p99_ratio": 1.0, **limits}
     with pytest.raises(ConfigError, match=message):
-        CanaryLimits(**values)
+        section_from(DeploySettings, limits)
+
+
+def test_an_analysis_needs_a_window() -> None:
+    with pytest.raises(ConfigError, match="canary_analysis_seconds must be at least 1"):
+        CanaryAnalysis(FailingQueries(), NAMESPACE, DeploySettings(canary_analysis_seconds=0))
 
 
 # --- the queries, evaluated by Prometheus's engine ------------------------------------------
@@ -309,8 +318,7 @@ def rollout_judged_by(
     analysis = CanaryAnalysis(
         query,
         NAMESPACE,
-        window_seconds=WINDOW,
-        limits=LIMITS,
+        LIMITS,
         sleep=clock.sleep,
         wall_clock=lambda: 1_800_000_000.0 + clock.now,
     )
@@ -461,18 +469,6 @@ def test_without_an_analysis_a_ready_canary_is_promoted_with_a_warning(
 # --- the settings -----------------------------------------------------------------------------
 
 
-def settings(**changes: Any) -> CanaryAnalysisSettings:
-    values = {
-        "prometheus_url": "http://127.0.0.1:9",
-        "window_seconds": WINDOW,
-        "min_requests": 100,
-        "max_error_rate_increase": 0.01,
-        "max_p99_ratio": 1.5,
-        **changes,
-    }
-    return CanaryAnalysisSettings(**values)
-
-
 def deploy(client: Any, bundle: Path, tmp_path: Path, **changes: Any) -> str:
     return deploy_bundle(
         bundle_path=bundle,
@@ -480,10 +476,15 @@ def deploy(client: Any, bundle: Path, tmp_path: Path, **changes: Any) -> str:
         model_repository=tmp_path / "models",
         model_name=NAME,
         deploy_target="kserve",
+        settings=DeploySettings.model_validate(
+            {
+                **LIMITS.model_dump(),
+                "canary_traffic_percent": 10,
+                "rollout_timeout_seconds": 60,
+                **changes,
+            }
+        ),
         kserve_namespace=NAMESPACE,
-        canary_traffic_percent=10,
-        rollout_timeout_seconds=60,
-        canary_analysis=settings(**changes),
         client=client,
     )
 
@@ -493,10 +494,9 @@ def test_the_deploy_step_refuses_a_canary_without_prometheus_before_any_write(
 ) -> None:
     fake.put(NAME, OLD)
 
-    with pytest.raises(ConfigError, match="prometheus_url is empty") as raised:
-        deploy(client, tiny_bundle_dir, tmp_path, prometheus_url="  ")
+    with pytest.raises(ConfigError, match="prometheus_url must be an http:// or https:// URL"):
+        deploy(client, tiny_bundle_dir, tmp_path, prometheus_url="")
 
-    assert "canary_analysis_seconds to 0" in str(raised.value)
     assert fake.writes == []
 
 
@@ -509,7 +509,7 @@ def test_a_window_of_0_promotes_without_analysis_and_says_so(
 ) -> None:
     fake.put(NAME, OLD)
 
-    deploy(client, tiny_bundle_dir, tmp_path, prometheus_url="", window_seconds=0)
+    deploy(client, tiny_bundle_dir, tmp_path, prometheus_url="", canary_analysis_seconds=0)
 
     assert fake.serving() == {NEW: 100}
     assert any("promoting it without analysis" in r.getMessage() for r in caplog.records)

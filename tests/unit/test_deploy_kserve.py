@@ -27,6 +27,7 @@ from urllib3.exceptions import MaxRetryError
 
 from textops.components.common.errors import ConfigError, DeployError, PublishError
 from textops.components.common.kubernetes_api import resolve_namespace
+from textops.components.common.settings import DeploySettings
 from textops.components.deploy.deployment import deploy_bundle, storage_uri_for
 from textops.components.deploy.kserve_rollout import InferenceServiceRollout, RolloutResult
 
@@ -801,9 +802,10 @@ def test_the_deploy_step_rolls_the_bundle_artifact_out(
         model_repository=tmp_path / "models",
         model_name=NAME,
         deploy_target="kserve",
+        settings=DeploySettings(
+            canary_traffic_percent=10, rollout_timeout_seconds=60, canary_analysis_seconds=0
+        ),
         kserve_namespace=NAMESPACE,
-        canary_traffic_percent=10,
-        rollout_timeout_seconds=60,
         client=client,
     )
 
@@ -828,6 +830,7 @@ def test_the_deploy_step_refuses_an_altered_bundle_before_any_api_call(
             model_repository=tmp_path / "models",
             model_name=NAME,
             deploy_target="kserve",
+            settings=DeploySettings(canary_traffic_percent=0),
             kserve_namespace=NAMESPACE,
             client=client,
         )
@@ -842,6 +845,7 @@ def test_an_unknown_deploy_target_is_a_config_error(tiny_bundle_dir: Path, tmp_p
             model_repository=tmp_path / "models",
             model_name=NAME,
             deploy_target="seldon",
+            settings=DeploySettings(),
         )
 
 

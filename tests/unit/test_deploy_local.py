@@ -21,6 +21,7 @@ import pytest
 
 from textops.components.common.errors import DeployError
 from textops.components.common.model_repository import current_version
+from textops.components.common.settings import DeploySettings
 from textops.components.deploy.deployment import deploy_bundle
 from textops.components.deploy.publish import publish_bundle
 
@@ -127,8 +128,11 @@ def deploy_locally(bundle: Path, repository: Path, serve_url: str) -> str:
         model_repository=repository,
         model_name=MODEL,
         deploy_target="local",
-        serve_url=serve_url,
-        rollout_timeout_seconds=2,
+        # 2 s, under the 10 s a run is held to, keeps the wait for a server that never swaps
+        # short; model_copy takes it unchecked.
+        settings=DeploySettings(serve_url=serve_url).model_copy(
+            update={"rollout_timeout_seconds": 2}
+        ),
     )
 
 

@@ -41,6 +41,7 @@ from tests.s3_server import open_bucket, remove_bucket
 from textops.components.common import kubernetes_api
 from textops.components.common.errors import TrainingError
 from textops.components.common.kubernetes_api import PIPELINE_PERMISSIONS
+from textops.components.common.settings import DeploySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ROOT / "components"
@@ -353,9 +354,10 @@ def deploy_twice(
             model_repository=tmp_path / "models",
             model_name=MODEL,
             deploy_target="kserve",
+            settings=DeploySettings(
+                canary_traffic_percent=10, rollout_timeout_seconds=60, canary_analysis_seconds=0
+            ),
             kserve_namespace=SERVING_NAMESPACE,
-            canary_traffic_percent=10,
-            rollout_timeout_seconds=60,
             client=client,
         )
 
