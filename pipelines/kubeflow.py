@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 DEFAULT_EXPERIMENT = "textops"
+#: The flag that names the Kubeflow Pipelines API in every command (`--host` is a bind address).
+HOST_FLAG = "--kubeflow-host"
 #: The name the training pipeline is compiled under (pipelines/training.py's PIPELINE_NAME).
 TRAINING_PIPELINE = "textops-training"
 #: The checked-in compiled pipelines, by the name `--pipeline` takes.
@@ -53,8 +55,8 @@ _HINTS = {
     401: f"set {TOKEN_ENV} to a token this endpoint accepts (docs/operations.md, 'Connect')",
     403: "the credentials may not do this here: give --namespace the Kubeflow profile "
     "namespace you belong to",
-    404: "check that --host is the Kubeflow Pipelines address (the ml-pipeline-ui service or "
-    "the Kubeflow gateway) and that the object still exists",
+    404: f"check that {HOST_FLAG} is the Kubeflow Pipelines address (the ml-pipeline-ui "
+    "service or the Kubeflow gateway) and that the object still exists",
 }
 
 
@@ -158,8 +160,8 @@ def api_call(what: str, host: str) -> Iterator[None]:
         raise KubeflowError(_describe_refusal(e, what, host)) from e
     except urllib3.exceptions.HTTPError as e:
         raise KubeflowError(
-            f"cannot reach Kubeflow Pipelines at {host} to {what}: {e}; check --host, and that "
-            "the port-forward or gateway in front of it is up"
+            f"cannot reach Kubeflow Pipelines at {host} to {what}: {e}; check {HOST_FLAG}, "
+            "and that the port-forward or gateway in front of it is up"
         ) from e
     finally:
         for line in chatter.getvalue().splitlines():
@@ -210,7 +212,7 @@ def _read_healthz(response: Any, host: str) -> Any:
         kind = response.headers.get("Content-Type") or "no content type"
         raise KubeflowError(
             f"{host} answered the health check with {kind}, not the Kubeflow Pipelines API "
-            f"(a login page?): give --host the API's address, and a token in {TOKEN_ENV} if "
+            f"(a login page?): give {HOST_FLAG} the API's address, and a token in {TOKEN_ENV} if "
             "the gateway asks for one"
         )
     return kfp_server_api.V2beta1GetHealthzResponse(
@@ -223,12 +225,12 @@ def resolve_host(host: str | None) -> str:
     host = host or os.environ.get(ENDPOINT_ENV)
     if not host:
         raise ConfigError(
-            f"no Kubeflow Pipelines address: give --host URL or set {ENDPOINT_ENV} (e.g. "
+            f"no Kubeflow Pipelines address: give {HOST_FLAG} URL or set {ENDPOINT_ENV} (e.g. "
             "http://localhost:8080 while `kubectl port-forward -n kubeflow svc/ml-pipeline-ui "
             "8080:80` runs)"
         )
     if not host.startswith(("http://", "https://")):
-        raise ConfigError(f"--host must be an http:// or https:// URL, not {host!r}")
+        raise ConfigError(f"{HOST_FLAG} must be an http:// or https:// URL, not {host!r}")
     return host
 
 
@@ -338,74 +340,38 @@ def prepare_pipeline(
     client: kfp.Client,
     package: PipelinePackage,
     *,
-    pipeline_name: str,
     arguments: Mapping[str, Any],
     experiment: str,
     host: str,
 ) -> tuple[PipelineVersionRef, str]:
     """What a run or a recurring run of `package` needs first: `arguments` checked against
-    its parameters, its version on the server (uploaded if it changed) and the id of the
-    experiment (created if missing).
+    its parameters, its version on the server (uploaded if it changed, under the pipeline's
+    own name) and the id of the experiment (created if missing).
 
     Raises:
         ConfigError: An argument the pipeline does not take.
         KubeflowError: The server refused a request.
     """
     package.check_arguments(arguments)
-    version = ensure_pipeline_version(client, package, pipeline_name=pipeline_name, host=host)
+    version = ensure_pipeline_version(client, package, pipeline_name=package.name, host=host)
     return version, ensure_experiment(client, experiment, host=host)
-
-
-def start_run(
-    client: kfp.Client,
-    package: PipelinePackage,
-    *,
-    pipeline_name: str,
-    arguments: Mapping[str, Any],
-    experiment: str,
-    host: str,
-    service_account: str | None = None,
-) -> SubmittedRun:
-    """Upload `package` if it changed, then start a run of it with `arguments`."""
-    version, experiment_id = prepare_pipeline(
-        client,
-        package,
-        pipeline_name=pipeline_name,
-        arguments=arguments,
-        experiment=experiment,
-        host=host,
-    )
-    run_name = f"{pipeline_name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
-    with api_call(f"start a run of {pipeline_name}", host):
-        run = client.run_pipeline(
-            experiment_id=experiment_id,
-            job_name=run_name,
-            pipeline_id=version.pipeline_id,
-            version_id=version.version_id,
-            params=dict(arguments),
-            service_account=service_account,
-        )
-    logger.info("started run id=%s pipeline=%s version=%s", run.run_id, pipeline_name, version)
-    return SubmittedRun(str(run.run_id), version)
 
 
 def submit_pipeline_run(
     host: str,
-    package: Path,
+    package: PipelinePackage,
     *,
-    pipeline_name: str,
-    arguments: dict[str, Any],
+    arguments: Mapping[str, Any],
     experiment: str = DEFAULT_EXPERIMENT,
     client: kfp.Client | None = None,
     namespace: str | None = None,
     service_account: str | None = None,
-) -> str:
+) -> SubmittedRun:
     """Upload the compiled pipeline `package` (a new version when it changed) and start a run.
 
     Args:
         host: The Kubeflow Pipelines API's base URL.
-        package: The compiled pipeline's IR YAML.
-        pipeline_name: The pipeline's name on the server.
+        package: The compiled pipeline; it runs under its own name on the server.
         arguments: The run's parameter values, by name.
         experiment: The experiment the run goes in; created if absent.
         client: A connected client; default: `connect(host, namespace=namespace)`.
@@ -414,22 +380,27 @@ def submit_pipeline_run(
             Kubeflow Pipelines default.
 
     Returns:
-        The id of the run.
+        The run's id and the pipeline version it runs.
 
     Raises:
-        ConfigError: The package is unreadable, or an argument is not one of its parameters.
+        ConfigError: An argument is not one of the package's parameters.
         KubeflowError: The API cannot be reached or refused a request.
     """
-    compiled = PipelinePackage.read(package)
-    compiled.check_arguments(arguments)
+    # A wrong argument fails before the server is asked anything.
+    package.check_arguments(arguments)
     client = client or connect(host, namespace=namespace)
-    submitted = start_run(
-        client,
-        compiled,
-        pipeline_name=pipeline_name,
-        arguments=arguments,
-        experiment=experiment,
-        host=host,
-        service_account=service_account,
+    version, experiment_id = prepare_pipeline(
+        client, package, arguments=arguments, experiment=experiment, host=host
     )
-    return submitted.run_id
+    run_name = f"{package.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    with api_call(f"start a run of {package.name}", host):
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=run_name,
+            pipeline_id=version.pipeline_id,
+            version_id=version.version_id,
+            params=dict(arguments),
+            service_account=service_account,
+        )
+    logger.info("started run id=%s pipeline=%s version=%s", run.run_id, package.name, version)
+    return SubmittedRun(str(run.run_id), version)

@@ -1,7 +1,7 @@
 """`textops submit` and `textops schedule`: the compiled pipelines on Kubeflow Pipelines.
 
 The work is done in `kubeflow.py` (uploads, runs) and `schedules.py` (recurring runs); this
-module reads the command line. Connection: `--host` (or $KF_PIPELINES_ENDPOINT),
+module reads the command line. Connection: `--kubeflow-host` (or $KF_PIPELINES_ENDPOINT),
 `--namespace` for a multi-user Kubeflow, a bearer token from $KF_PIPELINES_TOKEN.
 """
 
@@ -16,13 +16,14 @@ from textops.components.common.errors import ConfigError
 from textops.pipelines.kubeflow import (
     DEFAULT_EXPERIMENT,
     ENDPOINT_ENV,
+    HOST_FLAG,
     PIPELINE_PACKAGES,
     TOKEN_ENV,
     TRAINING_PIPELINE,
     PipelinePackage,
     connect,
     resolve_host,
-    start_run,
+    submit_pipeline_run,
 )
 from textops.pipelines.schedules import (
     SCHEDULES,
@@ -46,12 +47,22 @@ def parse_param(text: str) -> tuple[str, Any]:
     return name.strip(), parsed
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """`--host`, `--namespace` and `--experiment`, shared by submit and schedule."""
+def add_connection_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, unset: str = ""
+) -> None:
+    """`--kubeflow-host`, `--namespace` and `--experiment`: where a command reaches Kubeflow
+    Pipelines (submit, schedule, and drift for its retraining).
+
+    Args:
+        parser: The parser or argument group that gets the flags.
+        unset: What the command does when neither the flag nor $KF_PIPELINES_ENDPOINT is set,
+            for the help; empty: nothing to say (the command needs an address).
+    """
     parser.add_argument(
-        "--host",
-        help=f"Kubeflow Pipelines URL (default: ${ENDPOINT_ENV}); a bearer token is read from "
-        f"${TOKEN_ENV}",
+        HOST_FLAG,
+        metavar="URL",
+        help=f"Kubeflow Pipelines API URL (default: ${ENDPOINT_ENV}{unset}); a bearer token "
+        f"is read from ${TOKEN_ENV}",
     )
     parser.add_argument(
         "--namespace", help="Kubeflow profile namespace (multi-user Kubeflow); default: none"
@@ -122,19 +133,24 @@ def package_path(pipeline: str, package: Path | None) -> Path:
     return package if package is not None else PIPELINE_PACKAGES[pipeline]
 
 
+def add_package_flag(parser: argparse.ArgumentParser) -> None:
+    """`--package`: the compiled pipeline to upload instead of the checked-in one."""
+    parser.add_argument(
+        "--package", type=Path, help="compiled pipeline YAML (default: the checked-in one)"
+    )
+
+
 def submit_command(args: argparse.Namespace) -> int:
     """`textops submit`: upload the compiled pipeline and start a run."""
-    host = resolve_host(args.host)
+    host = resolve_host(args.kubeflow_host)
     compiled = PipelinePackage.read(package_path(args.pipeline, args.package))
     arguments = pipeline_arguments_for(compiled, args.config, args.param)
-    client = connect(host, namespace=args.namespace)
-    submitted = start_run(
-        client,
+    submitted = submit_pipeline_run(
+        host,
         compiled,
-        pipeline_name=compiled.name,
         arguments=arguments,
         experiment=args.experiment,
-        host=host,
+        namespace=args.namespace,
         service_account=args.service_account,
     )
     version = submitted.version
@@ -163,9 +179,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="training",
         help="which pipeline (default: training)",
     )
-    submit.add_argument(
-        "--package", type=Path, help="compiled pipeline YAML (default: the checked-in one)"
-    )
+    add_package_flag(submit)
     add_arguments_flags(submit)
     submit.set_defaults(handler=submit_command)
     register_schedule(commands)
@@ -173,7 +187,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def create_command(args: argparse.Namespace) -> int:
     """`textops schedule create [NAME ...]`."""
-    host = resolve_host(args.host)
+    host = resolve_host(args.kubeflow_host)
     names = args.names or list(SCHEDULES)
     unknown = [name for name in names if name not in SCHEDULES]
     if unknown:
@@ -218,7 +232,7 @@ def create_command(args: argparse.Namespace) -> int:
 
 def list_command(args: argparse.Namespace) -> int:
     """`textops schedule list`."""
-    host = resolve_host(args.host)
+    host = resolve_host(args.kubeflow_host)
     client = connect(host, namespace=args.namespace)
     schedules = list_schedules(client, experiment=args.experiment, host=host)
     if not schedules:
@@ -232,7 +246,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def _act_command(args: argparse.Namespace) -> int:
-    host = resolve_host(args.host)
+    host = resolve_host(args.kubeflow_host)
     client = connect(host, namespace=args.namespace)
     if args.schedule_action == "delete":
         done = delete_schedule(client, args.name, experiment=args.experiment, host=host)
@@ -265,7 +279,7 @@ def register_schedule(commands: argparse._SubParsersAction) -> None:
         help=f"which schedules: {', '.join(sorted(SCHEDULES))} (default: all)",
     )
     create.add_argument("--cron", help="6-field cron instead of the schedule's own")
-    create.add_argument("--package", type=Path, help="compiled pipeline YAML (default: checked-in)")
+    add_package_flag(create)
     add_connection_flags(create)
     add_arguments_flags(create)
     create.set_defaults(handler=create_command)

@@ -75,12 +75,11 @@ def submit_retraining(
     compiled = kubeflow.PipelinePackage.read(package_path)
     run_id = kubeflow.submit_pipeline_run(
         host,
-        package_path,
-        pipeline_name=compiled.name,
+        compiled,
         arguments=pipeline_arguments(config),
         experiment=experiment,
         namespace=namespace,
-    )
+    ).run_id
     logger.info("retraining submitted host=%s pipeline=%s run=%s", host, compiled.name, run_id)
     return RetrainingOutcome("kubeflow", run_id, None, f"started Kubeflow run {run_id}")
 

@@ -26,8 +26,7 @@ from textops.pipelines.kubeflow import (
     PAGE_SIZE,
     PipelinePackage,
     api_call,
-    ensure_experiment,
-    ensure_pipeline_version,
+    prepare_pipeline,
 )
 
 if TYPE_CHECKING:
@@ -241,9 +240,9 @@ def create_or_replace_schedule(
         KubeflowError: The server refused a request.
     """
     cron = validate_cron(cron or schedule.cron)
-    package.check_arguments(arguments)
-    version = ensure_pipeline_version(client, package, pipeline_name=package.name, host=host)
-    experiment_id = ensure_experiment(client, experiment, host=host)
+    version, experiment_id = prepare_pipeline(
+        client, package, arguments=arguments, experiment=experiment, host=host
+    )
     fingerprint = spec_fingerprint(cron, version.version_id, arguments, service_account)
     existing = [
         s for s in _list_in(client, experiment_id, host) if s.display_name == schedule.display_name

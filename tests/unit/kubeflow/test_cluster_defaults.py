@@ -166,7 +166,7 @@ def test_the_compiled_monitoring_pipeline_stops_in_its_drift_step(tmp_path: Path
 def test_submit_and_schedule_refuse_the_one_machine_defaults_before_sending(
     kubeflow, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    host = ["--host", kubeflow.url]
+    host = ["--kubeflow-host", kubeflow.url]
     assert main(["submit", *host]) == 2
     assert "deploy_target is 'local'" in capsys.readouterr().err
     assert main(["schedule", "create", *host]) == 2

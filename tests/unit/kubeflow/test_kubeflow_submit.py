@@ -24,11 +24,10 @@ def _submit(url: str, package: Path, **kwargs: object) -> str:
     arguments = kwargs.pop("arguments", ARGUMENTS)
     return submit_pipeline_run(
         url,
-        package,
-        pipeline_name="textops-training",
+        PipelinePackage.read(package),
         arguments=arguments,
         **kwargs,  # type: ignore[arg-type]
-    )
+    ).run_id
 
 
 def test_first_submit_creates_the_pipeline_its_version_the_experiment_and_a_run(
@@ -131,7 +130,7 @@ def test_a_server_error_names_the_step_and_the_servers_reason(
         _submit(kubeflow.url, training_package)
     message = str(error.value)
     assert "404" in message and "start a run of textops-training" in message
-    assert "experiment experiment-9 not found" in message and "--host" in message
+    assert "experiment experiment-9 not found" in message and "--kubeflow-host" in message
 
 
 def test_an_unreachable_host_is_a_clear_error(training_package: Path) -> None:
@@ -164,7 +163,7 @@ def test_the_submit_command(
 ) -> None:
     config = tmp_path / "cluster.yaml"
     config.write_text("data: s3://bucket/tickets.parquet\nepochs: 4\ndeploy_target: kserve\n")
-    argv = ["submit", "--host", kubeflow.url, "--package", str(training_package)]
+    argv = ["submit", "--kubeflow-host", kubeflow.url, "--package", str(training_package)]
     argv += ["--config", str(config), "--param", "seed=7", "--experiment", "nightly"]
     code = main([*argv, "--service-account", "textops-pipeline"])
 
@@ -196,8 +195,8 @@ def test_the_submit_command_takes_the_host_from_the_environment(
     ("argv", "expected"),
     [
         (["submit"], "no Kubeflow Pipelines address"),
-        (["submit", "--host", "localhost:8080"], "must be an http:// or https:// URL"),
-        (["submit", "--host", "http://x", "--param", "nope=1"], "nope: not a parameter"),
+        (["submit", "--kubeflow-host", "localhost:8080"], "must be an http:// or https:// URL"),
+        (["submit", "--kubeflow-host", "http://x", "--param", "nope=1"], "nope: not a parameter"),
     ],
 )
 def test_submit_command_errors(
@@ -211,7 +210,7 @@ def test_submit_command_errors(
 def test_monitoring_takes_the_training_settings_it_shares_and_params(
     kubeflow, monitoring_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["submit", "--host", kubeflow.url, "--pipeline", "monitoring"]
+    argv = ["submit", "--kubeflow-host", kubeflow.url, "--pipeline", "monitoring"]
     argv += ["--package", str(monitoring_package)]
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 1\ndata: s3://bucket/x.csv\n")
@@ -230,7 +229,8 @@ def test_a_pipeline_that_takes_no_training_settings_refuses_config(
     package = stand_in_pipeline(tmp_path / "p.yaml", "textops-monitoring", {"since": "24h"})
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 1\n")
-    argv = ["submit", "--host", kubeflow.url, "--pipeline", "monitoring", "--package", str(package)]
+    argv = ["submit", "--kubeflow-host", kubeflow.url, "--pipeline", "monitoring"]
+    argv += ["--package", str(package)]
     assert main([*argv, "--config", str(config)]) == 2
     assert "takes none of them" in capsys.readouterr().err
     assert kubeflow.requests == []

@@ -192,7 +192,8 @@ def test_invalid_crons_say_what_is_wrong(cron: str, expected: str) -> None:
 
 
 def test_a_bad_cron_is_refused_before_any_request(kubeflow, training_package: Path) -> None:
-    argv = ["schedule", "create", "retraining", "--host", kubeflow.url, "--cron", "0 3 * * 1"]
+    argv = ["schedule", "create", "retraining", "--kubeflow-host", kubeflow.url]
+    argv += ["--cron", "0 3 * * 1"]
     assert main([*argv, "--package", str(training_package)]) == 2
     assert kubeflow.requests == []
 
@@ -204,7 +205,7 @@ def test_the_schedule_commands(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    host = ["--host", kubeflow.url]
+    host = ["--kubeflow-host", kubeflow.url]
     drift = ["schedule", "create", "drift", *host, "--package", str(monitoring_package)]
     assert main([*drift, "--param", "since=2h"]) == 0
     assert "textops-drift-check created (0 0 * * * *" in capsys.readouterr().out
@@ -229,7 +230,8 @@ def test_the_schedule_commands(
 def test_create_needs_a_name_for_per_schedule_flags(
     kubeflow, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["schedule", "create", "--host", kubeflow.url, "--cron", "0 0 1 * * *"]) == 2
+    argv = ["schedule", "create", "--kubeflow-host", kubeflow.url, "--cron", "0 0 1 * * *"]
+    assert main(argv) == 2
     assert "--cron and --package apply to one schedule" in capsys.readouterr().err
     assert kubeflow.requests == []
 
@@ -242,7 +244,7 @@ def test_create_with_every_default_schedules_retraining_and_drift(
     monkeypatch.setitem(module.PIPELINE_PACKAGES, "monitoring", monitoring_package)
     config = tmp_path / "cluster.yaml"
     config.write_text("epochs: 2\ndeploy_target: kserve\n")
-    argv = ["schedule", "create", "--host", kubeflow.url, "--config", str(config)]
+    argv = ["schedule", "create", "--kubeflow-host", kubeflow.url, "--config", str(config)]
     assert main([*argv, "--param", "nope=1"]) == 2  # a parameter neither pipeline takes
     assert kubeflow.requests == []
     store = "postgresql://drift@payloads.textops:5432/payloads"
@@ -271,5 +273,5 @@ def test_create_with_every_default_schedules_retraining_and_drift(
 
 
 def test_an_unknown_schedule_name(kubeflow, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["schedule", "create", "nightly", "--host", kubeflow.url]) == 2
+    assert main(["schedule", "create", "nightly", "--kubeflow-host", kubeflow.url]) == 2
     assert "no schedule nightly; choose from retraining, drift" in capsys.readouterr().err
