@@ -2,7 +2,7 @@
 
 Where: the local model repository (`--model-repository`, by default the one `textops run`
 publishes to and `make serve` serves), or with `--kserve` the InferenceService named after the
-model (`--namespace`). The work is done in `components/deploy/versions.py` (local) and
+model (`--kserve-namespace`). The work is done in `components/deploy/versions.py` (local) and
 `service_versions.py` (KServe); this module reads the command line and prints.
 
 Exit status: 0 done, or nothing to do (each command can be run again safely); 2 bad input (an
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 _DEFAULTS = TrainingConfig()
 _ENDED = {"rollback": " (rolled back)", "restore": " (failed; put back)"}
+#: What --rollout-timeout-seconds means for these commands, after the field's description.
+_TIMEOUT_USE = (
+    "Here: the longest wait for the InferenceService to be Ready, or for the local server to "
+    "load the version."
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -57,28 +62,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(handler=list_command)
 
-    promote = actions.add_parser(
+    _add_switch_command(
+        actions,
         "promote",
+        promote_command,
         help="KServe: give the canary all traffic; local: make a version current",
         description="On KServe (--kserve): send all traffic to the canary (the InferenceService "
         "with 0 < canaryTrafficPercent < 100) once its revision is Ready; with no canary, "
         "nothing changes. Locally: make --version N current (default: the newest version, "
         "which undoes a rollback) and, with --serve-url, load it into the running server. A "
         "version already in place changes nothing.",
+        version_help="local: the version to make current (default: the newest); KServe: the "
+        "canary's version, checked before promoting",
     )
-    _add_target_flags(promote)
-    promote.add_argument(
-        "--version",
-        type=_version_number,
-        metavar="N",
-        help="local: the version to make current (default: the newest); KServe: the canary's "
-        "version, checked before promoting",
-    )
-    _add_switch_flags(promote)
-    promote.set_defaults(handler=promote_command)
-
-    rollback = actions.add_parser(
+    _add_switch_command(
+        actions,
         "rollback",
+        rollback_command,
         help="serve the version that served before the current one, or --version N",
         description="Serve the version that served before the current one (from the served "
         "history), or the one --version names, with all traffic. On KServe while a canary runs, "
@@ -88,16 +88,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "served before is put back (exit 1). Running it again after a rollback changes "
         "nothing: to go back further, name the version. Locally, --serve-url loads the "
         "version into the running server.",
+        version_help="the version to serve (default: the one that served before the current one)",
     )
-    _add_target_flags(rollback)
-    rollback.add_argument(
-        "--version",
-        type=_version_number,
-        metavar="N",
-        help="the version to serve (default: the one that served before the current one)",
-    )
-    _add_switch_flags(rollback)
-    rollback.set_defaults(handler=rollback_command)
 
     canary = actions.add_parser(
         "canary",
@@ -123,7 +115,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="P",
         help=f"its share of the traffic, 1 to 99 (default: {_DEFAULTS.canary_traffic_percent})",
     )
-    _add_timeout_flag(canary)
+    _add_setting_flag(canary, "rollout_timeout_seconds", _TIMEOUT_USE)
     canary.set_defaults(handler=canary_command)
 
 
@@ -153,38 +145,49 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
         help="the model's KServe InferenceService (named after the model) instead; uses "
         "~/.kube/config or the pod's service account",
     )
-    parser.add_argument(
-        "--namespace",
-        default=_DEFAULTS.kserve_namespace,
-        help="with --kserve: the InferenceService's namespace (default: the pod's own)",
+    _add_setting_flag(
+        parser,
+        "kserve_namespace",
+        "Here only with --kserve; empty: the pod's own namespace.",
     )
+    _add_setting_flag(parser, "model_name")
+
+
+def _add_setting_flag(parser: argparse.ArgumentParser, name: str, use: str = "") -> None:
+    """The flag of TrainingConfig's field `name`, as `textops run` spells it, with the field's
+    type, default and description (then `use`: what it means for this command)."""
+    field = TrainingConfig.model_fields[name]
     parser.add_argument(
-        "--model-name",
-        default=_DEFAULTS.model_name,
-        help=f"the model (default: {_DEFAULTS.model_name})",
+        "--" + name.replace("_", "-"),
+        dest=name,
+        type=None if field.annotation is str else field.annotation,  # type: ignore[arg-type]
+        default=field.default,
+        metavar=name.split("_")[-1].upper(),
+        help=" ".join(filter(None, (field.description, use)))
+        + f" (default: {field.default or 'empty'})",
     )
 
 
-def _add_switch_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--serve-url",
-        default="",
-        metavar="URL",
-        help="local: a running `textops serve` to load the version into, e.g. "
-        "http://127.0.0.1:8080 (default: none)",
+def _add_switch_command(
+    actions: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    version_help: str,
+) -> None:
+    """Add `promote` or `rollback`: where, which --version, and how to switch to it."""
+    parser = actions.add_parser(name, help=help, description=description)
+    _add_target_flags(parser)
+    parser.add_argument("--version", type=_version_number, metavar="N", help=version_help)
+    _add_setting_flag(
+        parser,
+        "serve_url",
+        f"Here: the server {name} loads the version into, e.g. http://127.0.0.1:8080.",
     )
-    _add_timeout_flag(parser)
-
-
-def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=float(_DEFAULTS.rollout_timeout_seconds),
-        metavar="SECONDS",
-        help="longest wait for the InferenceService to be Ready, or for the server to load "
-        f"(default: {_DEFAULTS.rollout_timeout_seconds})",
-    )
+    _add_setting_flag(parser, "rollout_timeout_seconds", _TIMEOUT_USE)
+    parser.set_defaults(handler=handler)
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -243,7 +246,7 @@ def _switch(
             args.model_name,
             args.version,
             serve_url=args.serve_url,
-            timeout_seconds=args.timeout,
+            timeout_seconds=args.rollout_timeout_seconds,
         )
     )
 
@@ -288,10 +291,10 @@ def _check_target(args: argparse.Namespace) -> None:
             "--serve-url loads a version into a local server; an InferenceService loads its "
             "model itself: leave --serve-url out with --kserve"
         )
-    if not args.kserve and args.namespace:
+    if not args.kserve and args.kserve_namespace:
         raise ConfigError(
-            f"--namespace {args.namespace} names an InferenceService's namespace: add --kserve, "
-            "or leave --namespace out for the local model repository"
+            f"--kserve-namespace {args.kserve_namespace} names an InferenceService's namespace: "
+            "add --kserve, or leave --kserve-namespace out for the local model repository"
         )
 
 
@@ -299,8 +302,8 @@ def _service(args: argparse.Namespace) -> ServiceVersions:
     from textops.components.common import kubernetes_api
     from textops.components.deploy.service_versions import ServiceVersions
 
-    namespace = kubernetes_api.resolve_namespace(args.namespace or "", "--namespace")
-    timeout = getattr(args, "timeout", float(_DEFAULTS.rollout_timeout_seconds))
+    namespace = kubernetes_api.resolve_namespace(args.kserve_namespace, "--kserve-namespace")
+    timeout = getattr(args, "rollout_timeout_seconds", _DEFAULTS.rollout_timeout_seconds)
     return ServiceVersions(
         kubernetes_api.kserve_client(), args.model_name, namespace, timeout_seconds=timeout
     )

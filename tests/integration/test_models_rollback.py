@@ -49,7 +49,7 @@ def test_rollback_and_promote_switch_the_running_predictor(
 
     def models(action: str) -> tuple[int, str]:
         flags = ["--model-repository", str(repository), "--serve-url", server.url]
-        code = main(["models", action, *flags, "--timeout", "30"])
+        code = main(["models", action, *flags, "--rollout-timeout-seconds", "30"])
         captured = capsys.readouterr()
         return code, captured.out + captured.err
 

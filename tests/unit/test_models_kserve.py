@@ -400,7 +400,7 @@ def test_the_commands_print_and_exit_with_the_clis_statuses(
     deploy(bundles[2])
 
     def textops(action: str, *flags: str) -> tuple[int, str, str]:
-        code = main(["models", action, "--kserve", "--namespace", NAMESPACE, *flags])
+        code = main(["models", action, "--kserve", "--kserve-namespace", NAMESPACE, *flags])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
@@ -413,14 +413,14 @@ def test_the_commands_print_and_exit_with_the_clis_statuses(
 
     code, out, _ = textops("promote")
     assert code == 0 and "no canary runs" in out and "version 2 serves all traffic" in out
-    code, out, _ = textops("rollback", "--timeout", "5")
+    code, out, _ = textops("rollback", "--rollout-timeout-seconds", "5")
     assert code == 0 and "to version 1 (" in out and "before: version 2 (" in out
     code, out, _ = textops("rollback")
     assert code == 0 and "already rolled back" in out
     code, _, err = textops("rollback", "--version", "9")
     assert code == 2 and "no record of a version 9" in err
     fake.behaviour[bundles[2]] = "fail"
-    code, _, err = textops("rollback", "--version", "2", "--timeout", "5")
+    code, _, err = textops("rollback", "--version", "2", "--rollout-timeout-seconds", "5")
     assert code == 1 and "Put back what served before: version 1" in err
     assert fake.serving() == {bundles[1]: 100}
 
@@ -483,7 +483,7 @@ def test_the_canary_command_checks_the_bundle_first(
 ) -> None:
     monkeypatch.setattr("textops.components.common.kubernetes_api.kserve_client", lambda: client)
     deploy(bundles[1])
-    flags = ["--kserve", "--namespace", NAMESPACE, "--timeout", "5"]
+    flags = ["--kserve", "--kserve-namespace", NAMESPACE, "--rollout-timeout-seconds", "5"]
     nowhere = s3_bucket.url("nowhere/bundle")
 
     assert main(["models", "canary", "--storage-uri", nowhere, *flags]) == 2

@@ -240,7 +240,7 @@ def test_a_switch_is_hot_loaded_into_the_running_server(
     repository: Path, server: StandInServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert server.served == "3"
-    flags = ("--serve-url", server.url, "--timeout", "2")
+    flags = ("--serve-url", server.url, "--rollout-timeout-seconds", "2")
 
     code, out, _ = models(capsys, repository, "rollback", *flags)
     assert code == 0 and f"{server.url} serves version 2" in out
@@ -261,7 +261,7 @@ def test_a_switch_is_hot_loaded_into_the_running_server(
 def test_flags_of_the_other_target_are_refused(
     repository: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = models(capsys, repository, "list", "--namespace", "textops")
+    code, _, err = models(capsys, repository, "list", "--kserve-namespace", "textops")
     assert code == 2 and "add --kserve" in err
     code, _, err = textops(capsys, "models", "rollback", "--kserve", "--serve-url", "http://x")
     assert code == 2 and "leave --serve-url out with --kserve" in err
