@@ -16,14 +16,29 @@ from typing import Any
 
 from textops.components.common.config import TrainingConfig
 from textops.components.monitor.collector_cli import add_store_argument, default_store_url
-from textops.components.monitor.drift_settings import DATA_TESTS, DriftSettings
+from textops.components.monitor.drift_settings import DATA_TESTS, DriftJobSettings, DriftSettings
 from textops.pipelines.kubeflow import ENDPOINT_ENV
+from textops.pipelines.kubeflow_cli import add_connection_flags
 
 #: Exit status of a run that found drift.
 EXIT_DRIFT = 4
-#: When no window is given: the last day of traffic.
-DEFAULT_SINCE = "24h"
+#: When no window is given: the monitoring pipeline's default window start, the last day.
+DEFAULT_SINCE: str = DriftJobSettings.model_fields["since"].default
 _DEFAULTS = TrainingConfig()
+#: The drift job's settings (DriftJobSettings) that have a flag of their own, by field name:
+#: the flag's metavar and its default, said "here" where it differs from the monitoring
+#: pipeline's (the rest of the help is the field's description). The store and the bundle are
+#: --store and --bundle, the spellings of the other commands that read them.
+_JOB_FLAGS: dict[str, tuple[str, str]] = {
+    "since": ("TIME", f"default here: {DEFAULT_SINCE} when neither --until nor --last is given"),
+    "until": ("TIME", "default: now"),
+    "last": ("N", "default: all; here N is at least 1"),
+    "workspace": (
+        "DIR",
+        "default here: <output-dir>/workspace, the pipeline's: none; --no-workspace: none",
+    ),
+    "pushgateway": ("URL", "default: none"),
+}
 #: Settings that have a flag of their own (the tests are set in the file or with --threshold).
 _SETTING_FLAGS = (
     "min_window_rows",
@@ -77,29 +92,24 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
         help="a CSV, Parquet or JSONL file of traffic (text, prediction[, confidence, label]) "
         "instead of the store",
     )
-    window.add_argument(
-        "--since",
-        help=f"ISO 8601 time or a duration back from now: 30m, 24h, 7d (default: "
-        f"{DEFAULT_SINCE} when no bound is given)",
-    )
-    window.add_argument("--until", help="ISO 8601 time or a duration back from now")
-    window.add_argument("--last", type=int, metavar="N", help="only the most recent N texts")
+    for name in ("since", "until", "last"):
+        _add_job_flag(window, name)
 
     out = parser.add_argument_group("outputs")
     out.add_argument(
         "--output-dir",
         type=Path,
         help="where report.html, summary.json and drift.prom go (default: "
-        ".textops/drift/<model-name>)",
+        f"{_DEFAULTS.output_dir}/drift/<model-name>)",
     )
+    _add_job_flag(out, "workspace")
     out.add_argument(
-        "--workspace",
-        type=Path,
-        help="Evidently workspace the run is added to; `evidently ui --workspace DIR` shows "
-        "the history (default: <output-dir>/workspace)",
+        "--no-workspace",
+        action="store_true",
+        help="add the run to no workspace (`evidently ui --workspace DIR` shows a workspace's "
+        "history)",
     )
-    out.add_argument("--no-workspace", action="store_true", help="add the run to no workspace")
-    out.add_argument("--pushgateway", metavar="URL", help="also push the gauges to this URL")
+    _add_job_flag(out, "pushgateway")
 
     tests = parser.add_argument_group("tests")
     tests.add_argument("--drift-config", type=Path, help="YAML file of drift settings")
@@ -128,19 +138,29 @@ def add_drift_arguments(parser: argparse.ArgumentParser) -> None:
     retrain.add_argument(
         "--config", type=Path, help="training settings for the retraining (the YAML of textops run)"
     )
-    retrain.add_argument(
-        "--kubeflow-host",
-        metavar="URL",
-        help="submit the retraining to this Kubeflow Pipelines API (default: "
-        "$KF_PIPELINES_ENDPOINT; when neither is set, the retraining runs here through "
-        "kfp.local); a bearer token is read from $KF_PIPELINES_TOKEN",
+    add_connection_flags(
+        retrain, unset="; when neither is set, the retraining runs here through kfp.local"
     )
-    retrain.add_argument("--namespace", help="Kubeflow profile namespace (multi-user Kubeflow)")
-    retrain.add_argument("--experiment", default="textops", help="Kubeflow experiment")
     retrain.add_argument(
         "--training-package",
         type=Path,
         help="compiled training pipeline to submit (default: the checked-in training.yaml)",
+    )
+
+
+def _add_job_flag(group: argparse._ArgumentGroup, name: str) -> None:
+    """The flag of DriftJobSettings' field `name`: its spelling, type and help from the field.
+
+    Unset, it is None, and the command's own default applies (see `_JOB_FLAGS`).
+    """
+    field = DriftJobSettings.model_fields[name]
+    metavar, default = _JOB_FLAGS[name]
+    group.add_argument(
+        "--" + name.replace("_", "-"),
+        dest=name,
+        type=None if field.annotation is str else field.annotation,  # type: ignore[arg-type]
+        metavar=metavar,
+        help=f"{field.description} ({default})",
     )
 
 
@@ -164,7 +184,7 @@ def drift_command(args: argparse.Namespace) -> int:
         bundle_source = args.bundle if args.bundle and is_uri(args.bundle) else str(bundle_dir)
         window, spec, source = _load_window(args)
         output_dir = args.output_dir or Path(_DEFAULTS.output_dir) / "drift" / args.model_name
-        workspace = None if args.no_workspace else (args.workspace or output_dir / "workspace")
+        workspace = _workspace(args, output_dir)
         job = run_drift_job(
             bundle_dir=bundle_dir,
             window=window,
@@ -209,6 +229,14 @@ def drift_command(args: argparse.Namespace) -> int:
         )
         print(f"  retraining: {outcome.detail}")
     return EXIT_DRIFT if job.drifted else 0
+
+
+def _workspace(args: argparse.Namespace, output_dir: Path) -> Path | None:
+    """The Evidently workspace: none with --no-workspace or an empty --workspace (as in the
+    pipeline), else --workspace, else the one beside the outputs."""
+    if args.no_workspace or args.workspace == "":
+        return None
+    return Path(args.workspace) if args.workspace else output_dir / "workspace"
 
 
 def _load_window(args: argparse.Namespace) -> tuple[Any, Any, str]:

@@ -312,3 +312,56 @@ def test_a_component_refuses_a_value_out_of_bounds_naming_the_setting(
     arguments[setting] = value
     with pytest.raises(ConfigError, match=f"{setting}: "):
         component.python_func(**arguments)
+
+
+def _flags(*command: str) -> dict[str, argparse.Action]:
+    """The flags of `textops COMMAND ...`, by destination."""
+    parser: argparse.ArgumentParser = build_parser()
+    for name in command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return {a.dest: a for a in parser._actions if a.option_strings}
+
+
+def _assert_flag_is_the_field(action: argparse.Action, name: str, field: Any) -> None:
+    """`action` is `--name-with-dashes`, typed as the field, its help the field's description."""
+    assert action.option_strings == ["--" + name.replace("_", "-")], name
+    expected_type = None if field.annotation is str else field.annotation
+    assert action.type is expected_type, f"--{name}: {action.type} is not {field.annotation}"
+    assert (action.help or "").startswith(field.description), name
+
+
+#: DriftJobSettings fields whose flag is the store's shared one, spelt as in collect and labels.
+DRIFT_FLAG_NAMES = {"store_url": "store"}
+
+
+def test_drift_flags_are_the_drift_settings_fields() -> None:
+    """Each drift job setting and threshold with a flag: same name, same type, its help."""
+    flags = _flags("drift")
+    for name, field in DriftJobSettings.model_fields.items():
+        dest = DRIFT_FLAG_NAMES.get(name, name)
+        assert dest in flags, f"DriftJobSettings.{name} has no flag in textops drift"
+        if name in ("since", "until", "last", "workspace", "pushgateway"):
+            _assert_flag_is_the_field(flags[dest], name, field)
+        else:  # --store and --bundle: spelt and described as in the other commands
+            assert flags[dest].type is None and field.annotation is str, name
+    for name, field in DriftSettings.model_fields.items():
+        if name in flags:
+            _assert_flag_is_the_field(flags[name], name, field)
+            assert f"(default: {field.default})" in (flags[name].help or ""), name
+
+
+@pytest.mark.parametrize("action", ["list", "promote", "rollback", "canary"])
+def test_models_flags_that_are_settings_are_the_config_fields(action: str) -> None:
+    """`textops models` spells a setting as `textops run` does, with its type and default."""
+    flags = _flags("models", action)
+    run = _run_flags()
+    settings = [name for name in flags if name in TrainingConfig.model_fields]
+    assert "kserve_namespace" in settings and "model_name" in settings
+    if action != "list":
+        assert "rollout_timeout_seconds" in settings
+    for name in settings:
+        field = TrainingConfig.model_fields[name]
+        _assert_flag_is_the_field(flags[name], name, field)
+        assert flags[name].option_strings == run[name].option_strings, name
+        assert flags[name].default == field.default, name
