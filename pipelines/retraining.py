@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from textops.components.common.config import TrainingConfig
+from textops.pipelines.kubeflow import DEFAULT_EXPERIMENT
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def submit_retraining(
     host: str,
     *,
     package: str | Path | None = None,
-    experiment: str = "textops",
+    experiment: str = DEFAULT_EXPERIMENT,
     namespace: str | None = None,
 ) -> RetrainingOutcome:
     """Submit the compiled training pipeline to Kubeflow Pipelines with `config`'s settings.
@@ -89,7 +90,7 @@ def trigger_retraining(
     *,
     kubeflow_host: str | None = None,
     package: str | Path | None = None,
-    experiment: str = "textops",
+    experiment: str = DEFAULT_EXPERIMENT,
     namespace: str | None = None,
 ) -> RetrainingOutcome:
     """Retrain: on Kubeflow when `kubeflow_host` is given, else on this machine."""
