@@ -53,24 +53,25 @@ def train_model(
         TrainSettings,
         section_from,
     )
-    from textops.components.train.launch import run_training
+    from textops.components.train.launch import TrainingJob, run_training
     from textops.components.train.multinode import train_on_nodes
 
     configure_logging()
 
     settings = section_from(TrainSettings, parameters)
     placement = section_from(TrainPlacementSettings, parameters)
-    job = {
-        "train_path": train_data.path,
-        "validation_path": validation_data.path,
-        "labels": LabelMap.from_dict(train_data.metadata),
-        "settings": settings,
-        "output_dir": model.path,
-        "data_fingerprint": str(train_data.metadata.get("fingerprint", "")),
-    }
+    job = TrainingJob(
+        train_path=train_data.path,
+        validation_path=validation_data.path,
+        labels=LabelMap.from_dict(train_data.metadata),
+        settings=settings,
+        output_dir=model.path,
+        data_fingerprint=str(train_data.metadata.get("fingerprint", "")),
+        checkpoint_dir=placement.checkpoint_dir or None,
+    )
     if placement.train_nodes > 1:
         metadata = train_on_nodes(
-            **job,
+            job,
             nodes=placement.train_nodes,
             gpus_per_node=placement.node_gpus,
             shared_storage=placement.shared_storage,
@@ -79,7 +80,7 @@ def train_model(
             api=custom_objects_api(),
         )
     else:
-        metadata = run_training(**job, checkpoint_dir=placement.checkpoint_dir or None)
+        metadata = run_training(job)
     model.framework = "pytorch"
     model.metadata.update(metadata)
     for name, value in metadata.items():

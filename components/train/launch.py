@@ -81,35 +81,16 @@ def default_processes() -> int:
     return max(1, torch.cuda.device_count())
 
 
-def run_training(
-    *,
-    train_path: str | Path,
-    validation_path: str | Path,
-    labels: LabelMap,
-    settings: TrainSettings,
-    output_dir: str | Path,
-    data_fingerprint: str = "",
-    checkpoint_dir: str | Path | None = None,
-    processes: int = 0,
-) -> dict[str, Any]:
-    """Train, and return the model metadata (`TrainResult.model_metadata`).
-
-    The arguments are `train_classifier`'s, plus:
+def run_training(job: TrainingJob, processes: int = 0) -> dict[str, Any]:
+    """Train `job` and return the model metadata (`TrainResult.model_metadata`).
 
     Args:
+        job: What to train and where the model goes; its `result_path` is set here when more
+            than one process trains.
         processes: DDP processes; 0 picks one per visible GPU. More than one on CPU runs DDP
             over gloo, which is slower than one process and exists to test the DDP path.
     """
     processes = processes or default_processes()
-    job = TrainingJob(
-        train_path=str(train_path),
-        validation_path=str(validation_path),
-        labels=labels,
-        settings=settings,
-        output_dir=str(output_dir),
-        data_fingerprint=data_fingerprint,
-        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-    )
     if processes == 1:
         return job.train()
     with tempfile.TemporaryDirectory(prefix="textops-ddp-") as scratch:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textops.components.common.artifact_store import ARTIFACT_STORE_SECRET
 from textops.components.common.errors import ConfigError, TrainingError
 from textops.components.common.kubernetes_api import resolve_namespace
-from textops.components.common.labels import LabelMap
-from textops.components.common.settings import TrainSettings
 from textops.components.train.launch import TrainingJob
 from textops.components.train.trainjob import submit_and_wait, trainjob_manifest, trainjob_name
 
@@ -43,13 +42,8 @@ MODEL_DIR = "model"
 
 
 def train_on_nodes(
+    job: TrainingJob,
     *,
-    train_path: str | Path,
-    validation_path: str | Path,
-    labels: LabelMap,
-    settings: TrainSettings,
-    output_dir: str | Path,
-    data_fingerprint: str,
     nodes: int,
     gpus_per_node: int,
     shared_storage: str,
@@ -61,13 +55,15 @@ def train_on_nodes(
     memory: str = NODE_MEMORY,
     poll_s: float = 10,
 ) -> dict[str, Any]:
-    """Train on `nodes` nodes through a Kubeflow Trainer TrainJob; return the model metadata.
+    """Train `job` on `nodes` nodes through a Kubeflow Trainer TrainJob; the model metadata.
 
-    `namespace` empty: the namespace of the pod this runs in. `cpu` and `memory` are each
-    node's requests (see `trainjob.trainjob_manifest`).
+    The nodes train a copy of `job` whose paths are on `shared_storage`, without its
+    `checkpoint_dir` (a path on this pod's disk, which no node reaches). `namespace` empty:
+    the namespace of the pod this runs in. `cpu` and `memory` are each node's requests (see
+    `trainjob.trainjob_manifest`).
 
-    The model lands in `output_dir` as `run_training` would leave it, and the staged files are
-    removed from `shared_storage` once it is there.
+    The model lands in `job.output_dir` as `run_training` would leave it, and the staged files
+    are removed from `shared_storage` once it is there.
 
     Raises:
         ConfigError: No shared storage was given, or it cannot be written.
@@ -82,26 +78,25 @@ def train_on_nodes(
             "s3://bucket/textops-jobs) that this step and every node can read and write"
         )
     namespace = resolve_namespace(namespace, "the TrainJob's namespace")
-    name = trainjob_name(f"textops-{_job_digest(settings, labels, data_fingerprint)}")
+    name = trainjob_name(f"textops-{_job_digest(job)}")
     fs, root = url_to_fs(shared_storage)
     stage = f"{root.rstrip('/')}/{name}"
     try:
         fs.makedirs(stage, exist_ok=True)
-        fs.put_file(str(train_path), f"{stage}/train.parquet")
-        fs.put_file(str(validation_path), f"{stage}/validation.parquet")
+        fs.put_file(job.train_path, f"{stage}/train.parquet")
+        fs.put_file(job.validation_path, f"{stage}/validation.parquet")
     except OSError as e:
         raise ConfigError(f"cannot write the training job to {shared_storage}: {e}") from e
-    job = TrainingJob(
+    staged = replace(
+        job,
         train_path=fs.unstrip_protocol(f"{stage}/train.parquet"),
         validation_path=fs.unstrip_protocol(f"{stage}/validation.parquet"),
-        labels=labels,
-        settings=settings,
         output_dir=fs.unstrip_protocol(f"{stage}/{MODEL_DIR}"),
-        data_fingerprint=data_fingerprint,
+        checkpoint_dir=None,
         result_path=fs.unstrip_protocol(f"{stage}/{RESULT_FILE}"),
     )
     with fs.open(f"{stage}/{JOB_FILE}", "w", encoding="utf-8") as f:
-        json.dump(job.to_json(), f)
+        json.dump(staged.to_json(), f)
     manifest = trainjob_manifest(
         name=name,
         namespace=namespace,
@@ -122,21 +117,21 @@ def train_on_nodes(
             f"jobset.sigs.k8s.io/jobset-name={name}`"
         )
     metadata: dict[str, Any] = json.loads(fs.cat_file(f"{stage}/{RESULT_FILE}"))
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     for remote in fs.find(f"{stage}/{MODEL_DIR}"):
         relative = remote[len(f"{stage}/{MODEL_DIR}/") :]
-        target = Path(output_dir) / relative
+        target = Path(job.output_dir) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(remote, str(target))
     fs.rm(stage, recursive=True)
     return metadata
 
 
-def _job_digest(settings: TrainSettings, labels: LabelMap, data_fingerprint: str) -> str:
+def _job_digest(job: TrainingJob) -> str:
     """Twenty hex digits that name one training job: same data and settings, same digest."""
     document = {
-        "settings": settings.model_dump(),
-        "labels": labels.to_dict(),
-        "data": data_fingerprint,
+        "settings": job.settings.model_dump(),
+        "labels": job.labels.to_dict(),
+        "data": job.data_fingerprint,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:20]

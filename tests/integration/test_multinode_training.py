@@ -23,6 +23,7 @@ from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, TrainingError
 from textops.components.common.labels import LabelMap
 from textops.components.common.settings import TrainSettings
+from textops.components.train.launch import TrainingJob
 from textops.components.train.multinode import train_on_nodes
 
 pytestmark = pytest.mark.integration
@@ -88,13 +89,22 @@ def settings(model_dir: Path) -> TrainSettings:
     )  # fmt: skip
 
 
-def train(cluster: LocalCluster, tiny_model_dir: Path, splits: dict[str, Path], **kw: Any) -> Any:
+def train(
+    cluster: LocalCluster,
+    tiny_model_dir: Path,
+    splits: dict[str, Path],
+    output_dir: Path,
+    **kw: Any,
+) -> Any:
+    job = TrainingJob(
+        train_path=str(splits["train"]),
+        validation_path=str(splits["validation"]),
+        labels=LABELS,
+        settings=settings(tiny_model_dir),
+        output_dir=str(output_dir),
+        data_fingerprint="sha256:tiny",
+    )
     arguments: dict[str, Any] = {
-        "train_path": splits["train"],
-        "validation_path": splits["validation"],
-        "labels": LABELS,
-        "settings": settings(tiny_model_dir),
-        "data_fingerprint": "sha256:tiny",
         "nodes": 2,
         "gpus_per_node": 0,
         "namespace": "ml",
@@ -105,7 +115,7 @@ def train(cluster: LocalCluster, tiny_model_dir: Path, splits: dict[str, Path], 
         "api": cluster.api,
         "poll_s": 0.01,
     }
-    return train_on_nodes(**(arguments | kw))
+    return train_on_nodes(job, **(arguments | kw))
 
 
 def test_two_nodes_train_the_model_and_hand_it_back(

@@ -13,7 +13,7 @@ import torch
 from textops.components.common.labels import LabelMap
 from textops.components.common.settings import TrainSettings
 from textops.components.train import checkpoint
-from textops.components.train.launch import run_training
+from textops.components.train.launch import TrainingJob, run_training
 
 pytestmark = pytest.mark.integration
 
@@ -162,16 +162,16 @@ def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
 def test_ddp_with_two_processes(
     tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
 ) -> None:
-    metadata = run_training(
-        train_path=tiny_splits["train"],
-        validation_path=tiny_splits["validation"],
+    job = TrainingJob(
+        train_path=str(tiny_splits["train"]),
+        validation_path=str(tiny_splits["validation"]),
         labels=LABELS,
         settings=TrainSettings(
             base_model=str(tiny_model_dir), max_seq_length=32, epochs=1, batch_size=8, seed=5
         ),
-        output_dir=tmp_path / "ddp",
-        processes=2,
+        output_dir=str(tmp_path / "ddp"),
     )
+    metadata = run_training(job, processes=2)
     assert metadata["world_size"] == 2
     # 15 batches of 8, cut to 14 and shared: 7 optimizer steps in each process.
     assert metadata["optimizer_steps"] == 7

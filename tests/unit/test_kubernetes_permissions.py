@@ -389,6 +389,7 @@ def train_on_two_nodes_twice(
     ends in the TrainingError that says so, after its API calls."""
     from textops.components.common.labels import LabelMap
     from textops.components.common.settings import TrainSettings
+    from textops.components.train.launch import TrainingJob
     from textops.components.train.multinode import train_on_nodes
 
     pod_namespace = tmp_path / "namespace"
@@ -404,12 +405,14 @@ def train_on_two_nodes_twice(
     for _ in range(2):
         with pytest.raises(TrainingError, match="completed without writing"):
             train_on_nodes(
-                train_path=tmp_path / "train.parquet",
-                validation_path=tmp_path / "validation.parquet",
-                labels=LabelMap(("negative", "positive")),
-                settings=TrainSettings(base_model="base-model"),
-                output_dir=tmp_path / "model",
-                data_fingerprint="sha256:permissions",
+                TrainingJob(
+                    train_path=str(tmp_path / "train.parquet"),
+                    validation_path=str(tmp_path / "validation.parquet"),
+                    labels=LabelMap(("negative", "positive")),
+                    settings=TrainSettings(base_model="base-model"),
+                    output_dir=str(tmp_path / "model"),
+                    data_fingerprint="sha256:permissions",
+                ),
                 nodes=2,
                 gpus_per_node=1,
                 shared_storage=f"s3://{SHARED_STORAGE_BUCKET}/jobs",
