@@ -25,7 +25,7 @@ from textops.components.common.errors import ConfigError, DeployError
 
 if TYPE_CHECKING:
     from textops.components.deploy.service_versions import ServiceVersions
-    from textops.components.deploy.versions import ModelVersion, VersionChange
+    from textops.components.deploy.versions import LocalVersions, ModelVersion, VersionChange
 
 _DEFAULTS = TrainingConfig()
 _ENDED = {"rollback": " (rolled back)", "restore": " (failed; put back)"}
@@ -218,37 +218,32 @@ def list_command(args: argparse.Namespace) -> int:
 
 def promote_command(args: argparse.Namespace) -> int:
     """`textops models promote`."""
-    from textops.components.deploy.versions import promote_local
-
-    return _switch(args, lambda service: service.promote(args.version), promote_local)
+    return _switch(args, lambda versions: versions.promote(args.version))
 
 
 def rollback_command(args: argparse.Namespace) -> int:
     """`textops models rollback`."""
-    from textops.components.deploy.versions import roll_back_local
-
-    return _switch(args, lambda service: service.roll_back_to(args.version), roll_back_local)
+    return _switch(args, lambda versions: versions.roll_back_to(args.version))
 
 
 def _switch(
     args: argparse.Namespace,
-    on_service: Callable[[ServiceVersions], VersionChange],
-    local: Callable[..., VersionChange],
+    switch: Callable[[ServiceVersions | LocalVersions], VersionChange],
 ) -> int:
-    """Change which version serves: `on_service` on the InferenceService with --kserve, else
-    `local` (promote_local, roll_back_local) in the local model repository."""
+    """Change which version serves: on the InferenceService with --kserve, else in the local
+    model repository."""
     _check_target(args)
     if args.kserve:
-        return _report(lambda: on_service(_service(args)))
-    return _report(
-        lambda: local(
-            args.model_repository,
-            args.model_name,
-            args.version,
-            serve_url=args.serve_url,
-            timeout_seconds=args.rollout_timeout_seconds,
-        )
+        return _report(lambda: switch(_service(args)))
+    from textops.components.deploy.versions import LocalVersions
+
+    local = LocalVersions(
+        args.model_repository,
+        args.model_name,
+        serve_url=args.serve_url,
+        timeout_seconds=args.rollout_timeout_seconds,
     )
+    return _report(lambda: switch(local))
 
 
 def canary_command(args: argparse.Namespace) -> int:

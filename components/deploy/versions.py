@@ -170,59 +170,87 @@ def local_versions(repository: str | Path, model_name: str) -> list[ModelVersion
     return found
 
 
-def promote_local(
-    repository: str | Path,
-    model_name: str,
-    version: int | None = None,
-    *,
-    serve_url: str = "",
-    timeout_seconds: float = 30.0,
-) -> VersionChange:
-    """Make `version` (default: the newest) current, and load it into the server if given.
+@dataclass(frozen=True)
+class LocalVersions:
+    """Promote and roll back the versions of one model in the local model repository, and
+    hot-load the one made current into the server at `serve_url` (empty: none) within
+    `timeout_seconds`."""
 
-    Raises:
-        ModelNotFoundError: Nothing is published, or there is no such version.
-        PublishError: The version's files differ from its metadata.json.
-        DeployError: The server did not load it (current.json names it nonetheless).
-    """
-    numbers = _published(repository, model_name)
-    target = numbers[-1] if version is None else version
-    return _switch_local(repository, model_name, target, "promote", serve_url, timeout_seconds)
+    repository: str | Path
+    model_name: str
+    serve_url: str = ""
+    timeout_seconds: float = 30.0
 
+    def promote(self, version: int | None = None) -> VersionChange:
+        """Make `version` (default: the newest) current, and load it into the server if given.
 
-def roll_back_local(
-    repository: str | Path,
-    model_name: str,
-    version: int | None = None,
-    *,
-    serve_url: str = "",
-    timeout_seconds: float = 30.0,
-) -> VersionChange:
-    """Make the version that served before the current one (or `version`) current again.
+        Raises:
+            ModelNotFoundError: Nothing is published, or there is no such version.
+            PublishError: The version's files differ from its metadata.json.
+            DeployError: The server did not load it (current.json names it nonetheless).
+        """
+        numbers = _published(self.repository, self.model_name)
+        return self._switch(numbers[-1] if version is None else version, "promote")
 
-    Raises:
-        ModelNotFoundError: Nothing is published, there is no such version, or no previous
-            version is recorded.
-        PublishError: The version's files differ from its metadata.json.
-        DeployError: The server did not load it (current.json names it nonetheless).
-    """
-    _published(repository, model_name)
-    if version is None:
-        current = model_repository.current_version(repository, model_name)
-        if current is None:
-            raise ModelNotFoundError(f"no version of {model_name} is current in {repository}")
+    def roll_back_to(self, version: int | None = None) -> VersionChange:
+        """Make the version that served before the current one (or `version`) current again.
+
+        Raises:
+            ModelNotFoundError: Nothing is published, there is no such version, or no previous
+                version is recorded.
+            PublishError: The version's files differ from its metadata.json.
+            DeployError: The server did not load it (current.json names it nonetheless).
+        """
+        repository, model_name = self.repository, self.model_name
+        _published(repository, model_name)
+        if version is None:
+            current = model_repository.current_version(repository, model_name)
+            if current is None:
+                raise ModelNotFoundError(f"no version of {model_name} is current in {repository}")
+            root = model_repository.model_root(repository, model_name)
+            periods = read_local_periods(root, current.version, pointer_since(root))
+            found = previous_version(periods, lambda p: p.version == current.version)
+            if found.period is None:
+                already = _already_rolled_back(model_name, current.version, found)
+                # Nothing to change; with a server URL, make sure it serves the current version.
+                unchanged = self._switch(current.version, "rollback")
+                return replace(already, changed=unchanged.changed)
+            version = found.period.version
+        return self._switch(version, "rollback")
+
+    def _switch(self, version: int, via: str) -> VersionChange:
+        """Make `version` current (`via` 'promote' or 'rollback', as history.jsonl records it)
+        and hot-load it into the server, if there is one."""
+        from textops.components.deploy.publish import make_current
+
+        repository, model_name = self.repository, self.model_name
+        serve_url = self.serve_url.strip()
         root = model_repository.model_root(repository, model_name)
-        periods = read_local_periods(root, current.version, pointer_since(root))
-        found = previous_version(periods, lambda p: p.version == current.version)
-        if found.period is None:
-            already = _already_rolled_back(model_name, current.version, found)
-            # Nothing to change; with a server URL, make sure it serves the current version.
-            unchanged = _switch_local(
-                repository, model_name, current.version, "rollback", serve_url, timeout_seconds
+        path = root / str(version)
+        if not path.is_dir():
+            known = ", ".join(str(n) for n in model_repository.version_numbers(root))
+            raise ModelNotFoundError(
+                f"{model_name} has no version {version} in {repository} (versions: {known})"
             )
-            return replace(already, changed=unchanged.changed)
-        version = found.period.version
-    return _switch_local(repository, model_name, version, "rollback", serve_url, timeout_seconds)
+        _check_files(model_name, version, path)
+        before = model_repository.current_version(repository, model_name)
+        changed = make_current(repository, model_name, version, via=via)
+        if serve_url:
+            # Also when nothing changed: a server that missed the last switch catches up.
+            from textops.components.deploy.hot_load import hot_load
+
+            hot_load(serve_url, model_name, version, timeout_seconds=self.timeout_seconds)
+        previous = before.version if before else None
+        verb = "promoted" if via == "promote" else "rolled back"
+        if not changed:
+            message = f"version {version} of {model_name} is current already; nothing changed"
+        elif via == "promote":
+            message = f"{verb} {model_name} to version {version} (was {previous})"
+        else:
+            message = f"{verb} {model_name} to version {version} (from {previous})"
+        if serve_url:
+            message += f"; {serve_url} serves version {version}"
+        return VersionChange(changed, version, previous, message)
 
 
 def _published(repository: str | Path, model_name: str) -> list[int]:
@@ -252,44 +280,6 @@ def _already_rolled_back(model_name: str, serving: int, found: PreviousVersion) 
         f"{found.already_from.version}); nothing changed. To go back further, name the "
         "version: --version N",
     )
-
-
-def _switch_local(
-    repository: str | Path,
-    model_name: str,
-    version: int,
-    via: str,
-    serve_url: str,
-    timeout_seconds: float,
-) -> VersionChange:
-    from textops.components.deploy.publish import make_current
-
-    root = model_repository.model_root(repository, model_name)
-    path = root / str(version)
-    if not path.is_dir():
-        known = ", ".join(str(n) for n in model_repository.version_numbers(root))
-        raise ModelNotFoundError(
-            f"{model_name} has no version {version} in {repository} (versions: {known})"
-        )
-    _check_files(model_name, version, path)
-    before = model_repository.current_version(repository, model_name)
-    changed = make_current(repository, model_name, version, via=via)
-    if serve_url.strip():
-        # Also when nothing changed: a server that missed the last switch catches up.
-        from textops.components.deploy.hot_load import hot_load
-
-        hot_load(serve_url.strip(), model_name, version, timeout_seconds=timeout_seconds)
-    previous = before.version if before else None
-    verb = "promoted" if via == "promote" else "rolled back"
-    if not changed:
-        message = f"version {version} of {model_name} is current already; nothing changed"
-    elif via == "promote":
-        message = f"{verb} {model_name} to version {version} (was {previous})"
-    else:
-        message = f"{verb} {model_name} to version {version} (from {previous})"
-    if serve_url.strip():
-        message += f"; {serve_url.strip()} serves version {version}"
-    return VersionChange(changed, version, previous, message)
 
 
 def _check_files(model_name: str, version: int, path: Path) -> None:
