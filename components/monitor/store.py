@@ -154,9 +154,40 @@ class PayloadEvent:
 
 
 class PayloadStore(ABC):
-    """Logged traffic, one row per text, with predictions and ground truth joined in."""
+    """Logged traffic, one row per text, with predictions and ground truth joined in.
+
+    The SQL is the same for both backends; a backend (`store_sqlite`, `store_postgres`)
+    supplies the connection, the time type and the statements that differ.
+    """
+
+    def __init__(self) -> None:
+        # One connection, used by one thread at a time.
+        self._lock = threading.Lock()
 
     @abstractmethod
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        """A cursor inside a transaction that commits on exit and rolls back on error."""
+
+    @abstractmethod
+    def _db_time(self, epoch: float) -> Any:
+        """A time as the database column stores it."""
+
+    @abstractmethod
+    def _insert_events(self, cursor: Any, events: Sequence[PayloadEvent]) -> list[bool]:
+        """Insert (event_id, kind) for each event; True where it was new."""
+
+    @abstractmethod
+    def _upsert_labels(self, cursor: Any, rows: list[tuple[str, int, str]]) -> int:
+        """Upsert labels; the number that matched a stored text."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection; the store cannot be used afterwards."""
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
     def write_events(self, events: Sequence[PayloadEvent]) -> list[bool]:
         """Write events in one committed transaction.
 
@@ -172,8 +203,29 @@ class PayloadStore(ABC):
                 the transaction was stored, and the same write will fail again.
             PayloadStoreError: The transaction failed otherwise; nothing of it was stored.
         """
+        if not events:
+            return []
+        with self._lock, self._transaction() as cursor:
+            new = self._insert_events(cursor, events)
+            rows = [
+                (
+                    e.event_id,
+                    item,
+                    self._db_time(e.received_at),
+                    e.model_name,
+                    e.model_version,
+                    text,
+                    prediction,
+                    confidence,
+                )
+                for e, is_new in zip(events, new, strict=True)
+                if is_new
+                for item, text, prediction, confidence in e.item_values()
+            ]
+            if rows:
+                cursor.executemany(self._sql(UPSERT_ITEM_SQL), rows)
+        return new
 
-    @abstractmethod
     def add_labels(self, rows: Iterable[tuple[str, int, str]]) -> int:
         """Record ground truth for logged texts, in one committed transaction.
 
@@ -189,8 +241,12 @@ class PayloadStore(ABC):
                 string), or holds a character the store cannot hold.
             PayloadStoreError: The transaction failed otherwise.
         """
+        checked = [_label_row(row) for row in rows]
+        if not checked:
+            return 0
+        with self._lock, self._transaction() as cursor:
+            return self._upsert_labels(cursor, checked)
 
-    @abstractmethod
     def fetch_window(
         self,
         *,
@@ -217,14 +273,55 @@ class PayloadStore(ABC):
             A frame with the columns of `WINDOW_COLUMNS`: `received_at` tz-aware UTC, `item`
             int64, `confidence` float64 (NaN when unknown), the others strings or None.
         """
+        clauses = ["text IS NOT NULL"]
+        params: list[Any] = []
+        if exclude_event_prefix:
+            clauses.append("substr(event_id, 1, ?) <> ?")
+            params.extend([len(exclude_event_prefix), exclude_event_prefix])
+        if model_name is not None:
+            clauses.append("model_name = ?")
+            params.append(model_name)
+        if since is not None:
+            clauses.append("received_at >= ?")
+            params.append(self._db_time(to_epoch(since)))
+        if until is not None:
+            clauses.append("received_at < ?")
+            params.append(self._db_time(to_epoch(until)))
+        order = "received_at, event_id, item"
+        if last is not None:
+            if last < 0:
+                raise ValueError(f"last must be zero or more, not {last}")
+            order = "received_at DESC, event_id DESC, item DESC LIMIT ?"
+            params.append(last)
+        statement = (
+            f"SELECT event_id, item, received_at, COALESCE(model_name, '{UNKNOWN_MODEL}'), "
+            "model_version, text, prediction, confidence, label "
+            f"FROM {ITEMS_TABLE} WHERE {' AND '.join(clauses)} ORDER BY {order}"
+        )
+        with self._lock, self._transaction(write=False) as cursor:
+            cursor.execute(self._sql(statement), params)
+            rows = cursor.fetchall()
+        if last is not None:
+            rows.reverse()
+        return window_frame(rows)
 
-    @abstractmethod
     def missing_events(self, keys: Iterable[tuple[str, EventKind]]) -> list[tuple[str, str]]:
         """Which of the (event_id, kind) pairs are not in the store, in the order given."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Close the connection; the store cannot be used afterwards."""
+        wanted = list(dict.fromkeys((str(i), str(k)) for i, k in keys))
+        ids = list(dict.fromkeys(i for i, _ in wanted))
+        found: set[tuple[str, str]] = set()
+        with self._lock, self._transaction(write=False) as cursor:
+            for start in range(0, len(ids), _LOOKUP_CHUNK):
+                chunk = ids[start : start + _LOOKUP_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(
+                    self._sql(
+                        f"SELECT event_id, kind FROM {EVENTS_TABLE} WHERE event_id IN ({marks})"
+                    ),
+                    chunk,
+                )
+                found.update((str(i), str(k)) for i, k in cursor.fetchall())
+        return [key for key in wanted if key not in found]
 
     def __enter__(self) -> PayloadStore:
         return self
@@ -286,123 +383,6 @@ def to_epoch(moment: datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-class SqlPayloadStore(PayloadStore):
-    """The SQL both backends share; subclasses supply the connection and the time type."""
-
-    def __init__(self) -> None:
-        # One connection, used by one thread at a time.
-        self._lock = threading.Lock()
-
-    @abstractmethod
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
-        """A cursor inside a transaction that commits on exit and rolls back on error."""
-
-    @abstractmethod
-    def _db_time(self, epoch: float) -> Any:
-        """A time as the database column stores it."""
-
-    @abstractmethod
-    def _insert_events(self, cursor: Any, events: Sequence[PayloadEvent]) -> list[bool]:
-        """Insert (event_id, kind) for each event; True where it was new."""
-
-    @abstractmethod
-    def _upsert_labels(self, cursor: Any, rows: list[tuple[str, int, str]]) -> int:
-        """Upsert labels; the number that matched a stored text."""
-
-    def _sql(self, statement: str) -> str:
-        return statement
-
-    def write_events(self, events: Sequence[PayloadEvent]) -> list[bool]:
-        if not events:
-            return []
-        with self._lock, self._transaction() as cursor:
-            new = self._insert_events(cursor, events)
-            rows = [
-                (
-                    e.event_id,
-                    item,
-                    self._db_time(e.received_at),
-                    e.model_name,
-                    e.model_version,
-                    text,
-                    prediction,
-                    confidence,
-                )
-                for e, is_new in zip(events, new, strict=True)
-                if is_new
-                for item, text, prediction, confidence in e.item_values()
-            ]
-            if rows:
-                cursor.executemany(self._sql(UPSERT_ITEM_SQL), rows)
-        return new
-
-    def add_labels(self, rows: Iterable[tuple[str, int, str]]) -> int:
-        checked = [_label_row(row) for row in rows]
-        if not checked:
-            return 0
-        with self._lock, self._transaction() as cursor:
-            return self._upsert_labels(cursor, checked)
-
-    def fetch_window(
-        self,
-        *,
-        model_name: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        last: int | None = None,
-        exclude_event_prefix: str = "",
-    ) -> pd.DataFrame:
-        clauses = ["text IS NOT NULL"]
-        params: list[Any] = []
-        if exclude_event_prefix:
-            clauses.append("substr(event_id, 1, ?) <> ?")
-            params.extend([len(exclude_event_prefix), exclude_event_prefix])
-        if model_name is not None:
-            clauses.append("model_name = ?")
-            params.append(model_name)
-        if since is not None:
-            clauses.append("received_at >= ?")
-            params.append(self._db_time(to_epoch(since)))
-        if until is not None:
-            clauses.append("received_at < ?")
-            params.append(self._db_time(to_epoch(until)))
-        order = "received_at, event_id, item"
-        if last is not None:
-            if last < 0:
-                raise ValueError(f"last must be zero or more, not {last}")
-            order = "received_at DESC, event_id DESC, item DESC LIMIT ?"
-            params.append(last)
-        statement = (
-            f"SELECT event_id, item, received_at, COALESCE(model_name, '{UNKNOWN_MODEL}'), "
-            "model_version, text, prediction, confidence, label "
-            f"FROM {ITEMS_TABLE} WHERE {' AND '.join(clauses)} ORDER BY {order}"
-        )
-        with self._lock, self._transaction(write=False) as cursor:
-            cursor.execute(self._sql(statement), params)
-            rows = cursor.fetchall()
-        if last is not None:
-            rows.reverse()
-        return window_frame(rows)
-
-    def missing_events(self, keys: Iterable[tuple[str, EventKind]]) -> list[tuple[str, str]]:
-        wanted = list(dict.fromkeys((str(i), str(k)) for i, k in keys))
-        ids = list(dict.fromkeys(i for i, _ in wanted))
-        found: set[tuple[str, str]] = set()
-        with self._lock, self._transaction(write=False) as cursor:
-            for start in range(0, len(ids), _LOOKUP_CHUNK):
-                chunk = ids[start : start + _LOOKUP_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cursor.execute(
-                    self._sql(
-                        f"SELECT event_id, kind FROM {EVENTS_TABLE} WHERE event_id IN ({marks})"
-                    ),
-                    chunk,
-                )
-                found.update((str(i), str(k)) for i, k in cursor.fetchall())
-        return [key for key in wanted if key not in found]
 
 
 def _label_row(row: tuple[str, int, str]) -> tuple[str, int, str]:

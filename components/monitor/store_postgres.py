@@ -20,7 +20,7 @@ from textops.components.monitor.store import (
     INSERT_EVENT_SQL,
     UPSERT_LABEL_SQL,
     PayloadEvent,
-    SqlPayloadStore,
+    PayloadStore,
     mask_url,
     schema_statements,
 )
@@ -34,7 +34,7 @@ _SCHEMA_LOCK = 0x746578746F7073
 _CONNECT_TIMEOUT_SECONDS = 10
 
 
-class PostgresPayloadStore(SqlPayloadStore):
+class PostgresPayloadStore(PayloadStore):
     """The store in a PostgreSQL database; every write is one committed transaction."""
 
     def __init__(self, url: str) -> None:

@@ -18,7 +18,7 @@ from textops.components.monitor.store import (
     INSERT_EVENT_SQL,
     UPSERT_LABEL_SQL,
     PayloadEvent,
-    SqlPayloadStore,
+    PayloadStore,
     schema_statements,
 )
 
@@ -38,7 +38,7 @@ _VALUE_ERRORS = (
 )
 
 
-class SqlitePayloadStore(SqlPayloadStore):
+class SqlitePayloadStore(PayloadStore):
     """The store in one SQLite file, in WAL mode: readers never block the collector's writes.
 
     `synchronous=FULL` makes each commit reach the disk before it returns, so an acknowledged
