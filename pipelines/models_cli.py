@@ -95,10 +95,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "canary",
         help="KServe: try a bundle on a share of the traffic, as the next version",
         description="With --kserve: roll the bundle at --storage-uri out to the "
-        "InferenceService as the next version with --percent of the traffic, wait for it to be "
-        "Ready, and leave it in canary for `promote` or `rollback` (the deploy step does the "
-        "same, then promotes by itself). Run again with another --percent to change the share. "
-        "A canary that is not Ready in time is undone (exit 1).",
+        "InferenceService as the next version with --canary-traffic-percent of the traffic, "
+        "wait for it to be Ready, and leave it in canary for `promote` or `rollback` (the "
+        "deploy step does the same, then promotes by itself). Run again with another "
+        "--canary-traffic-percent to change the share. A canary that is not Ready in time is "
+        "undone (exit 1).",
     )
     _add_target_flags(canary)
     canary.add_argument(
@@ -108,13 +109,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="the bundle: s3://, gs://, ... or the minio:// artifact URI the Kubeflow UI shows "
         "for the export step's bundle",
     )
-    canary.add_argument(
-        "--percent",
-        type=int,
-        default=_DEFAULTS.canary_traffic_percent,
-        metavar="P",
-        help=f"its share of the traffic, 1 to 99 (default: {_DEFAULTS.canary_traffic_percent})",
-    )
+    _add_setting_flag(canary, "canary_traffic_percent", "Here: the canary's share, 1 to 99.")
     _add_setting_flag(canary, "rollout_timeout_seconds", _TIMEOUT_USE)
     canary.set_defaults(handler=canary_command)
 
@@ -265,7 +260,7 @@ def canary_command(args: argparse.Namespace) -> int:
             "all the same, KServe's storage initializer reads it with its own credentials",
             file=sys.stderr,
         )
-    return _report(lambda: _service(args).start_canary(storage_uri, args.percent))
+    return _report(lambda: _service(args).start_canary(storage_uri, args.canary_traffic_percent))
 
 
 def _report(action: Callable[[], VersionChange]) -> int:
