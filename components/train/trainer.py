@@ -122,7 +122,6 @@ def train_classifier(
     )
     resumed_from_step = checkpoints.resume(state)
     best_weights: dict[str, torch.Tensor] | None = None  # None: the kept epoch ran before a resume
-    accumulate, every = settings.gradient_accumulation_steps, settings.checkpoint_every_steps
     stopped_early = False
     progress = tqdm(
         total=run.total_steps, initial=state.step, desc="train", unit="step", mininterval=2.0,
@@ -130,27 +129,7 @@ def train_classifier(
     )  # fmt: skip
     while state.epoch <= settings.epochs:
         batches, next_batch_order = epoch_batches(run, state.batch_order)
-        run.trained.train()
-        epoch_started, seen_at_start = time.perf_counter(), state.seen
-        for start in range(state.batch_index, len(batches), accumulate):
-            group = batches[start : start + accumulate]
-            state.epoch_loss += train_step(run, group, state.epoch)
-            state.seen += sum(len(indices) for indices in group)
-            state.batch_index, state.step = start + len(group), state.step + 1
-            progress.update(1)
-            progress.set_postfix(
-                loss=f"{state.epoch_loss / state.seen:.4f}", epoch=state.epoch, refresh=False
-            )
-            if every and state.step % every == 0:
-                checkpoints.save(state)
-        rows = (state.seen - seen_at_start) * run.world_size
-        rows_per_second = rows / max(time.perf_counter() - epoch_started, 1e-9)
-        record = {
-            "epoch": float(state.epoch),
-            "train_loss": state.epoch_loss / max(1, state.seen),
-            **evaluate_epoch(run),
-            "samples_per_second": rows_per_second,
-        }
+        record = train_epoch(run, state, batches, checkpoints, progress)
         state.history.append(record)
         _log_epoch(run, record)
         if record["macro_f1"] > state.best_f1:
@@ -184,6 +163,42 @@ def train_classifier(
             result.best_epoch, state.best_f1, result.seconds, run.device, run.world_size,
         )  # fmt: skip
     return result
+
+
+def train_epoch(
+    run: TrainingSetup,
+    state: TrainState,
+    batches: list[np.ndarray],
+    checkpoints: Checkpoints,
+    progress: tqdm,
+) -> dict[str, float]:
+    """Train on `batches` from `state.batch_index` to the epoch's end, then score validation.
+
+    Saves a checkpoint every `checkpoint_every_steps` optimizer steps. Returns the epoch's
+    record: train loss, the validation scores, and training rows per second.
+    """
+    accumulate = run.settings.gradient_accumulation_steps
+    every = run.settings.checkpoint_every_steps
+    run.trained.train()
+    started, seen_at_start = time.perf_counter(), state.seen
+    for start in range(state.batch_index, len(batches), accumulate):
+        group = batches[start : start + accumulate]
+        state.epoch_loss += train_step(run, group, state.epoch)
+        state.seen += sum(len(indices) for indices in group)
+        state.batch_index, state.step = start + len(group), state.step + 1
+        progress.update(1)
+        progress.set_postfix(
+            loss=f"{state.epoch_loss / state.seen:.4f}", epoch=state.epoch, refresh=False
+        )
+        if every and state.step % every == 0:
+            checkpoints.save(state)
+    rows = (state.seen - seen_at_start) * run.world_size
+    return {
+        "epoch": float(state.epoch),
+        "train_loss": state.epoch_loss / max(1, state.seen),
+        **evaluate_epoch(run),
+        "samples_per_second": rows / max(time.perf_counter() - started, 1e-9),
+    }
 
 
 def epoch_batches(
