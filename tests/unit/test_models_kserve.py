@@ -488,7 +488,20 @@ def test_the_canary_command_checks_the_bundle_first(
 
     assert main(["models", "canary", "--storage-uri", nowhere, *flags]) == 2
     assert f"nothing is at {nowhere}" in capsys.readouterr().err
-    assert main(["models", "canary", "--storage-uri", bundles[2], "--canary-traffic-percent", "20", *flags]) == 0
+    assert (
+        main(
+            [
+                "models",
+                "canary",
+                "--storage-uri",
+                bundles[2],
+                "--canary-traffic-percent",
+                "20",
+                *flags,
+            ]
+        )
+        == 0
+    )
     assert "version 2" in capsys.readouterr().out
     assert fake.serving() == {bundles[1]: 80, bundles[2]: 20}
     assert main(["models", "canary", "--storage-uri", bundles[2]]) == 2  # not --kserve
