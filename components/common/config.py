@@ -20,6 +20,7 @@ from textops.components.common.settings import (
     DataSettings,
     DeploySettings,
     EvaluationSettings,
+    FeedbackSettings,
     GateSettings,
     OutputSettings,
     ProductionModelSettings,
@@ -46,6 +47,7 @@ class TrainingConfig(
     SplitSettings,
     ValidationSettings,
     DataSettings,
+    FeedbackSettings,
 ):
     """Everything one training run needs: every section of `settings.py`, as one flat model.
 

@@ -378,6 +378,51 @@ class DeploySettings(SettingsSection):
     )
 
 
+class FeedbackSettings(SettingsSection):
+    """Which labelled production traffic the collect_feedback step turns into a snapshot."""
+
+    feedback_store_url: str = Field(
+        "",
+        description="Payload store whose labelled events become feedback data; empty: "
+        "$TEXTOPS_STORE_URL where the step's environment sets it, else none.",
+    )
+    feedback_since: str = Field(
+        "30d",
+        description="Start of the feedback window: ISO 8601 time or a duration back from now "
+        "(30m, 24h, 7d); empty: unbounded.",
+    )
+    feedback_until: str = Field(
+        "",
+        description="End of the feedback window: ISO 8601 time or a duration back from now; "
+        "empty: now.",
+    )
+    feedback_last: int = Field(
+        0, ge=0, description="Only the most recent N labelled events; 0: all in the window."
+    )
+    feedback_dir: str = Field(
+        "",
+        description="Directory or object-store URI that feedback snapshots are written to; "
+        "empty: <output_dir>/feedback.",
+    )
+    feedback_test_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of feedback texts held out as the production test set, never "
+        "trained on (chosen by a hash of the text, so a text stays on its side).",
+    )
+    feedback_conflicts: Literal["majority", "latest", "drop"] = Field(
+        "majority",
+        description="A text labelled differently by several events: 'majority' keeps its most "
+        "frequent label (ties: the most recent), 'latest' its most recent, 'drop' drops it.",
+    )
+    feedback_unknown_labels: Literal["refuse", "drop"] = Field(
+        "refuse",
+        description="Feedback labels the model does not know: 'refuse' stops with an error, "
+        "'drop' leaves those rows out and counts them.",
+    )
+
+
 class OutputSettings(SettingsSection):
     """Where a local run keeps its files (not a pipeline parameter: the DAG gets
     `model_repository`, derived from it)."""

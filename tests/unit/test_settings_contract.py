@@ -29,6 +29,7 @@ from textops.components.common.settings import (
     DataSettings,
     DeploySettings,
     EvaluationSettings,
+    FeedbackSettings,
     GateSettings,
     LabelPolicySettings,
     OutputSettings,
@@ -75,8 +76,9 @@ SECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
 RUN_PARAMETERS: dict[str, type] = {"model_repository": str}
 #: Fields that are not KFP parameters: drift tests are set in a drift settings file.
 NOT_PARAMETERS: dict[type[BaseModel], frozenset[str]] = {DriftSettings: frozenset({"tests"})}
-#: Sections that no component reads: the DAG reads train_gpus, a local run output_dir.
-NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings)
+#: Sections that no component reads: the DAG reads train_gpus, a local run output_dir; the
+#: feedback settings until the collect_feedback step that reads them is in place.
+NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings, FeedbackSettings)
 #: The KFP IR's name of each parameter type.
 IR_TYPES = {
     str: "STRING",
