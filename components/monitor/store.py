@@ -255,6 +255,7 @@ class PayloadStore(ABC):
         until: datetime | None = None,
         last: int | None = None,
         exclude_event_prefix: str = "",
+        labelled: bool = False,
     ) -> pd.DataFrame:
         """Logged texts, one row per text, sorted by `received_at`.
 
@@ -268,12 +269,16 @@ class PayloadStore(ABC):
             last: Only the most recent `last` rows of those selected.
             exclude_event_prefix: Leave out events whose id starts with this (e.g. the
                 evaluate step's requests, `common.traffic.EVALUATION_REQUEST_PREFIX`).
+            labelled: Only texts whose label has arrived (the feedback snapshot's rows);
+                `last` then counts labelled texts.
 
         Returns:
             A frame with the columns of `WINDOW_COLUMNS`: `received_at` tz-aware UTC, `item`
             int64, `confidence` float64 (NaN when unknown), the others strings or None.
         """
         clauses = ["text IS NOT NULL"]
+        if labelled:
+            clauses.append("label IS NOT NULL")
         params: list[Any] = []
         if exclude_event_prefix:
             clauses.append("substr(event_id, 1, ?) <> ?")

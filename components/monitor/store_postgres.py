@@ -64,6 +64,9 @@ class PostgresPayloadStore(PayloadStore):
             self._conn = self._connect()
         try:
             with self._conn.transaction(), self._conn.cursor() as cursor:
+                if not write:
+                    # A reader cannot alter what is stored, whatever its statement.
+                    cursor.execute("SET TRANSACTION READ ONLY")
                 yield cursor
         except _VALUE_ERRORS as e:
             # Values the driver or the schema cannot take: the same write fails again.

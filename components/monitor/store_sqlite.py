@@ -70,6 +70,8 @@ class SqlitePayloadStore(PayloadStore):
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
         cursor = self._conn.cursor()
+        # A reader cannot alter what is stored, whatever its statement.
+        cursor.execute(f"PRAGMA query_only={'OFF' if write else 'ON'}")
         try:
             # A writer takes the lock at once; a reader reads a snapshot and blocks no one.
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -221,6 +221,33 @@ def test_a_window_can_leave_out_the_evaluate_steps_traffic(store: PayloadStore) 
     assert len(store.fetch_window()) == 3
 
 
+def test_a_labelled_window_holds_only_labelled_texts(store: PayloadStore) -> None:
+    store.write_events(
+        [
+            request("textops-evaluate-1", 0, "scored by evaluate"),
+            request("real-1", 1, "first", "second"),
+            request("real-2", 2, "third"),
+            request("other", 3, "another model's", model="n"),
+        ]
+    )
+    store.add_labels([("textops-evaluate-1", 0, "pos"), ("real-1", 1, "neg"), ("real-2", 0, "pos")])
+    store.add_labels([("other", 0, "pos"), ("no-text-yet", 0, "neg")])
+    window = store.fetch_window(
+        model_name="m", labelled=True, exclude_event_prefix=EVALUATION_REQUEST_PREFIX
+    )
+    assert window[["text", "label"]].values.tolist() == [["second", "neg"], ["third", "pos"]]
+    assert store.fetch_window(model_name="m", labelled=True, last=1)["text"].tolist() == ["third"]
+
+
+def test_a_read_transaction_cannot_write(store: PayloadStore) -> None:
+    store.write_events([request("e", 0, "kept")])
+    with pytest.raises(PayloadStoreError), store._transaction(write=False) as cursor:
+        cursor.execute(store._sql("DELETE FROM textops_payload_items"))
+    assert store.fetch_window()["text"].tolist() == ["kept"]
+    store.write_events([request("f", 1, "written after")])  # writers still write
+    assert len(store.fetch_window()) == 2
+
+
 def test_labels_before_and_after_and_corrected(store: PayloadStore) -> None:
     assert store.add_labels([("a", 1, "neg"), ("zz", 0, "pos")]) == 0
     store.write_events([request("a", 0, "x", "y")])
