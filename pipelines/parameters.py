@@ -3,8 +3,9 @@
 Both DAGs are built the same way: their signature is generated from settings models (name,
 KFP type, default: `settings_parameters`), kfp calls the DAG's body with one pipeline channel
 per parameter, and each task takes exactly the inputs its component declares
-(`settings_for`). A setting added to a model thus becomes a pipeline parameter, and reaches
-every component that declares it, without a line here or in a DAG.
+(`settings_for`), except those the DAG wires from another task's outputs. A setting added
+to a model thus becomes a pipeline parameter, and reaches every component that declares it,
+without a line here or in a DAG.
 """
 
 from __future__ import annotations
@@ -88,22 +89,29 @@ def pipeline_function(
     return pipeline
 
 
-def settings_for(component: Any, parameters: Mapping[str, Any]) -> dict[str, Any]:
+def settings_for(
+    component: Any, parameters: Mapping[str, Any], wired: Collection[str] = ()
+) -> dict[str, Any]:
     """The arguments of one task: each parameter input `component` declares, from `parameters`.
 
     Args:
         component: A kfp component or pipeline (anything with a `component_spec`).
         parameters: The pipeline's parameters (channels), by name.
+        wired: Parameter inputs the DAG gives from other tasks' outputs, left out here.
 
     Raises:
-        KeyError: The component declares an input the pipeline has no parameter for.
+        KeyError: The component declares an input the pipeline has no parameter for, or a
+            `wired` input it does not declare.
     """
     inputs = component.component_spec.inputs or {}
     declared = [name for name, spec in inputs.items() if is_parameter_type(spec.type)]
-    missing = [name for name in declared if name not in parameters]
+    undeclared = sorted(set(wired) - set(declared))
+    if undeclared:
+        raise KeyError(f"{component.name} declares no parameter input {', '.join(undeclared)}")
+    missing = [name for name in declared if name not in parameters and name not in wired]
     if missing:
         raise KeyError(
             f"{component.name} declares {', '.join(missing)}, which the pipeline has no "
             "parameter for: add the setting to a settings model the pipeline is made from"
         )
-    return {name: parameters[name] for name in declared}
+    return {name: parameters[name] for name in declared if name not in wired}

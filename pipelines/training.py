@@ -1,5 +1,8 @@
 """The training pipeline: validate -> preprocess -> train -> evaluate -> export -> deploy.
 
+validate merges the feedback snapshots (`feedback_snapshots`) into the data and hands their
+held-out rows to evaluate as the production test set.
+
 Its parameters are generated from `TrainingConfig`'s fields (names, types, defaults), so the
 compiled pipeline and `textops run` agree; each step gets the parameters its component
 declares (`parameters.settings_for`).
@@ -68,7 +71,11 @@ PARAMETERS: tuple[inspect.Parameter, ...] = (
 
 
 def _training(params: dict[str, Any]) -> TrainingOutputs:
-    validate = validate_data(**settings_for(validate_data, params)).set_display_name("validate")
+    validate = validate_data(
+        # The feedback snapshots merged into the data: those the run is given.
+        feedback=params["feedback_snapshots"],
+        **settings_for(validate_data, params, wired={"feedback"}),
+    ).set_display_name("validate")
     # The published model's label set is read afresh on every run.
     validate.set_caching_options(False)
     # The data, and the bundle KServe serves, may be s3:// URIs.

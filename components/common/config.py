@@ -20,7 +20,9 @@ from textops.components.common.settings import (
     DataSettings,
     DeploySettings,
     EvaluationSettings,
+    FeedbackMergeSettings,
     FeedbackSettings,
+    FeedbackSnapshotsSettings,
     GateSettings,
     OutputSettings,
     ProductionModelSettings,
@@ -47,6 +49,8 @@ class TrainingConfig(
     SplitSettings,
     ValidationSettings,
     DataSettings,
+    FeedbackMergeSettings,
+    FeedbackSnapshotsSettings,
     FeedbackSettings,
 ):
     """Everything one training run needs: every section of `settings.py`, as one flat model.

@@ -423,6 +423,40 @@ class FeedbackSettings(SettingsSection):
     )
 
 
+class FeedbackSnapshotsSettings(SettingsSection):
+    """Which feedback snapshots, written by earlier runs, a run merges besides its fresh one."""
+
+    feedback_snapshots: list[str] = Field(
+        default_factory=list,
+        description="Feedback snapshot directories or object-store URIs "
+        "(<feedback_dir>/<model_name>/<fingerprint>) to merge besides the run's fresh one "
+        "(comma-separated on the command line); empty: none.",
+    )
+
+
+class FeedbackMergeSettings(SettingsSection):
+    """How the validate step merges feedback snapshots' training rows into the base data."""
+
+    feedback_max_age_days: int = Field(
+        0,
+        ge=0,
+        description="Only feedback received within this many days is merged or held out; "
+        "0: any age.",
+    )
+    feedback_max_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of the merged rows that may come from feedback; the most "
+        "recent feedback rows are kept.",
+    )
+    feedback_class_balance: bool = Field(
+        False,
+        description="Cap the feedback rows of each class so that they keep the base data's "
+        "class mix.",
+    )
+
+
 class OutputSettings(SettingsSection):
     """Where a local run keeps its files (not a pipeline parameter: the DAG gets
     `model_repository`, derived from it)."""

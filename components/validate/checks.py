@@ -19,9 +19,16 @@ from textops.components.common import config, dataio
 from textops.components.common.errors import ConfigError, DataError, DataValidationError
 from textops.components.common.labels import LabelMap
 from textops.components.common.redaction import KINDS, redact_series
-from textops.components.common.settings import ValidationSettings
+from textops.components.common.settings import FeedbackMergeSettings, ValidationSettings
 from textops.components.validate.catalogue import Check, Columns, Context, build_checks
 from textops.components.validate.engine import run_checks
+from textops.components.validate.merge import (
+    MergedData,
+    data_fingerprint,
+    merge_feedback,
+    read_snapshot,
+    write_production_test,
+)
 from textops.components.validate.profile import as_text, canonical_labels, profile_frame
 from textops.components.validate.report import ValidationResult, write_outputs
 
@@ -58,8 +65,12 @@ def validate_file(
     result_path: str,
     report_path: str,
     summary_path: str,
+    feedback: Sequence[str] = (),
+    merge: FeedbackMergeSettings | None = None,
+    production_test_path: str | None = None,
 ) -> ValidationResult:
-    """Validate a labelled data file and write its valid rows out with canonical columns.
+    """Validate a labelled data file, merged with feedback snapshots, and write its valid rows
+    out with canonical columns.
 
     The JSON result, the HTML report and the Markdown summary are always written, also when
     the data cannot be read or fails a check, so that a failed run explains itself.
@@ -77,13 +88,20 @@ def validate_file(
         result_path: Where the JSON result goes (settings, counts, findings, success).
         report_path: Where the one-page HTML report goes.
         summary_path: Where the short Markdown summary goes.
+        feedback: Feedback snapshot URIs whose "train" rows join the data before it is
+            checked (`merge.py`).
+        merge: How the snapshots are merged; `FeedbackMergeSettings()` when None.
+        production_test_path: Where the snapshots' held-out rows go as Parquet (text, label;
+            no rows when there are none); not written when None.
 
     Returns:
-        What validation found; `metadata()` gives the values for the KFP artifact.
+        What validation found, with the data's lineage; `metadata()` gives the values for the
+        KFP artifact.
 
     Raises:
         ConfigError: The data path does not exist or the column settings are contradictory.
-        DataError: The file cannot be read.
+        DataError: The file or a snapshot cannot be read, or a snapshot holds a label the
+            model does not know.
         DataValidationError: A critical check failed (a missing column included); the message
             names each failed check, its column, what was observed and a few offending rows.
     """
@@ -93,6 +111,7 @@ def validate_file(
     try:
         source = config.resolve_data_path(data)
         frame = load_labelled_table(source, data_format, columns)
+        merged = _merge_feedback(frame, columns, feedback, merge, settings, production_labels)
     except (ConfigError, DataError) as e:
         failed = ValidationResult(
             source=source, success=False, rows=0, settings=settings.model_dump(), error=str(e)
@@ -100,10 +119,18 @@ def validate_file(
         write_outputs(failed, **outputs)
         raise
 
+    if production_test_path is not None:
+        write_production_test(merged.production_test, production_test_path)
+    lineage = {
+        "base": {"data": source, "fingerprint": data_fingerprint(frame, columns)},
+        "feedback": merged.feedback,
+    }
+    frame = merged.frame
     # Before any check, report or output sees the text.
     redactions = redact_texts(frame, columns.text) if settings.redact_pii else {}
     result, keep = _validate(frame, columns, settings, production_labels, source, None)
     result.redactions = redactions
+    result.lineage = lineage
     write_outputs(result, **outputs)
     logger.info(
         "validated %s: rows=%d valid=%d success=%s failed_critical=%d failed_warnings=%d",
@@ -124,6 +151,30 @@ def validate_file(
         )
     write_validated(frame[keep], columns, validated_path)
     return result
+
+
+def _merge_feedback(
+    frame: pd.DataFrame,
+    columns: Columns,
+    feedback: Sequence[str],
+    merge: FeedbackMergeSettings | None,
+    settings: ValidationSettings,
+    production_labels: LabelMap | None,
+) -> MergedData:
+    """The data merged with the feedback snapshots' training rows (`merge_feedback`).
+
+    A snapshot may hold the allowed labels when they are set, else the served model's, else
+    those of the base data.
+    """
+    snapshots = [read_snapshot(uri) for uri in feedback]
+    allowed: Sequence[str] = settings.canonical_allowed_labels
+    if not allowed and production_labels is not None:
+        allowed = production_labels.names
+    if not allowed and columns.label in frame.columns:
+        allowed = sorted(set(canonical_labels(frame[columns.label]).dropna()))
+    if not snapshots:
+        logger.info("no feedback snapshots: validating the base data only")
+    return merge_feedback(frame, columns, snapshots, merge or FeedbackMergeSettings(), allowed)
 
 
 def load_labelled_table(path: str, data_format: str, columns: Columns) -> pd.DataFrame:

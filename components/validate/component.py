@@ -26,12 +26,23 @@ def validate_data(
     model_name: str,
     deploy_target: str,
     kserve_namespace: str,
+    feedback_max_age_days: int,
+    feedback_max_share: float,
+    feedback_class_balance: bool,
+    feedback: list,
     validated_data: Output[Dataset],
+    production_test: Output[Dataset],
     validation_result: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
 ):
-    """Validate labelled data with Great Expectations; fail the run on a critical finding.
+    """Merge feedback into labelled data, validate it with Great Expectations; fail the run on a
+    critical finding.
+
+    `feedback` lists the feedback snapshots (the collect_feedback step's output): their
+    "train" rows join the data by the `FeedbackMergeSettings` before it is checked, their
+    "test" rows become `production_test` (text, label; no rows when there are none), and the
+    validated data's metadata records its lineage (the base data and each snapshot).
 
     On a cluster (its artifacts in an object store), first refuse a `deploy_target` that would
     publish the model inside a pod.
@@ -40,8 +51,9 @@ def validate_data(
     current version in `model_repository`, or with `deploy_target` 'kserve' the bundle the
     InferenceService `model_name` in `kserve_namespace` (empty: this pod's) serves.
 
-    The settings are `DataSettings`, `ValidationSettings`, `LabelPolicySettings` and
-    `ProductionModelSettings` (common/settings.py), each checked by its model.
+    The settings are `DataSettings`, `ValidationSettings`, `LabelPolicySettings`,
+    `ProductionModelSettings` and `FeedbackMergeSettings` (common/settings.py), each checked
+    by its model.
     """
     # The inputs, before anything else is bound: they are checked by their settings models.
     parameters = dict(locals())
@@ -56,6 +68,7 @@ def validate_data(
     from textops.components.common.logs import configure_logging
     from textops.components.common.settings import (
         DataSettings,
+        FeedbackMergeSettings,
         LabelPolicySettings,
         ProductionModelSettings,
         ValidationSettings,
@@ -68,6 +81,7 @@ def validate_data(
     settings = section_from(ValidationSettings, parameters)
     policy = section_from(LabelPolicySettings, parameters)
     production = section_from(ProductionModelSettings, parameters)
+    merge = section_from(FeedbackMergeSettings, parameters)
     # The first step: a cluster run whose model would end up on a pod's disk stops here.
     if on_a_cluster(report.uri):
         check_deploy_target(production.deploy_target, model_repository)
@@ -92,5 +106,8 @@ def validate_data(
         result_path=validation_result.path,
         report_path=report.path,
         summary_path=summary.path,
+        feedback=[str(uri) for uri in feedback],
+        merge=merge,
+        production_test_path=production_test.path,
     )
     validated_data.metadata.update(result.metadata())

@@ -81,6 +81,9 @@ class ValidationResult:
         settings: The thresholds the data was held to.
         findings: One entry per check, in the order the checks were declared.
         error: Why the data could not be checked at all (unreadable, bad settings), or None.
+        lineage: What the validated data was made of: the base data and its fingerprint,
+            and each feedback snapshot merged (uri, fingerprint, window, rows used and held
+            out); empty when the data could not be read.
     """
 
     source: str
@@ -93,6 +96,7 @@ class ValidationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_dropped(self) -> int:
@@ -120,6 +124,7 @@ class ValidationResult:
             "redactions": dict(self.redactions),
             "failed_critical_checks": len(self.failed_critical),
             "failed_warning_checks": len(self.failed_warnings),
+            "lineage": dict(self.lineage),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,9 @@ from textops.components.common.settings import (
     DataSettings,
     DeploySettings,
     EvaluationSettings,
+    FeedbackMergeSettings,
     FeedbackSettings,
+    FeedbackSnapshotsSettings,
     GateSettings,
     LabelPolicySettings,
     OutputSettings,
@@ -64,6 +66,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
         ValidationSettings,
         LabelPolicySettings,
         ProductionModelSettings,
+        FeedbackMergeSettings,
     ),
     "preprocess_data": (SplitSettings,),
     "train_model": (TrainSettings, TrainPlacementSettings),
@@ -74,11 +77,20 @@ SECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
 }
 #: Parameters that are no setting: the model repository is derived from output_dir.
 RUN_PARAMETERS: dict[str, type] = {"model_repository": str}
+#: Parameter inputs a DAG gives from another task's output, per component: validate takes the
+#: feedback snapshots to merge. Any other parameter must be a setting.
+WIRED: dict[str, dict[str, type]] = {"validate_data": {"feedback": list}}
 #: Fields that are not KFP parameters: drift tests are set in a drift settings file.
 NOT_PARAMETERS: dict[type[BaseModel], frozenset[str]] = {DriftSettings: frozenset({"tests"})}
-#: Sections that no component reads: the DAG reads train_gpus, a local run output_dir; the
-#: feedback settings until the collect_feedback step that reads them is in place.
-NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings, FeedbackSettings)
+#: Sections that no component reads: the DAG reads train_gpus and feedback_snapshots, a local
+#: run output_dir; the feedback settings until the collect_feedback step that reads them is in
+#: place.
+NOT_IN_COMPONENTS = (
+    TrainResourceSettings,
+    OutputSettings,
+    FeedbackSettings,
+    FeedbackSnapshotsSettings,
+)
 #: The KFP IR's name of each parameter type.
 IR_TYPES = {
     str: "STRING",
@@ -135,8 +147,9 @@ def test_component_parameters_are_its_sections_fields(name: str) -> None:
     for section in SECTIONS[name]:
         expected.update(parameter_fields(section))
     parameters = python_parameters(component)
+    given = {**RUN_PARAMETERS, **WIRED.get(name, {})}
     for parameter_name, parameter in parameters.items():
-        kind = expected.get(parameter_name, RUN_PARAMETERS.get(parameter_name))
+        kind = expected.get(parameter_name, given.get(parameter_name))
         assert kind is not None, (
             f"{name} takes {parameter_name}, which is no field of its sections "
             f"{[s.__name__ for s in SECTIONS[name]]}: declare the setting in its section"
@@ -306,6 +319,7 @@ def test_a_component_refuses_a_value_out_of_bounds_naming_the_setting(
         **DriftJobSettings().model_dump(),
         **DriftSettings().model_dump(),
         "model_repository": "unused",
+        **{p: kind() for wired in WIRED.values() for p, kind in wired.items()},
     }
     arguments: dict[str, Any] = {
         parameter: None for parameter in inspect.signature(component.python_func).parameters
