@@ -7,7 +7,8 @@ tokenizer.json      a `tokenizers` fast tokenizer
 labels.json         the label map (see `labels.LabelMap`)
 metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes;
                     `int8` and `fp16` say why an optional model is there or not,
-                    `batch_invariance` how each graph answered texts in mixed batches
+                    `batch_invariance` how each graph answered texts in mixed batches,
+                    `lineage` the data that trained it and the versions it replaced
 reference.parquet   the sample drift is measured against, with predictions
 """
 
@@ -19,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -42,6 +43,14 @@ OPTIONAL_FILES = (INT8_MODEL_FILE, FP16_MODEL_FILE)
 #: The numeric precision of a bundle's model files: fp32 always, int8 and fp16 optional.
 Precision = Literal["fp32", "int8", "fp16"]
 MODEL_FILES: dict[str, str] = {"fp32": MODEL_FILE, "int8": INT8_MODEL_FILE, "fp16": FP16_MODEL_FILE}
+
+#: metadata.json's record of where a bundle comes from:
+#: {"base": {"data", "fingerprint"}, "feedback": [{"uri", "fingerprint", "window",
+#: "rows_used", "rows_held_out"}], "data_fingerprint": the split data it trained on,
+#: "replaced": [versions it replaced, added where it is published]}.
+LINEAGE_KEY = "lineage"
+# Counts that KFP artifact metadata (a protobuf Struct) hands back as floats.
+_FEEDBACK_COUNTS = ("rows_used", "rows_held_out")
 
 
 def textops_version() -> str:
@@ -137,6 +146,69 @@ class ModelBundle:
         """Names of files whose SHA-256 differs from the one recorded in metadata.json."""
         recorded: dict[str, str] = self.metadata.get("files", {})
         return [name for name, digest in recorded.items() if sha256_of(self.path / name) != digest]
+
+
+def training_lineage(recorded: Any, data_fingerprint: str) -> dict[str, Any]:
+    """The lineage a new bundle records, from what the validate step passed down the steps.
+
+    Args:
+        recorded: The `lineage` the data artifacts carried (validate's base data and feedback
+            snapshots); None or empty when the run recorded none.
+        data_fingerprint: The fingerprint of the data the model was split from and trained on
+            (preprocess's); it stands for the base data when no lineage was recorded.
+
+    Returns:
+        `{"base": {"data", "fingerprint"}, "feedback": [...], "data_fingerprint": ...}`.
+    """
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    base = recorded.get("base")
+    base = dict(base) if isinstance(base, Mapping) else {}
+    base.setdefault("data", None)
+    # Without the base data's own fingerprint, the trained-on data is the best there is.
+    if not base.get("fingerprint"):
+        base["fingerprint"] = data_fingerprint or None
+    feedback = recorded.get("feedback")
+    snapshots = [dict(s) for s in feedback if isinstance(s, Mapping)] if feedback else []
+    for snapshot in snapshots:
+        for name in _FEEDBACK_COUNTS:
+            if isinstance(snapshot.get(name), float):
+                snapshot[name] = int(snapshot[name])
+    return {"base": base, "feedback": snapshots, "data_fingerprint": data_fingerprint or None}
+
+
+def recorded_lineage(metadata: Any) -> dict[str, Any] | None:
+    """The `lineage` a bundle's metadata.json records; None for a bundle exported without one."""
+    lineage = metadata.get(LINEAGE_KEY) if isinstance(metadata, Mapping) else None
+    return dict(lineage) if isinstance(lineage, Mapping) else None
+
+
+def record_replaced(bundle_dir: Path, replaced: Sequence[int]) -> None:
+    """Add `lineage.replaced` to a bundle's metadata.json, by an atomic rename.
+
+    metadata.json does not hash itself, so the bundle still verifies afterwards.
+    """
+    path = Path(bundle_dir) / METADATA_FILE
+    document = json.loads(path.read_text(encoding="utf-8"))
+    lineage = recorded_lineage(document) or {}
+    lineage["replaced"] = list(replaced)
+    document[LINEAGE_KEY] = lineage
+    write_text_atomically(path, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace the file at `path` with `text` by one rename: a reader sees the old file or the
+    new one, never a part."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            # On disk before the rename, so a crash cannot leave an empty file behind.
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def write_metadata(bundle_dir: Path, fields: dict[str, Any]) -> None:

@@ -9,7 +9,9 @@ The layout is the one KServe and Triton model repositories use:
 
 A version directory appears by one atomic rename once its copy is complete and verified, and
 `current.json` is replaced atomically after that, so a reader (the predictor, a rollback)
-sees either the old version or the new one, never a half-copied bundle. `current.json` is
+sees either the old version or the new one, never a half-copied bundle. The copy's
+metadata.json records, under `lineage.replaced`, the version that was current when it was
+published (written in the scratch copy, before the rename). `current.json` is
 written in one place, `_point_current_at`, which records the change in `history.jsonl` first:
 publishing, promoting and rolling back all go through it, under the publish lock. Reading the
 repository (the layout, its versions, the pointer) is `common.model_repository`'s job.
@@ -21,10 +23,8 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from textops.components.common.bundle import (
     REQUIRED_FILES,
     ModelBundle,
     atomic_directory,
+    record_replaced,
+    write_text_atomically,
 )
 from textops.components.common.errors import ModelNotFoundError, PublishError
 from textops.components.common.model_repository import (
@@ -78,6 +80,9 @@ def publish_bundle(
     with _publish_lock(model_root):
         version = _next_version(model_root)
         target = model_root / str(version)
+        pointed = current_version(repository, model_name)
+        # The version this one takes over from, for its lineage (`textops models lineage`).
+        replaced = [pointed.version] if pointed else []
         with atomic_directory(target) as scratch:
             for name in files:
                 shutil.copy2(bundle.path / name, scratch / name)
@@ -88,9 +93,13 @@ def publish_bundle(
                     f"copying {bundle.path} to {target} corrupted {', '.join(corrupted)}; "
                     "check the disk and publish again"
                 )
-        _point_current_at(model_root, version, "publish")
+            # The copy, not the export's bundle: the version directory appears with it.
+            record_replaced(scratch, replaced)
+        _point_current_at(model_root, version, "publish", replaced)
 
-    logger.info("published %s version=%d path=%s", model_name, version, target)
+    logger.info(
+        "published %s version=%d path=%s replaced=%s", model_name, version, target, replaced
+    )
     return PublishedVersion(model_name, version, target)
 
 
@@ -126,8 +135,12 @@ def make_current(repository: str | Path, model_name: str, version: int, *, via: 
     return True
 
 
-def _point_current_at(model_root: Path, version: int, via: str) -> None:
+def _point_current_at(
+    model_root: Path, version: int, via: str, replaced: Sequence[int] = ()
+) -> None:
     """Record the change in history.jsonl, then point current.json at `version`.
+
+    `replaced`: the versions a publish took over from, which its event records.
 
     The caller holds the publish lock. The record is written first, so a failure leaves
     current.json as it was; a crash between the two leaves a record one change ahead, which
@@ -144,7 +157,7 @@ def _point_current_at(model_root: Path, version: int, via: str) -> None:
         recorded = history_event(pointed.version, "unknown", since) if pointed else ""
     if recorded and not recorded.endswith("\n"):
         recorded += "\n"
-    _write_text_atomically(history, recorded + history_event(version, via, now))
+    write_text_atomically(history, recorded + history_event(version, via, now, replaced))
     document: dict[str, Any] = {
         "version": version,
         "path": str((model_root / str(version)).resolve()),
@@ -153,7 +166,7 @@ def _point_current_at(model_root: Path, version: int, via: str) -> None:
     }
     if via == "publish":
         document["published_at"] = now
-    _write_text_atomically(model_root / CURRENT_FILE, json.dumps(document, indent=2) + "\n")
+    write_text_atomically(model_root / CURRENT_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def verified_bundle(bundle_dir: str | Path) -> tuple[ModelBundle, list[str]]:
@@ -220,17 +233,3 @@ def _next_version(model_root: Path) -> int:
     highest = max(model_repository.version_numbers(model_root), default=0)
     pointed = current_version(model_root.parent, model_root.name)
     return max(highest, pointed.version if pointed else 0) + 1
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            # On disk before the rename, so a crash cannot leave an empty current.json.
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -8,11 +8,13 @@ deploy), `promote`, `rollback`, `restore` (a failed rollout put back what served
 makes the bundle that was serving beside a canary its target, and a new period begins.
 
 - Local model repository: `history.jsonl` beside `current.json`, one event per line
-  (`{"version": 3, "at": "...", "via": "rollback"}`: version 3 became current), rewritten
+  (`{"version": 3, "at": "...", "via": "rollback"}`: version 3 became current; a publish
+  adds `"replaced": [2]`, the version current before it), rewritten
   atomically under the publish lock before `current.json` changes (`deploy.publish`). A period
   runs from one event to the next.
 - InferenceService: the annotation `textops.dev/history`, a JSON list of the last
-  `MAX_PERIODS` periods (`{"version", "storageUri", "from", "to", "via", "endedBy"}`), written
+  `MAX_PERIODS` periods (`{"version", "storageUri", "from", "to", "via", "endedBy"}`, and
+  `"replaced"`: the versions serving when a rollout started it), written
   by the same patch that changes the spec (`isvc.inference_service`). A period is open while
   the spec sends its storageUri a share of the traffic, so a canary and the model it runs
   beside are both open; times are those of the writes, not of the revisions becoming Ready.
@@ -63,6 +65,8 @@ class ServedPeriod:
     ended_by: str | None = None
     #: Where the bundle is (InferenceService); None in the local repository.
     storage_uri: str | None = None
+    #: The versions that served when a rollout started this period: those it replaced.
+    replaced: tuple[int, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -75,6 +79,8 @@ class ServedPeriod:
         document.update({"from": self.started, "to": self.ended, "via": self.via})
         if self.ended_by is not None:
             document["endedBy"] = self.ended_by
+        if self.replaced:
+            document["replaced"] = list(self.replaced)
         return document
 
     @classmethod
@@ -87,6 +93,7 @@ class ServedPeriod:
             via=str(document.get("via") or "unknown"),
             ended_by=_optional_text(document.get("endedBy")),
             storage_uri=_optional_text(document.get("storageUri")),
+            replaced=tuple(int(v) for v in document.get("replaced") or ()),
         )
 
 
@@ -133,9 +140,11 @@ def next_periods(
     no open period starts one, numbered by `version_of` (left out when its number is not
     known). A rollback that sends all traffic to its `target` starts a new period for it even
     when the target was serving already (beside a canary), so that "the serving period began
-    with a rollback" holds exactly when the last change was one.
+    with a rollback" holds exactly when the last change was one. A period a rollout starts
+    names the versions that served before the write: those the new bundle replaces.
     """
     serving = {uri for uri, share in traffic.items() if share > 0}
+    served = sorted({p.version for p in periods if p.is_open})
     restarting = via == "rollback" and target is not None and traffic.get(target, 0) >= 100
     updated: list[ServedPeriod] = []
     for period in periods:
@@ -149,7 +158,9 @@ def next_periods(
     still_open = {p.storage_uri for p in updated if p.is_open}
     for uri in sorted(serving - still_open):
         if uri in version_of:
-            updated.append(ServedPeriod(version_of[uri], now, None, via, None, uri))
+            version = version_of[uri]
+            replaced = tuple(v for v in served if v != version) if via == "rollout" else ()
+            updated.append(ServedPeriod(version, now, None, via, None, uri, replaced))
     # Forget the oldest ended periods first: an open one names a bundle that serves now.
     while len(updated) > MAX_PERIODS:
         oldest = next((i for i, p in enumerate(updated) if not p.is_open), 0)
@@ -168,9 +179,13 @@ def version_of_uri(periods: Sequence[ServedPeriod], storage_uri: str | None) -> 
 # --- the local repository's record --------------------------------------------------------
 
 
-def history_event(version: int, via: str, at: str | None) -> str:
-    """One line of history.jsonl: `version` became current `at`, through `via`."""
-    return json.dumps({"version": version, "at": at, "via": via}) + "\n"
+def history_event(version: int, via: str, at: str | None, replaced: Sequence[int] = ()) -> str:
+    """One line of history.jsonl: `version` became current `at`, through `via`; a publish
+    also names the versions it `replaced`."""
+    event: dict[str, Any] = {"version": version, "at": at, "via": via}
+    if replaced:
+        event["replaced"] = list(replaced)
+    return json.dumps(event) + "\n"
 
 
 def pointer_since(model_root: Path) -> str | None:
@@ -213,20 +228,23 @@ def _local_events(path: Path) -> Iterable[ServedPeriod]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    events: list[tuple[int, str | None, str]] = []
+    events: list[tuple[int, str | None, str, tuple[int, ...]]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             document = json.loads(line)
-            events.append((int(document["version"]), document.get("at"), str(document["via"])))
+            replaced = tuple(int(v) for v in document.get("replaced") or ())
+            events.append(
+                (int(document["version"]), document.get("at"), str(document["via"]), replaced)
+            )
         except (ValueError, KeyError, TypeError) as e:
             logger.warning("ignoring history line path=%s line=%d error=%s", path, number, e)
     periods = []
-    for index, (version, at, via) in enumerate(events):
+    for index, (version, at, via, replaced) in enumerate(events):
         following = events[index + 1] if index + 1 < len(events) else None
         ended, ended_by = (following[1], following[2]) if following else (None, None)
-        periods.append(ServedPeriod(version, at, ended, via, ended_by))
+        periods.append(ServedPeriod(version, at, ended, via, ended_by, replaced=replaced))
     return periods
 
 

@@ -144,7 +144,8 @@ def export_bundle(
             on all of it.
         reference_source_path: Parquet train split; reference.parquet samples it.
         training: The train artifact's metadata: base_model, data_fingerprint,
-            max_seq_length and the hyperparameters.
+            max_seq_length and the hyperparameters, and the `lineage` the data carried
+            down from the validate step (recorded as the bundle's lineage).
         evaluation: Test metrics, recorded as the bundle's metrics.
         bundle_dir: Where the bundle directory is created (replaced if it exists).
 
@@ -324,5 +325,9 @@ def _metadata_fields(
         "transformers_version": transformers.__version__,
         "onnx_version": onnx.__version__,
         "onnxruntime_version": onnxruntime.__version__,
-        "training": dict(training),
+        bundle_format.LINEAGE_KEY: bundle_format.training_lineage(
+            training.get(bundle_format.LINEAGE_KEY), settings["data_fingerprint"]
+        ),
+        # The lineage is recorded once, above, in its own form.
+        "training": {k: v for k, v in training.items() if k != bundle_format.LINEAGE_KEY},
     }

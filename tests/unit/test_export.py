@@ -68,6 +68,44 @@ def test_metadata_records_provenance_metrics_and_parity(
     assert 0.0 <= report["max_abs_diff"] <= parity.PARITY_MAX_ABS_DIFF
 
 
+def test_a_bundle_without_recorded_lineage_names_the_data_it_trained_on(
+    tiny_bundle_dir: Path, tiny_training_metadata: dict[str, Any]
+) -> None:
+    fingerprint = tiny_training_metadata["data_fingerprint"]
+    assert ModelBundle.open(tiny_bundle_dir).metadata["lineage"] == {
+        "base": {"data": None, "fingerprint": fingerprint},
+        "feedback": [],
+        "data_fingerprint": fingerprint,
+    }
+
+
+def test_the_lineage_the_data_carried_down_is_the_bundles(
+    tiny_model_dir: Path,
+    tiny_training_metadata: dict[str, Any],
+    export_tiny: ExportTiny,
+    tmp_path: Path,
+) -> None:
+    snapshot = {
+        "uri": "s3://feedback/textops-classifier/f00d",
+        "fingerprint": "f00d",
+        "window": {"since": "2026-11-07T00:00:00+00:00", "until": "2026-12-07T00:00:00+00:00"},
+        # As KFP artifact metadata hands them back: a protobuf Struct's numbers are floats.
+        "rows_used": 120.0,
+        "rows_held_out": 30.0,
+    }
+    lineage = {"base": {"data": "data/reviews.csv", "fingerprint": "ba5e"}, "feedback": [snapshot]}
+
+    export_tiny(tiny_model_dir, {**tiny_training_metadata, "lineage": lineage}, tmp_path / "bundle")
+
+    metadata = ModelBundle.open(tmp_path / "bundle").metadata
+    assert metadata["lineage"] == {
+        "base": {"data": "data/reviews.csv", "fingerprint": "ba5e"},
+        "feedback": [{**snapshot, "rows_used": 120, "rows_held_out": 30}],
+        "data_fingerprint": tiny_training_metadata["data_fingerprint"],
+    }
+    assert "lineage" not in metadata["training"]
+
+
 def test_artifact_metadata_is_flat_json_scalars(tiny_export: ExportResult) -> None:
     metadata = tiny_export.artifact_metadata()
     assert all(isinstance(v, str | int | float | bool) for v in metadata.values())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from textops.components.common.bundle import ModelBundle, sha256_of
+from textops.components.common.bundle import METADATA_FILE, ModelBundle, sha256_of
 from textops.components.common.errors import PublishError
 from textops.components.common.model_repository import (
     PublishedVersion,
@@ -60,12 +60,19 @@ def test_versions_count_up_and_current_points_to_the_latest(
     assert pointer["published_at"].endswith("+00:00")
     assert current_version(repository, MODEL) == second
     assert list_versions(repository, MODEL) == [first, second]
-    for version in (first, second):
+    for version, replaced in ((first, []), (second, [1])):
         copy = ModelBundle.open(version.path)
         assert copy.verify_hashes() == []
-        assert {p.name: sha256_of(p) for p in version.path.iterdir()} == {
-            p.name: sha256_of(p) for p in tiny_bundle_dir.iterdir()
-        }
+        assert {
+            p.name: sha256_of(p) for p in version.path.iterdir() if p.name != METADATA_FILE
+        } == {p.name: sha256_of(p) for p in tiny_bundle_dir.iterdir() if p.name != METADATA_FILE}
+        # The copy's metadata.json is the export's, plus the version it replaced.
+        exported = json.loads((tiny_bundle_dir / METADATA_FILE).read_text())
+        published = copy.metadata
+        assert published.pop("lineage") == {**exported.pop("lineage"), "replaced": replaced}
+        assert published == exported
+    events = [json.loads(line) for line in (repository / MODEL / "history.jsonl").open()]
+    assert [e.get("replaced") for e in events] == [None, [1]]
 
 
 def test_concurrent_publishes_never_share_a_version(tiny_bundle_dir: Path, tmp_path: Path) -> None:
