@@ -45,3 +45,6 @@ def preprocess_data(
         (test_data, "test"),
     ):
         artifact.metadata.update(result.metadata(split))
+        # Where the data came from (validate's record) travels on to the bundle's metadata.
+        if "lineage" in validated_data.metadata:
+            artifact.metadata["lineage"] = validated_data.metadata["lineage"]

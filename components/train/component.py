@@ -83,6 +83,9 @@ def train_model(
         metadata = run_training(job)
     model.framework = "pytorch"
     model.metadata.update(metadata)
+    # Where the data came from travels on to export, which records it in the bundle.
+    if "lineage" in train_data.metadata:
+        model.metadata["lineage"] = train_data.metadata["lineage"]
     for name, value in metadata.items():
         if name.startswith(("validation_", "train_")) and isinstance(value, float):
             metrics.log_metric(name, value)
