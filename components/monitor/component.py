@@ -1,4 +1,7 @@
-"""KFP component of the drift job; the logic is in `drift_job.py`."""
+"""KFP components of the monitor: the drift job (logic in `drift_job.py`) and the feedback
+snapshot (logic in `feedback.py`)."""
+
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Output
@@ -141,3 +144,119 @@ def detect_drift(
         {"status": result.status, "drifted": result.drifted, "reasons": list(result.reasons)}
     )
     return result.drifted
+
+
+@dsl.component(base_image=MONITOR_IMAGE, install_kfp_package=False)
+def collect_feedback(
+    feedback_store_url: str,
+    feedback_since: str,
+    feedback_until: str,
+    feedback_last: int,
+    feedback_dir: str,
+    feedback_test_fraction: float,
+    feedback_conflicts: str,
+    feedback_unknown_labels: str,
+    feedback_snapshots: list,
+    data: str,
+    data_format: str,
+    text_column: str,
+    label_column: str,
+    allowed_labels: list,
+    min_rows: int,
+    min_text_chars: int,
+    max_text_chars: int,
+    text_mostly: float,
+    max_duplicate_share: float,
+    max_conflicting_label_share: float,
+    min_class_share: float,
+    redact_pii: bool,
+    model_name: str,
+    deploy_target: str,
+    kserve_namespace: str,
+    model_repository: str,
+    summary: Output[Artifact],
+) -> NamedTuple("FeedbackOutputs", [("snapshots", list)]):  # type: ignore[valid-type]
+    """Build a feedback snapshot of `model_name`'s labelled traffic (see monitor/feedback.py).
+
+    The store is `feedback_store_url`, else $TEXTOPS_STORE_URL (the pipeline sets it from the
+    collector's Secret); with neither, or with no labelled row left by the rules, it logs
+    "no labelled feedback: retraining on the base data only" and outputs `feedback_snapshots`
+    as given. Labels are held to those of the model in production (`deploy_target`,
+    `model_repository`, `kserve_namespace`); with none in production, to `allowed_labels`
+    when set, else to the base `data`'s labels. The snapshot goes under `feedback_dir`, empty:
+    `<output_dir>/feedback` beside the model repository (`<output_dir>/models`); on a cluster
+    (its artifacts in an object store) it must be an object-store URI.
+
+    The settings are `FeedbackSettings`, `FeedbackSnapshotsSettings`, `DataSettings`,
+    `ValidationSettings` (of which `redact_pii` and `allowed_labels` are read here; its data
+    checks are the validate step's) and `ProductionModelSettings`, each checked first.
+
+    Returns the snapshot URIs to merge, as the output parameter `snapshots`; `summary`'s
+    metadata records the fresh snapshot (uri, fingerprint, rows, window, label counts).
+    """
+    # The inputs, before anything else is bound: they are checked by their settings models.
+    parameters = dict(locals())
+
+    import logging
+    import os
+    import tempfile
+    from collections import namedtuple
+    from pathlib import Path
+
+    from textops.components.common import production_model
+    from textops.components.common.cluster_run import on_a_cluster
+    from textops.components.common.logs import configure_logging
+    from textops.components.common.settings import (
+        DataSettings,
+        FeedbackSettings,
+        ProductionModelSettings,
+        ValidationSettings,
+        section_from,
+    )
+    from textops.components.monitor import feedback
+    from textops.components.monitor.collector_cli import STORE_URL_ENV
+
+    # kfp reads the output's name from the returned tuple's field (the component's source
+    # runs alone in its pod: a class declared beside it would not be there).
+    FeedbackOutputs = namedtuple("FeedbackOutputs", ["snapshots"])
+    configure_logging()
+    for section in (FeedbackSettings, DataSettings, ValidationSettings, ProductionModelSettings):
+        section_from(section, parameters)  # the values are used as given, once checked
+    given = [str(uri) for uri in feedback_snapshots]
+    store_url = feedback_store_url or os.environ.get(STORE_URL_ENV, "")
+    if not store_url:
+        logging.getLogger(__name__).info("%s (no payload store)", feedback.NO_FEEDBACK_MESSAGE)
+        summary.metadata.update({"snapshot": None, "snapshots": given})
+        return FeedbackOutputs(given)
+    directory = feedback.default_feedback_dir(feedback_dir, str(Path(model_repository).parent))
+    if on_a_cluster(summary.uri):
+        feedback.check_feedback_dir_on_a_cluster(directory)
+
+    base = feedback.read_base_data(data, data_format, text_column, label_column)
+    target = production_model.production_target(deploy_target, model_repository, kserve_namespace)
+    scratch = Path(tempfile.mkdtemp(prefix="textops-labels-"))
+    served = production_model.production_labels(model_name, target, scratch)
+    snapshot = feedback.build_snapshot(
+        store_url,
+        model_name,
+        directory,
+        window=feedback.FeedbackWindow.parse(feedback_since, feedback_until, feedback_last),
+        rules=feedback.FeedbackRules(
+            known_labels=feedback.known_labels(
+                served.names if served else None, allowed_labels, base
+            ),
+            conflicts=feedback_conflicts,
+            unknown_labels=feedback_unknown_labels,
+            test_fraction=feedback_test_fraction,
+            redact_pii=redact_pii,
+        ),
+        base_texts=base.texts,
+    )
+    snapshots = feedback.snapshot_uris(snapshot, given)
+    summary.metadata.update(
+        {
+            "snapshot": None if snapshot is None else {"uri": snapshot.uri, **snapshot.metadata},
+            "snapshots": snapshots,
+        }
+    )
+    return FeedbackOutputs(snapshots)

@@ -361,6 +361,70 @@ def build_snapshot(
     return snapshot
 
 
+@dataclass(frozen=True)
+class BaseData:
+    """What a snapshot is built against: the base data's texts, and the labels it may hold."""
+
+    texts: list[str]
+    labels: tuple[str, ...]
+
+
+def read_base_data(data: str, data_format: str, text_column: str, label_column: str) -> BaseData:
+    """The base data's texts and labels (its `data` setting: a file, a URI or 'sample').
+
+    Raises:
+        ConfigError: The data file does not exist.
+        DataError: It cannot be read, or lacks the text or label column.
+    """
+    from textops.components.common.config import resolve_data_path
+    from textops.components.common.dataio import read_table, require_columns
+
+    path = resolve_data_path(data)
+    frame = read_table(path, data_format)
+    require_columns(frame, [text_column, label_column], f"data {data}")
+    labels = frame[label_column].dropna()
+    return BaseData(
+        texts=[str(text) for text in frame[text_column].dropna()],
+        labels=tuple(sorted({canonical_label(label) for label in labels})),
+    )
+
+
+def known_labels(
+    production: Sequence[str] | None, allowed_labels: Sequence[str], base: BaseData
+) -> tuple[str, ...]:
+    """The labels feedback may hold: the model in production's; with none in production, the
+    allowed labels when set, else the base data's."""
+    if production:
+        return tuple(production)
+    if allowed_labels:
+        return tuple(canonical_label(label) for label in allowed_labels)
+    return base.labels
+
+
+def default_feedback_dir(feedback_dir: str, output_dir: str) -> str:
+    """`feedback_dir`, or `<output_dir>/feedback` when it is empty."""
+    return feedback_dir or f"{output_dir.rstrip('/')}/feedback"
+
+
+def check_feedback_dir_on_a_cluster(feedback_dir: str) -> None:
+    """Refuse a cluster step a snapshot directory on its pod's disk (gone when the pod ends).
+
+    Raises:
+        ConfigError: `feedback_dir` is empty or a local path.
+    """
+    from textops.components.common.cluster_run import on_a_cluster
+    from textops.components.common.errors import ConfigError
+
+    if not on_a_cluster(feedback_dir):
+        raise ConfigError(
+            f"feedback_dir is {feedback_dir!r}, a directory inside the collect_feedback "
+            "step's pod: the snapshot would be gone when the pod ends, and no later run could "
+            "merge it. Set the pipeline parameter feedback_dir to an object-store URI "
+            "(s3://bucket/feedback), or leave feedback_store_url unset to retrain on the base "
+            "data only"
+        )
+
+
 def snapshot_summary(snapshot: FeedbackSnapshot) -> list[str]:
     """Lines describing a snapshot for a person: where, rows, window, label counts."""
     meta = snapshot.metadata

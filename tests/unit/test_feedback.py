@@ -142,7 +142,7 @@ def test_the_window_and_last(store: PayloadStore, store_url: str, tmp_path: Path
     snapshot = build_snapshot(store_url, MODEL, str(tmp_path), window=window, rules=RULES)
     assert snapshot is not None
     assert snapshot_rows(snapshot.uri)["text"].tolist() == ["text 1", "text 2", "text 3"]
-    assert snapshot.metadata["window"]["since"] == window.since.isoformat()  # type: ignore[union-attr]
+    assert snapshot.metadata["window"]["since"] == window.since.isoformat()
     last = build_snapshot(
         store_url, MODEL, str(tmp_path), window=FeedbackWindow(last=2), rules=RULES
     )

@@ -74,6 +74,13 @@ SECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
     "export_model": (),
     "deploy_model": (ProductionModelSettings, DeploySettings),
     "detect_drift": (DriftJobSettings, DriftSettings, ProductionModelSettings),
+    "collect_feedback": (
+        FeedbackSettings,
+        FeedbackSnapshotsSettings,
+        DataSettings,
+        ValidationSettings,
+        ProductionModelSettings,
+    ),
 }
 #: Parameters that are no setting: the model repository is derived from output_dir.
 RUN_PARAMETERS: dict[str, type] = {"model_repository": str}
@@ -83,14 +90,8 @@ WIRED: dict[str, dict[str, type]] = {"validate_data": {"feedback": list}}
 #: Fields that are not KFP parameters: drift tests are set in a drift settings file.
 NOT_PARAMETERS: dict[type[BaseModel], frozenset[str]] = {DriftSettings: frozenset({"tests"})}
 #: Sections that no component reads: the DAG reads train_gpus and feedback_snapshots, a local
-#: run output_dir; the feedback settings until the collect_feedback step that reads them is in
-#: place.
-NOT_IN_COMPONENTS = (
-    TrainResourceSettings,
-    OutputSettings,
-    FeedbackSettings,
-    FeedbackSnapshotsSettings,
-)
+#: run output_dir.
+NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings, FeedbackSnapshotsSettings)
 #: The KFP IR's name of each parameter type.
 IR_TYPES = {
     str: "STRING",
@@ -303,6 +304,8 @@ def test_drift_yaml_keys_are_the_drift_settings(tmp_path: Path) -> None:
         ("validate_data", "min_rows", 0),
         ("validate_data", "model_name", "Not a DNS label"),
         ("detect_drift", "family_alpha", 1.5),
+        ("collect_feedback", "feedback_test_fraction", 1.0),
+        ("collect_feedback", "feedback_conflicts", "vote"),
     ],
 )
 def test_a_component_refuses_a_value_out_of_bounds_naming_the_setting(
