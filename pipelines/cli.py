@@ -21,7 +21,8 @@ from textops.components.common.config import TrainingConfig, load_config
 from textops.components.common.errors import ConfigError, TextopsError
 from textops.components.monitor import collector_cli
 from textops.components.serve import command as serve_cli
-from textops.pipelines import drift_cli, kubeflow_cli, models_cli
+from textops.pipelines import drift_cli, feedback_cli, kubeflow_cli, models_cli
+from textops.pipelines.config_flags import add_config_flags
 
 #: Settings too structured for a flag: they are given in the --config file.
 CONFIG_FILE_ONLY = frozenset(
@@ -39,6 +40,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     collector_cli,
     kubeflow_cli,
     drift_cli,
+    feedback_cli,
     serve_cli,
     models_cli,
 )
@@ -48,35 +50,11 @@ COMPILED_PIPELINE = Path(__file__).resolve().parent / "compiled" / "training.yam
 COMPILED_MONITORING = Path(__file__).resolve().parent / "compiled" / "monitoring.yaml"
 
 
-def _comma_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainingConfig field (`text_column` -> `--text-column`), help from the field."""
-    for name, field in TrainingConfig.model_fields.items():
-        if name in CONFIG_FILE_ONLY:
-            continue
-        flag = "--" + name.replace("_", "-")
-        kwargs: dict[str, typing.Any] = {
-            "dest": name,
-            "default": None,  # None = not given, so the config file's value stands
-            "help": f"{field.description} (default: {field.default})",
-        }
-        if typing.get_origin(field.annotation) is typing.Literal:
-            kwargs["choices"] = typing.get_args(field.annotation)
-        elif field.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(field.annotation) is list:
-            kwargs["type"] = _comma_list
-            kwargs["metavar"] = "A,B,..."
-            kwargs["help"] = f"{field.description} (default: none)"
-        elif field.annotation in (int, float):
-            kwargs["type"] = field.annotation
-            kwargs["metavar"] = field.annotation.__name__.upper()
-        else:
-            kwargs["metavar"] = name.split("_")[-1].upper()
-        parser.add_argument(flag, **kwargs)
+    """One flag per TrainingConfig field but those set in the config file only."""
+    add_config_flags(
+        parser, [name for name in TrainingConfig.model_fields if name not in CONFIG_FILE_ONLY]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -199,7 +199,6 @@ def collect_feedback(
 
     import logging
     import os
-    import tempfile
     from collections import namedtuple
     from pathlib import Path
 
@@ -232,26 +231,8 @@ def collect_feedback(
     if on_a_cluster(summary.uri):
         feedback.check_feedback_dir_on_a_cluster(directory)
 
-    base = feedback.read_base_data(data, data_format, text_column, label_column)
     target = production_model.production_target(deploy_target, model_repository, kserve_namespace)
-    scratch = Path(tempfile.mkdtemp(prefix="textops-labels-"))
-    served = production_model.production_labels(model_name, target, scratch)
-    snapshot = feedback.build_snapshot(
-        store_url,
-        model_name,
-        directory,
-        window=feedback.FeedbackWindow.parse(feedback_since, feedback_until, feedback_last),
-        rules=feedback.FeedbackRules(
-            known_labels=feedback.known_labels(
-                served.names if served else None, allowed_labels, base
-            ),
-            conflicts=feedback_conflicts,
-            unknown_labels=feedback_unknown_labels,
-            test_fraction=feedback_test_fraction,
-            redact_pii=redact_pii,
-        ),
-        base_texts=base.texts,
-    )
+    snapshot = feedback.collect_snapshot(store_url, directory, parameters, target)
     snapshots = feedback.snapshot_uris(snapshot, given)
     summary.metadata.update(
         {

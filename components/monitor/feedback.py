@@ -38,7 +38,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,8 @@ from textops.components.monitor.store import mask_url, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from textops.components.common.production_model import ProductionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +401,56 @@ def known_labels(
     if allowed_labels:
         return tuple(canonical_label(label) for label in allowed_labels)
     return base.labels
+
+
+def collect_snapshot(
+    store_url: str,
+    feedback_dir: str,
+    settings: Mapping[str, Any],
+    target: ProductionTarget,
+) -> FeedbackSnapshot | None:
+    """Build the snapshot a run's settings ask for: the step's and `textops feedback`'s work.
+
+    Args:
+        store_url: The payload store.
+        feedback_dir: Where the snapshot goes (already defaulted).
+        settings: The values of the FeedbackSettings, DataSettings and ValidationSettings
+            fields and `model_name` (a component's parameters or a config's dump).
+        target: Where the model in production is, whose labels feedback is held to.
+
+    Raises:
+        PayloadStoreError, DataError, ConfigError: As `build_snapshot` and `read_base_data`.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from textops.components.common.production_model import production_labels
+
+    base = read_base_data(
+        settings["data"], settings["data_format"], settings["text_column"], settings["label_column"]
+    )
+    with tempfile.TemporaryDirectory(prefix="textops-labels-") as scratch:
+        served = production_labels(settings["model_name"], target, Path(scratch))
+    rules = FeedbackRules(
+        known_labels=known_labels(
+            served.names if served else None, settings["allowed_labels"], base
+        ),
+        conflicts=settings["feedback_conflicts"],
+        unknown_labels=settings["feedback_unknown_labels"],
+        test_fraction=settings["feedback_test_fraction"],
+        redact_pii=settings["redact_pii"],
+    )
+    window = FeedbackWindow.parse(
+        settings["feedback_since"], settings["feedback_until"], settings["feedback_last"]
+    )
+    return build_snapshot(
+        store_url,
+        settings["model_name"],
+        feedback_dir,
+        window=window,
+        rules=rules,
+        base_texts=base.texts,
+    )
 
 
 def default_feedback_dir(feedback_dir: str, output_dir: str) -> str:
