@@ -94,6 +94,8 @@ def _training(params: dict[str, Any]) -> TrainingOutputs:
     evaluate = evaluate_model(
         model=train.outputs["model"],
         test_data=preprocess.outputs["test_data"],
+        # Held-out production traffic: the gate compares both models there too.
+        production_test=validate.outputs["production_test"],
         **settings_for(evaluate_model, params),
     ).set_display_name("evaluate")
     # The model in production may have changed since the last run: never answer from a cache.

@@ -259,6 +259,14 @@ class GateSettings(LabelPolicySettings):
         description="How far the new model's test macro-F1 may fall below the model in "
         "production's, on the same test split, and still ship.",
     )
+    max_production_regression: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="How far the new model's accuracy on the production test set (the held-out "
+        "part of the feedback snapshots) may fall below the model in production's and still "
+        "ship; not compared when either has no production rows.",
+    )
 
 
 class BehaviourTest(BaseModel):

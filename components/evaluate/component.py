@@ -20,11 +20,13 @@ from textops.components.common.images import TRAIN_IMAGE
 def evaluate_model(
     model: Input[Model],
     test_data: Input[Dataset],
+    production_test: Input[Dataset],
     model_repository: str,
     model_name: str,
     min_accuracy: float,
     min_macro_f1: float,
     max_regression: float,
+    max_production_regression: float,
     enforce_production_labels: bool,
     slice_column: str,
     behaviour_tests: list,
@@ -37,7 +39,8 @@ def evaluate_model(
     summary: Output[Markdown],
     decision: Output[Artifact],
 ) -> bool:
-    """Score the new model and the one in production on the test split; decide what ships.
+    """Score the new model and the one in production on the test split and, when it has rows,
+    on `production_test` (held-out production traffic); decide what ships.
 
     The model in production is the model the server at `champion_url` (an InferenceService)
     answers for when it is set; else, with `deploy_target` 'kserve', the bundle the
@@ -86,6 +89,7 @@ def evaluate_model(
         decision_path=decision.path,
         champion_url=evaluation.champion_url,
         kserve_namespace=served_from,
+        production_test_path=production_test.path,
     )
     scalars = outcome.scalars()
     for name, value in scalars.items():

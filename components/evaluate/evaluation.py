@@ -2,7 +2,9 @@
 
 `evaluate_challenger` is what the KFP component calls. It scores the train step's model (the
 challenger) on the held-out test split, runs the behavioural tests on it, scores the published
-bundle (the champion) on the very same texts, applies the gate's rules (`gate.decide`), and
+bundle (the champion) on the very same texts, scores both again on the production test set
+(the feedback snapshots' held-out rows) when it has rows, applies the gate's rules
+(`gate.decide`), and
 writes the HTML report, the Markdown summary and the decision as JSON. It only reads the model
 repository: whatever it decides, the model in production stays as it is.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from textops.components.common.errors import DataError
+from textops.components.common.labels import LabelMap
 from textops.components.common.settings import BehaviourTest, GateSettings
 from textops.components.evaluate.behaviour import (
     BehaviourResult,
@@ -29,7 +32,7 @@ from textops.components.evaluate.behaviour import (
 )
 from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.classifiers import TorchClassifier
-from textops.components.evaluate.gate import ChampionResult, Decision, decide
+from textops.components.evaluate.gate import ChampionResult, Decision, ProductionResult, decide
 from textops.components.evaluate.report import render_html, render_markdown, write_text
 from textops.components.evaluate.scoring import (
     Mistake,
@@ -60,6 +63,7 @@ class EvaluationOutcome:
     champion: ChampionResult
     decision: Decision
     settings: GateSettings
+    production: ProductionResult | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -93,6 +97,8 @@ class EvaluationOutcome:
             values["champion_macro_f1"] = self.champion.scores.macro_f1
             values["champion_accuracy"] = self.champion.scores.accuracy
             values["macro_f1_change"] = self.scores.macro_f1 - self.champion.scores.macro_f1
+        if self.production is not None:
+            values.update(production_scalars(self.production))
         if self.behaviour:
             passed = sum(r.passed for r in self.behaviour)
             values["behaviour_tests_passed_share"] = passed / len(self.behaviour)
@@ -117,6 +123,7 @@ class EvaluationOutcome:
                 "roc_auc": self.roc.auc if self.roc is not None else None,
             },
             "champion": self.champion.to_dict(),
+            "production": self.production.to_dict() if self.production is not None else None,
             "behaviour_tests": [r.to_dict() for r in self.behaviour],
             "slices": asdict(self.slices) if self.slices is not None else None,
             "confident_mistakes": [asdict(m) for m in self.mistakes],
@@ -128,28 +135,96 @@ def _metric_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "unnamed"
 
 
-def read_test_split(test_path: str | Path) -> pd.DataFrame:
+def production_scalars(production: ProductionResult) -> dict[str, float]:
+    """The metrics of both models on the production test set, named `production_*`."""
+    new = production.challenger
+    values = {
+        "production_accuracy": new.accuracy,
+        "production_macro_f1": new.macro_f1,
+        "production_test_rows": float(new.rows),
+    }
+    old = production.champion.scores
+    if old is not None:
+        values["champion_production_accuracy"] = old.accuracy
+        values["champion_production_macro_f1"] = old.macro_f1
+        values["production_accuracy_change"] = new.accuracy - old.accuracy
+    return values
+
+
+def read_test_split(test_path: str | Path, what: str = "the test split") -> pd.DataFrame:
     """The test split, checked to hold rows and the text and label columns.
 
     Raises:
         DataError: The file cannot be read, lacks `text` or `label`, or has no rows.
     """
-    try:
-        frame = pd.read_parquet(test_path)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read the test split {test_path}: {e}") from e
-    missing = [c for c in ("text", "label") if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"the test split {test_path} lacks the column(s) {missing}; the preprocess step "
-            "writes text and label"
-        )
+    frame = _read_labelled(test_path, what, "the preprocess step")
     if frame.empty:
         raise DataError(
             f"the test split {test_path} has no rows: nothing to evaluate the model on. Give "
             "more data or a larger test_fraction"
         )
     return frame.reset_index(drop=True)
+
+
+def _read_labelled(path: str | Path, what: str, writer: str) -> pd.DataFrame:
+    """A Parquet file with the text and label columns (`what` and its `writer` for messages)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from e
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{what} {path} lacks the column(s) {missing}; {writer} writes text and label"
+        )
+    return frame
+
+
+def _true_ids(frame: pd.DataFrame, labels: LabelMap, misfit: str, hint: str) -> list[int]:
+    """The class ids of `frame`'s labels; a label the model lacks is a DataError that starts
+    with `misfit` and ends with `hint`."""
+    try:
+        return [labels.index(value) for value in frame["label"]]
+    except DataError as e:
+        raise DataError(f"{misfit}: {e}; {hint}") from e
+
+
+def score_production(
+    production_test_path: str | Path,
+    challenger: TorchClassifier,
+    champion: Callable[[list[str], list[str]], ChampionResult],
+) -> ProductionResult | None:
+    """Both models scored on the production test set; None when it has no rows.
+
+    Args:
+        production_test_path: The validate step's production test set (text, label).
+        challenger: The new model.
+        champion: Scores the model in production on (texts, true label names).
+
+    Raises:
+        DataError: The set is unreadable or holds a label the new model lacks.
+    """
+    frame = _read_labelled(production_test_path, "the production test set", "the validate step")
+    if frame.empty:
+        logger.info("no production test rows: the gate judges on the base test split only")
+        return None
+    labels = challenger.labels
+    texts = frame["text"].astype(str).tolist()
+    y_true = _true_ids(
+        frame,
+        labels,
+        f"the production test set {production_test_path} does not fit the new model",
+        "a feedback snapshot holds a label the model was not trained on: set allowed_labels "
+        "to the model's labels so that validate refuses it",
+    )
+    scores = score_model(y_true, challenger.predict_proba(texts), labels.names)
+    logger.info(
+        "challenger scored on production rows=%d accuracy=%.4f macro_f1=%.4f",
+        scores.rows,
+        scores.accuracy,
+        scores.macro_f1,
+    )
+    return ProductionResult(scores, champion(texts, [labels.names[i] for i in y_true]))
 
 
 def evaluate_challenger(
@@ -166,6 +241,7 @@ def evaluate_challenger(
     decision_path: str | Path,
     champion_url: str = "",
     kserve_namespace: str | None = None,
+    production_test_path: str | Path | None = None,
 ) -> EvaluationOutcome:
     """Score the new model and the one in production on the test split; decide what ships.
 
@@ -184,13 +260,16 @@ def evaluate_challenger(
             in production; empty: the repository's current version is the champion.
         kserve_namespace: Without `champion_url`: the champion is the bundle the
             InferenceService `model_name` in this namespace serves (see `score_champion`).
+        production_test_path: The production test set (the validate step's held-out feedback
+            rows); both models are scored on it, and compared, when it has rows.
 
     Returns:
         The scores, the champion's fate and the decision.
 
     Raises:
         ConfigError: A behavioural test is invalid or names a label the model lacks.
-        DataError: The test split is unreadable, empty, or holds labels the model lacks.
+        DataError: The test split is unreadable, empty, or holds labels the model lacks; or
+            the production test set is unreadable or holds labels the model lacks.
         ModelNotFoundError: `model_dir` holds no loadable model.
     """
     # Configuration first: a bad test definition should fail before any model is loaded.
@@ -201,13 +280,12 @@ def evaluate_challenger(
     check_test_labels(tests, labels)
 
     texts = frame["text"].astype(str).tolist()
-    try:
-        y_true = [labels.index(value) for value in frame["label"]]
-    except DataError as e:
-        raise DataError(
-            f"the test split {test_path} does not fit the model in {model_dir}: {e}; train and "
-            "evaluate on splits of the same preprocess run"
-        ) from e
+    y_true = _true_ids(
+        frame,
+        labels,
+        f"the test split {test_path} does not fit the model in {model_dir}",
+        "train and evaluate on splits of the same preprocess run",
+    )
     probabilities = challenger.predict_proba(texts)
     scores = score_model(y_true, probabilities, labels.names)
     logger.info(
@@ -230,14 +308,23 @@ def evaluate_challenger(
         )
 
     behaviour = run_behaviour_tests(tests, challenger)
-    champion = score_champion(
-        model_repository,
-        model_name,
-        texts,
-        [labels.names[i] for i in y_true],
-        labels.names,
-        champion_url=champion_url,
-        kserve_namespace=kserve_namespace,
+
+    def champion_on(on_texts: list[str], true_labels: list[str]) -> ChampionResult:
+        return score_champion(
+            model_repository,
+            model_name,
+            on_texts,
+            true_labels,
+            labels.names,
+            champion_url=champion_url,
+            kserve_namespace=kserve_namespace,
+        )
+
+    champion = champion_on(texts, [labels.names[i] for i in y_true])
+    production = (
+        score_production(production_test_path, challenger, champion_on)
+        if production_test_path is not None
+        else None
     )
     outcome = EvaluationOutcome(
         model_name=model_name,
@@ -247,8 +334,9 @@ def evaluate_challenger(
         mistakes=tuple(confident_mistakes(texts, y_true, probabilities, labels.names)),
         behaviour=tuple(behaviour),
         champion=champion,
-        decision=decide(settings, scores, champion, behaviour, notes),
+        decision=decide(settings, scores, champion, behaviour, notes, production),
         settings=settings,
+        production=production,
     )
     write_text(report_path, render_html(outcome))
     write_text(summary_path, render_markdown(outcome))

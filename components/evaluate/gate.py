@@ -60,6 +60,18 @@ class Check:
 
 
 @dataclass(frozen=True)
+class ProductionResult:
+    """Both models scored on the production test set: feedback held out, never trained on."""
+
+    challenger: ModelScores
+    champion: ChampionResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for the decision file."""
+        return {"challenger": self.challenger.scalars(), "champion": self.champion.to_dict()}
+
+
+@dataclass(frozen=True)
 class Decision:
     """Whether the challenger ships, and every check behind it."""
 
@@ -79,8 +91,9 @@ def decide(
     champion: ChampionResult,
     behaviour: Sequence[BehaviourResult] = (),
     notes: Sequence[str] = (),
+    production: ProductionResult | None = None,
 ) -> Decision:
-    """Apply the floors, the champion comparison and the gating behaviour tests.
+    """Apply the floors, the champion comparisons and the gating behaviour tests.
 
     Args:
         settings: The bars.
@@ -88,11 +101,13 @@ def decide(
         champion: The model in production, scored on the same split, or why it was not.
         behaviour: Results of the behavioural tests run on the new model.
         notes: Problems worth a reader's attention that do not block shipping.
+        production: Both models scored on the production test set, when it has rows.
     """
     checks = [
         _floor("accuracy", challenger.accuracy, settings.min_accuracy),
         _floor("macro-F1", challenger.macro_f1, settings.min_macro_f1),
         _champion_check(settings, challenger, champion),
+        *([] if production is None else [_production_check(settings, production)]),
         *_behaviour_checks(behaviour),
         *(Check("note", False, False, note) for note in notes),
     ]
@@ -164,6 +179,31 @@ def _champion_check(
     if not passed:
         sentence += ": the new model is worse than the one serving, which stays"
     return Check("champion", passed, True, sentence)
+
+
+def _production_check(settings: GateSettings, production: ProductionResult) -> Check:
+    """The challenger's accuracy on production traffic against the champion's there."""
+    new = production.challenger.accuracy
+    where = f"on production traffic ({production.challenger.rows} rows): accuracy {new:.3f}"
+    champion = production.champion
+    if champion.status != "scored" or champion.scores is None:
+        return Check(
+            "production",
+            True,
+            True,
+            f"{where}; no model in production scored there: reported, not compared",
+        )
+    regression = champion.scores.accuracy - new
+    passed = regression <= settings.max_production_regression + _TOLERANCE
+    sentence = (
+        f"{where}, champion v{champion.version} {champion.scores.accuracy:.3f}, regression "
+        f"{regression:+.3f} {'<=' if passed else '>'} {settings.max_production_regression:.3f}"
+    )
+    if not passed:
+        sentence += (
+            ": the new model is worse on production traffic than the one serving, which stays"
+        )
+    return Check("production", passed, True, sentence)
 
 
 def _behaviour_checks(results: Sequence[BehaviourResult]) -> list[Check]:

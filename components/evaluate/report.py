@@ -94,6 +94,32 @@ def _champion_html(outcome: EvaluationOutcome) -> str:
     )
 
 
+def _production_html(outcome: EvaluationOutcome) -> str:
+    """Both models' scores on the held-out production traffic, or why there are none."""
+    production = outcome.production
+    title = "<h2>On production traffic</h2>"
+    if production is None:
+        return title + (
+            "<p>No production test rows: no labelled feedback was held out, so the gate "
+            "judged on the base test split only.</p>"
+        )
+    old = production.champion.scores
+    header = ["metric", "new model"]
+    if old is not None:
+        header += [f"production v{production.champion.version}", "difference"]
+    rows = []
+    for name in ("accuracy", "macro_f1"):
+        value = getattr(production.challenger, name)
+        row = [name, f"{value:.4f}"]
+        if old is not None:
+            row += [f"{getattr(old, name):.4f}", f"{value - getattr(old, name):+.4f}"]
+        rows.append(row)
+    return (
+        title + f"<p>{production.challenger.rows} held-out rows of labelled production traffic, "
+        "never trained on.</p>" + _table(header, rows)
+    )
+
+
 def _charts_html(outcome: EvaluationOutcome) -> str:
     figures = [
         f"<figure>{confusion_svg(outcome.labels, outcome.confusion_matrix)}<figcaption>Confusion "
@@ -170,6 +196,7 @@ def render_html(outcome: EvaluationOutcome) -> str:
         _champion_html(outcome),
         "<h2>Scores</h2>",
         _table(scores_header, _scores_rows(outcome)),
+        _production_html(outcome),
         _charts_html(outcome),
         "<h2>Per class</h2>",
         _table(["label", "precision", "recall", "F1", "support"], per_class),
@@ -211,6 +238,7 @@ def render_markdown(outcome: EvaluationOutcome) -> str:
         old = f" {getattr(champion, name):.4f} |" if champion else ""
         lines.append(f"| {name} | {value:.4f} |{old}")
     lines += ["", f"Test rows: {outcome.scores.rows}."]
+    lines += _production_markdown(outcome)
     if outcome.slices is not None and outcome.slices.worst is not None:
         worst = outcome.slices.worst
         lines.append(
@@ -230,6 +258,25 @@ def render_markdown(outcome: EvaluationOutcome) -> str:
         ]
     lines += ["", "The HTML report has the charts, per-class and slice tables, and mistakes."]
     return "\n".join(lines) + "\n"
+
+
+def _production_markdown(outcome: EvaluationOutcome) -> list[str]:
+    """The summary's lines on production traffic: both accuracies, or that there was none."""
+    production = outcome.production
+    if production is None:
+        return ["On production traffic: no held-out rows."]
+    new = production.challenger
+    line = (
+        f"On production traffic ({new.rows} held-out rows): accuracy {new.accuracy:.4f}, "
+        f"macro-F1 {new.macro_f1:.4f}"
+    )
+    old = production.champion.scores
+    if old is not None:
+        line += (
+            f"; production v{production.champion.version}: accuracy {old.accuracy:.4f}, "
+            f"macro-F1 {old.macro_f1:.4f}"
+        )
+    return [line + "."]
 
 
 def write_text(path: str | Path, text: str) -> None:

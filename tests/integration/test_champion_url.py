@@ -126,11 +126,14 @@ def test_the_evaluate_step_compares_with_the_served_champion(
     deploy = evaluate_model.python_func(
         model=_artifact(dsl.Model, tiny_model_dir),
         test_data=_artifact(dsl.Dataset, tiny_splits["test"]),
+        # Production traffic held out: here the test texts again, scored at the URL too.
+        production_test=_artifact(dsl.Dataset, tiny_splits["test"]),
         model_repository=str(tmp_path / "empty-repository"),
         model_name=MODEL_NAME,
         min_accuracy=0.0,
         min_macro_f1=0.0,
         max_regression=MAX_REGRESSION,
+        max_production_regression=1.0,
         enforce_production_labels=True,
         slice_column="",
         behaviour_tests=[],
@@ -158,6 +161,11 @@ def test_the_evaluate_step_compares_with_the_served_champion(
     assert check["passed"] is (regression <= MAX_REGRESSION + 1e-9)
     assert deploy is check["passed"] and decision.metadata["deploy"] is deploy
     assert f"v{SERVED_VERSION}" in (out / "summary").read_text(encoding="utf-8")
+    # On the production texts, the served champion is scored as well, and the gate says so.
+    production = recorded["production"]
+    assert production["champion"]["scores"] == pytest.approx(champion["scores"], abs=1e-6)
+    (check,) = [c for c in recorded["checks"] if c["name"] == "production"]
+    assert f"champion v{SERVED_VERSION}" in check["reason"] and check["passed"]
     if not (bundle / INT8_MODEL_FILE).is_file():
         # The champion is the challenger exported, run in fp32: the same model may ship.
         assert deploy is True

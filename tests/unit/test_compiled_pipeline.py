@@ -71,7 +71,13 @@ def test_dag_order() -> None:
     assert upstream["validate-data"] == set()
     assert upstream["preprocess-data"] == {"validate-data"}
     assert upstream["train-model"] == {"preprocess-data"}
-    assert upstream["evaluate-model"] == {"preprocess-data", "train-model"}
+    # evaluate also scores on validate's production test set (held-out feedback).
+    assert upstream["evaluate-model"] == {"validate-data", "preprocess-data", "train-model"}
+    production_test = tasks["evaluate-model"]["inputs"]["artifacts"]["production_test"]
+    assert production_test["taskOutputArtifact"] == {
+        "outputArtifactKey": "production_test",
+        "producerTask": "validate-data",
+    }
     assert "evaluate-model" in upstream["export-model"]
     # deploy runs inside the gate's condition, which waits for evaluate and export.
     gate = next(name for name, task in tasks.items() if "triggerPolicy" in task)

@@ -106,6 +106,7 @@ def evaluate(
     settings: GateSettings = OPEN_GATE,
     slice_column: str = "",
     behaviour_tests: list[dict[str, Any]] | None = None,
+    production_test_path: Path | None = None,
 ) -> EvaluationOutcome:
     out = tmp_path / "out"
     return evaluate_challenger(
@@ -119,6 +120,7 @@ def evaluate(
         report_path=out / "report.html",
         summary_path=out / "summary.md",
         decision_path=out / "decision.json",
+        production_test_path=production_test_path,
     )
 
 
@@ -272,6 +274,88 @@ def test_a_challenger_better_than_the_champion_ships(
     assert outcome.scores.macro_f1 == 1.0
     assert outcome.scalars()["champion_macro_f1"] == 0.0
     assert "champion v1 macro-F1 0.000, regression -1.000 <= 0.010" in outcome.reasons
+
+
+# --- production traffic -----------------------------------------------------------------------
+
+
+def test_a_challenger_better_on_the_test_split_but_worse_on_production_does_not_ship(
+    tmp_path: Path,
+    flipped_model_dir: Path,
+    champion_wrong_path: Path,
+    champion_right_path: Path,
+    repository: Path,
+) -> None:
+    outcome = evaluate(
+        tmp_path,
+        model_dir=flipped_model_dir,
+        test_path=champion_wrong_path,
+        repository=repository,
+        production_test_path=champion_right_path,
+    )
+    assert not outcome.deploy
+    assert outcome.reasons[0].endswith(
+        "champion v1 1.000, regression +1.000 > 0.000: the new model is worse on production "
+        "traffic than the one serving, which stays"
+    )
+    scalars = outcome.scalars()
+    assert (scalars["production_accuracy"], scalars["champion_production_accuracy"]) == (0.0, 1.0)
+    assert scalars["macro_f1"] == 1.0  # the base split alone would have shipped it
+    assert "<h2>On production traffic</h2>" in (tmp_path / "out" / "report.html").read_text()
+    assert read_decision(tmp_path)["production"]["champion"]["scores"]["accuracy"] == 1.0
+
+
+def test_production_scores_without_a_champion_are_reported_not_compared(
+    tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
+    outcome = evaluate(
+        tmp_path,
+        model_dir=tiny_model_dir,
+        test_path=tiny_splits["test"],
+        repository=tmp_path / "no-models",
+        production_test_path=tiny_splits["test"],
+    )
+    assert outcome.deploy, outcome.reasons
+    scalars = outcome.scalars()
+    assert scalars["production_accuracy"] == scalars["accuracy"]
+    assert "champion_production_accuracy" not in scalars
+    assert any(
+        r.endswith("no model in production scored there: reported, not compared")
+        for r in outcome.reasons
+    )
+    assert "On production traffic (" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_no_production_rows_leave_the_gate_to_the_test_split(
+    tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path], repository: Path
+) -> None:
+    empty = tmp_path / "production_test.parquet"
+    pd.DataFrame({"text": pd.Series(dtype=str), "label": pd.Series(dtype=str)}).to_parquet(empty)
+    outcome = evaluate(
+        tmp_path,
+        model_dir=tiny_model_dir,
+        test_path=tiny_splits["test"],
+        repository=repository,
+        production_test_path=empty,
+    )
+    assert outcome.production is None
+    assert not any(name.startswith("production_") for name in outcome.scalars())
+    assert "No production test rows" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_production_label_the_model_does_not_know_is_a_data_error(
+    tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
+    odd = tmp_path / "production_test.parquet"
+    pd.DataFrame({"text": ["so-so"], "label": ["neutral"]}).to_parquet(odd)
+    with pytest.raises(DataError, match=r"production test set .* does not fit the new model"):
+        evaluate(
+            tmp_path,
+            model_dir=tiny_model_dir,
+            test_path=tiny_splits["test"],
+            repository=tmp_path / "no-models",
+            production_test_path=odd,
+        )
 
 
 # --- label sets -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from textops.components.common.settings import GateSettings
 from textops.components.evaluate.behaviour import BehaviourResult
-from textops.components.evaluate.gate import ChampionResult, Check, decide
+from textops.components.evaluate.gate import ChampionResult, Check, ProductionResult, decide
 from textops.components.evaluate.scoring import ModelScores, score_model
 
 LABELS = ("negative", "positive")
@@ -341,3 +341,56 @@ def test_the_decision_file_forms_of_a_champion_and_a_check() -> None:
     }
     check = Check("note", False, False, "a note")
     assert check.to_dict() == {"name": "note", "passed": False, "blocks": False, "reason": "a note"}
+
+
+# --- production traffic -------------------------------------------------------------------
+
+
+def on_production(accuracy: float, champion_accuracy: float | None) -> ProductionResult:
+    """Both models' scores on a production test set; no champion when its accuracy is None."""
+    old = (
+        NO_CHAMPION
+        if champion_accuracy is None
+        else ChampionResult(
+            "scored", 3, Path("/models/m/3"), LABELS, scores(0.9, champion_accuracy)
+        )
+    )
+    return ProductionResult(scores(0.9, accuracy), old)
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "ships"), [(0.80, 0.80, True), (0.81, 0.80, True), (0.79, 0.80, False)]
+)
+def test_the_challenger_must_not_be_worse_than_the_champion_on_production(
+    new: float, old: float, ships: bool
+) -> None:
+    decision = decide(SETTINGS, scores(0.95), champion(0.9), production=on_production(new, old))
+    assert decision.deploy is ships
+    (check,) = [c for c in decision.checks if c.name == "production"]
+    assert check.reason.startswith(f"on production traffic (2 rows): accuracy {new:.3f}")
+    assert check.passed is ships
+
+
+def test_max_production_regression_allows_that_much_worse() -> None:
+    settings = SETTINGS.model_copy(update={"max_production_regression": 0.05})
+    assert decide(
+        settings, scores(0.95), champion(0.9), production=on_production(0.76, 0.80)
+    ).deploy
+    assert not decide(
+        settings, scores(0.95), champion(0.9), production=on_production(0.74, 0.80)
+    ).deploy
+
+
+def test_production_scores_without_a_champion_are_reported_not_compared() -> None:
+    decision = decide(SETTINGS, scores(0.95), NO_CHAMPION, production=on_production(0.1, None))
+    assert decision.deploy
+    assert (
+        "on production traffic (2 rows): accuracy 0.100; no model in production scored there: "
+        "reported, not compared"
+    ) in decision.reasons
+
+
+def test_a_challenger_worse_on_the_base_split_does_not_ship_however_good_on_production() -> None:
+    decision = decide(SETTINGS, scores(0.85), champion(0.905), production=on_production(1.0, 0.5))
+    assert not decision.deploy
+    assert decision.reasons[0].startswith("champion v3 macro-F1 0.905")
