@@ -1,9 +1,9 @@
-"""`textops models list|promote|rollback`: a model's versions, in the local repository or on KServe.
+"""`textops models list|promote|rollback|canary|lineage`: a model's versions, locally or on KServe.
 
 Where: the local model repository (`--model-repository`, by default the one `textops run`
 publishes to and `make serve` serves), or with `--kserve` the InferenceService named after the
-model (`--kserve-namespace`). The work is done in `components/deploy/versions.py` (local) and
-`service_versions.py` (KServe); this module reads the command line and prints.
+model (`--kserve-namespace`). The work is done in `components/deploy/versions.py` (local),
+`service_versions.py` (KServe) and `lineage.py`; this module reads the command line and prints.
 
 Exit status: 0 done, or nothing to do (each command can be run again safely); 2 bad input (an
 unknown version, no previous version, no such model); 1 the switch failed (a rollout not
@@ -37,7 +37,7 @@ _TIMEOUT_USE = (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `textops models list|promote|rollback`."""
+    """Add `textops models list|promote|rollback|canary|lineage`."""
     models = commands.add_parser(
         "models",
         help="list a model's versions, promote one, roll back, try one in canary (local or KServe)",
@@ -112,6 +112,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_setting_flag(canary, "canary_traffic_percent", "Here: the canary's share, 1 to 99.")
     _add_setting_flag(canary, "rollout_timeout_seconds", _TIMEOUT_USE)
     canary.set_defaults(handler=canary_command)
+
+    lineage = actions.add_parser(
+        "lineage",
+        help="the data a version was trained on and the versions it replaced, back in time",
+        description="For a version (default: the current one): its base data and fingerprint, "
+        "each feedback snapshot merged into it (fingerprint, window, rows used and held out), "
+        "the versions it replaced, then the same for each of those, back through the chain. "
+        "A version exported before lineage was recorded says so.",
+    )
+    _add_target_flags(lineage)
+    lineage.add_argument(
+        "--version",
+        type=_version_number,
+        metavar="N",
+        help="the version to trace (default: the current one; on KServe, the one the spec names)",
+    )
+    lineage.add_argument("--json", action="store_true", help="print JSON instead of text")
+    lineage.set_defaults(handler=lineage_command)
 
 
 def _version_number(text: str) -> int:
@@ -261,6 +279,31 @@ def canary_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return _report(lambda: _service(args).start_canary(storage_uri, args.canary_traffic_percent))
+
+
+def lineage_command(args: argparse.Namespace) -> int:
+    """`textops models lineage`."""
+    _check_target(args)
+    if args.kserve:
+        from textops.components.deploy.lineage import service_lineage
+
+        service = _service(args)
+        where = f"on InferenceService {service.namespace}/{service.name}"
+        chain = service_lineage(
+            service.state(), f"InferenceService {service.namespace}/{service.name}", args.version
+        )
+    else:
+        from textops.components.deploy.lineage import local_lineage
+
+        where = f"in the local model repository {args.model_repository}"
+        chain = local_lineage(args.model_repository, args.model_name, args.version)
+    if args.json:
+        print(json.dumps([record.to_json() for record in chain], indent=2))
+        return 0
+    print(f"textops: lineage of {args.model_name} version {chain[0].version} {where}")
+    for record in chain:
+        print("\n".join(record.lines()))
+    return 0
 
 
 def _report(action: Callable[[], VersionChange]) -> int:
