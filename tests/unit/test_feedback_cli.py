@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from textops.components.monitor.store import PayloadEvent, open_store
+from tests.unit.feedback_store import MODEL, labelled_store
 from textops.pipelines.cli import build_parser, main
 from textops.pipelines.feedback_cli import CONFIG_FLAGS
 
-MODEL = "textops-classifier"
-
-
-def fill_store(path: Path, rows: list[tuple[str, str]]) -> str:
-    url = f"sqlite:///{path}"
-    now = datetime.now(UTC).timestamp()
-    with open_store(url) as store:
-        for i, (text, label) in enumerate(rows):
-            store.write_events([PayloadEvent(f"e{i}", "request", now, MODEL, texts=(text,))])
-            store.add_labels([(f"e{i}", 0, label)])
-    return url
-
 
 def test_a_snapshot_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = fill_store(
+    url = labelled_store(
         tmp_path / "store.db", [("a fresh complaint", "negative"), ("loved it", "positive")]
     )
     argv = ["feedback", "--store", url, "--output-dir", str(tmp_path / "out")]
@@ -40,7 +27,7 @@ def test_a_snapshot_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_no_labelled_feedback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = fill_store(tmp_path / "store.db", [])
+    url = labelled_store(tmp_path / "store.db", [])
     assert main(["feedback", "--store", url, "--output-dir", str(tmp_path)]) == 0
     assert "no labelled feedback" in capsys.readouterr().out
 
@@ -54,7 +41,7 @@ def test_an_unreachable_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_unknown_labels_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = fill_store(tmp_path / "store.db", [("meh", "neutral")])
+    url = labelled_store(tmp_path / "store.db", [("meh", "neutral")])
     assert main(["feedback", "--store", url, "--output-dir", str(tmp_path)]) == 2
     assert "neutral" in capsys.readouterr().err
     argv = ["feedback", "--store", url, "--output-dir", str(tmp_path)]

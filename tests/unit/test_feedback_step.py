@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kfp.dsl import Artifact
 
+from tests.unit.feedback_store import MODEL, labelled_store
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import ConfigError, DataError
 from textops.components.monitor.collector_cli import STORE_URL_ENV
 from textops.components.monitor.component import collect_feedback
 from textops.components.monitor.feedback import NO_FEEDBACK_MESSAGE
-from textops.components.monitor.store import PayloadEvent, open_store
 
-MODEL = "textops-classifier"
 OLDER = "s3://bucket/feedback/textops-classifier/older"
-
-
-def labelled_store(path: Path, rows: list[tuple[str, str]]) -> str:
-    """A SQLite store holding `rows` (text, label) as labelled traffic of MODEL, from now."""
-    url = f"sqlite:///{path}"
-    now = datetime.now(UTC).timestamp()
-    with open_store(url) as store:
-        for i, (text, label) in enumerate(rows):
-            store.write_events([PayloadEvent(f"e{i}", "request", now, MODEL, texts=(text,))])
-            store.add_labels([(f"e{i}", 0, label)])
-    return url
 
 
 def step_arguments(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
