@@ -11,11 +11,11 @@ labelled both ways (conflicts, majority rule). 90% of the traffic is the benchma
 the rest another model's; 1% of it is the evaluate step's requests (excluded). The events span
 the last 20 days, all inside the default 30-day window.
 
-The timed run is `build_snapshot` in this process, as the collect_feedback step calls it:
-the one query of the labelled window, the rules, the fingerprint and writing data.parquet and
-metadata.json to a fresh directory. The report gives its seconds and rows per second (labelled
-events read per second, and store rows per second), and the time of a second call that finds
-the snapshot written and reuses it.
+The timed run is `build_snapshot` (monitor/feedback.py) in this process, as the
+collect_feedback step calls it: the one query of the labelled window, the rules, the
+fingerprint and writing data.parquet and metadata.json to a fresh directory. The report gives
+its seconds and rows per second (labelled events read per second, and store rows per second),
+and the time of a second call that finds the snapshot written and reuses it.
 
 Target (issue 17): the full size under 60 s on the project's 2-core machine. The exit status
 is 1 when it is missed. `--events N` runs a smaller store (N events, N/10 labelled): a smoke
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "--events", type=int, default=EVENTS, help=f"events in the store (default: {EVENTS:,})"
     )
     args = parser.parse_args(argv)
-    from textops.components.monitor.feedback import FeedbackRules, FeedbackWindow, build_snapshot
+    from textops.components.monitor.feedback import FeedbackWindow, build_snapshot
+    from textops.components.monitor.feedback_rules import FeedbackRules
 
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory(prefix="textops-bench-feedback-") as scratch:

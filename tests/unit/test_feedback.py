@@ -16,12 +16,14 @@ from textops.components.common.errors import DataError, PayloadStoreError
 from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
 from textops.components.monitor.feedback import (
     NO_FEEDBACK_MESSAGE,
-    SNAPSHOT_COLUMNS,
     SNAPSHOT_DATA,
     SNAPSHOT_METADATA,
-    FeedbackRules,
     FeedbackWindow,
     build_snapshot,
+)
+from textops.components.monitor.feedback_rules import (
+    SNAPSHOT_COLUMNS,
+    FeedbackRules,
     held_out,
     normalised_text,
 )
