@@ -12,16 +12,14 @@ pipeline, with the same defaults, so a retraining started by drift is configured
 import inspect
 from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
-from textops.components.common.cluster_run import PAYLOAD_STORE_SECRET, PAYLOAD_STORE_SECRET_KEY
-from textops.components.monitor.collector_cli import STORE_URL_ENV
 from textops.components.monitor.component import detect_drift
 from textops.components.monitor.drift_settings import DriftJobSettings, DriftSettings
 from textops.pipelines.cluster import use_artifact_store_credentials
 from textops.pipelines.parameters import pipeline_function, settings_for, settings_parameters
 from textops.pipelines.training import PARAMETERS as TRAINING_PARAMETERS
-from textops.pipelines.training import training_pipeline
+from textops.pipelines.training import training_pipeline, use_payload_store_url
 
 PIPELINE_NAME = "textops-monitoring"
 
@@ -38,14 +36,8 @@ def _monitoring(params: dict[str, Any]) -> None:
     drift = detect_drift(**settings_for(detect_drift, params)).set_display_name("drift")
     # Traffic changes from run to run: never answer from a cache.
     drift.set_caching_options(False)
-    kubernetes.use_secret_as_env(
-        drift,
-        # The payload store's URL carries a password, so it comes from the collector's Secret
-        # (manifests/README.md, "Production") rather than a parameter; `store_url` wins.
-        secret_name=PAYLOAD_STORE_SECRET,
-        secret_key_to_env={PAYLOAD_STORE_SECRET_KEY: STORE_URL_ENV},
-        optional=True,
-    )
+    # The payload store's URL comes from the collector's Secret; `store_url` wins.
+    use_payload_store_url(drift)
     # The bundle the InferenceService serves (deploy_target 'kserve') is in the object store.
     use_artifact_store_credentials(drift)
     with dsl.If(drift.outputs["Output"] == True, name="drift-found"):  # noqa: E712

@@ -1,7 +1,9 @@
-"""The training pipeline: validate -> preprocess -> train -> evaluate -> export -> deploy.
+"""The training pipeline: collect feedback -> validate -> preprocess -> train -> evaluate ->
+export -> deploy.
 
-validate merges the feedback snapshots (`feedback_snapshots`) into the data and hands their
-held-out rows to evaluate as the production test set.
+collect_feedback turns the payload store's labelled traffic into a feedback snapshot and
+passes it on with `feedback_snapshots`; validate merges the snapshots into the data and hands
+their held-out rows to evaluate as the production test set.
 
 Its parameters are generated from `TrainingConfig`'s fields (names, types, defaults), so the
 compiled pipeline and `textops run` agree; each step gets the parameters its component
@@ -14,10 +16,13 @@ from typing import Any, NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
+from textops.components.common.cluster_run import PAYLOAD_STORE_SECRET, PAYLOAD_STORE_SECRET_KEY
 from textops.components.common.config import TrainingConfig
 from textops.components.deploy.component import deploy_model
 from textops.components.evaluate.component import evaluate_model
 from textops.components.export.component import export_model
+from textops.components.monitor.collector_cli import STORE_URL_ENV
+from textops.components.monitor.component import collect_feedback
 from textops.components.preprocess.component import preprocess_data
 from textops.components.train.component import train_model
 from textops.components.validate.component import validate_data
@@ -46,6 +51,20 @@ def request_training_resources(task: dsl.PipelineTask, gpus: Any) -> None:
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
 
 
+def use_payload_store_url(task: dsl.PipelineTask) -> None:
+    """Give `task` the payload store's URL from the collector's Secret, where there is one.
+
+    The URL carries a password, so it comes from the Secret (manifests/README.md,
+    "Production") rather than a parameter; a setting that names a store wins.
+    """
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=PAYLOAD_STORE_SECRET,
+        secret_key_to_env={PAYLOAD_STORE_SECRET_KEY: STORE_URL_ENV},
+        optional=True,
+    )
+
+
 class TrainingOutputs(NamedTuple):
     """What a run hands back: the bundle, its test metrics, the reports, the gate's decision."""
 
@@ -71,9 +90,17 @@ PARAMETERS: tuple[inspect.Parameter, ...] = (
 
 
 def _training(params: dict[str, Any]) -> TrainingOutputs:
+    collect = collect_feedback(**settings_for(collect_feedback, params)).set_display_name(
+        "collect feedback"
+    )
+    # Labels arrive all the time, and the model in production may have changed: never cached.
+    collect.set_caching_options(False)
+    use_payload_store_url(collect)
+    # feedback_dir, and the bundle KServe serves, may be in the object store.
+    use_artifact_store_credentials(collect)
     validate = validate_data(
-        # The feedback snapshots merged into the data: those the run is given.
-        feedback=params["feedback_snapshots"],
+        # The feedback snapshots merged into the data: the fresh one and those given.
+        feedback=collect.outputs["snapshots"],
         **settings_for(validate_data, params, wired={"feedback"}),
     ).set_display_name("validate")
     # The published model's label set is read afresh on every run.

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from textops.components.common.config import TrainingConfig
-from textops.components.common.images import DATA_IMAGE, TRAIN_IMAGE
+from textops.components.common.images import DATA_IMAGE, MONITOR_IMAGE, TRAIN_IMAGE
 from textops.pipelines.cli import COMPILED_MONITORING, COMPILED_PIPELINE, main
 
 
@@ -61,14 +61,21 @@ def test_steps_run_in_project_images_with_nothing_installed_at_run_time() -> Non
     text = COMPILED_PIPELINE.read_text()
     assert "pip install" not in text
     executors = documents()[0]["deploymentSpec"]["executors"]
-    assert len(executors) == 6
-    assert {e["container"]["image"] for e in executors.values()} == {DATA_IMAGE, TRAIN_IMAGE}
+    assert len(executors) == 7
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {MONITOR_IMAGE, DATA_IMAGE, TRAIN_IMAGE}
 
 
 def test_dag_order() -> None:
     tasks = documents()[0]["root"]["dag"]["tasks"]
     upstream = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
-    assert upstream["validate-data"] == set()
+    assert upstream["collect-feedback"] == set()
+    assert upstream["validate-data"] == {"collect-feedback"}
+    feedback = tasks["validate-data"]["inputs"]["parameters"]["feedback"]
+    assert feedback["taskOutputParameter"] == {
+        "outputParameterKey": "snapshots",
+        "producerTask": "collect-feedback",
+    }
     assert upstream["preprocess-data"] == {"validate-data"}
     assert upstream["train-model"] == {"preprocess-data"}
     # evaluate also scores on validate's production test set (held-out feedback).
@@ -87,6 +94,16 @@ def test_dag_order() -> None:
     assert upstream[gate] == {"evaluate-model", "export-model"}
     gate_dag = documents()[0]["components"][tasks[gate]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(gate_dag) == {"deploy-model"}
+
+
+def test_collect_feedback_gets_the_store_url_from_the_collectors_secret() -> None:
+    executors = documents()[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    secrets = {s["secretName"]: s for s in executors["exec-collect-feedback"]["secretAsEnv"]}
+    assert secrets["textops-collector-store"]["optional"] is True
+    assert secrets["textops-collector-store"]["keyToEnv"] == [
+        {"envVar": "TEXTOPS_STORE_URL", "secretKey": "url"}
+    ]
+    assert "textops-artifact-store" in secrets
 
 
 def test_train_step_asks_for_gpus_memory_and_shared_memory() -> None:

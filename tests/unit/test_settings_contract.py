@@ -89,9 +89,8 @@ RUN_PARAMETERS: dict[str, type] = {"model_repository": str}
 WIRED: dict[str, dict[str, type]] = {"validate_data": {"feedback": list}}
 #: Fields that are not KFP parameters: drift tests are set in a drift settings file.
 NOT_PARAMETERS: dict[type[BaseModel], frozenset[str]] = {DriftSettings: frozenset({"tests"})}
-#: Sections that no component reads: the DAG reads train_gpus and feedback_snapshots, a local
-#: run output_dir.
-NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings, FeedbackSnapshotsSettings)
+#: Sections that no component reads: the DAG reads train_gpus, a local run output_dir.
+NOT_IN_COMPONENTS = (TrainResourceSettings, OutputSettings)
 #: The KFP IR's name of each parameter type.
 IR_TYPES = {
     str: "STRING",
