@@ -28,3 +28,7 @@ def test_the_benchmark_at_10000_events(tmp_path: Path) -> None:
     assert rules["exact_duplicates_dropped"] > 0 and rules["in_base_data_dropped"] > 0
     assert figures["seconds"] > 0 and figures["labelled_events_per_second"] > 0
     assert figures["target_met"] and figures["reuse_seconds"] > 0
+    # The baseline reads the same labelled window: every labelled event of the model is in it.
+    assert figures["baseline_rows"] == figures["store"]["labelled_for_the_model"]
+    assert figures["baseline_seconds"] > 0
+    assert figures["seconds_over_baseline"] == figures["seconds"] / figures["baseline_seconds"]
