@@ -27,10 +27,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from textops.components.common.errors import DataError, PayloadStoreError
-from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
-from textops.components.monitor.feedback_rules import (
+from textops.components.common.feedback_snapshot import (
+    SNAPSHOT_DATA,
+    SNAPSHOT_METADATA,
     TEST_SPLIT,
     TRAIN_SPLIT,
+)
+from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
+from textops.components.monitor.feedback_rules import (
     FeedbackRules,
     fingerprint,
     known_labels,
@@ -46,8 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_DATA = "data.parquet"
-SNAPSHOT_METADATA = "metadata.json"
 #: What a run with nothing to learn from production says.
 NO_FEEDBACK_MESSAGE = "no labelled feedback: retraining on the base data only"
 

@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from textops.components.common.errors import DataError
+from textops.components.common.feedback_snapshot import (
+    SNAPSHOT_COLUMNS,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    normalised_text,
+)
 from textops.components.common.labels import canonical_label
 
 if TYPE_CHECKING:
     import pandas as pd
-
-#: The columns of a snapshot's data.parquet, in order.
-SNAPSHOT_COLUMNS = ("text", "label", "received_at", "event_id", "item", "split")
-TRAIN_SPLIT, TEST_SPLIT = "train", "test"
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,6 @@ class FeedbackRules:
     unknown_labels: str = "refuse"
     test_fraction: float = 0.2
     redact_pii: bool = False
-
-
-def normalised_text(text: str) -> str:
-    """The form texts are compared in: whitespace collapsed, ends stripped, casefolded."""
-    return " ".join(text.split()).casefold()
 
 
 def held_out(key: str, test_fraction: float) -> bool:

@@ -23,17 +23,21 @@ import pyarrow as pa
 
 from textops.components.common import dataio
 from textops.components.common.errors import DataError
+from textops.components.common.feedback_snapshot import (
+    SNAPSHOT_DATA,
+    SNAPSHOT_METADATA,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    normalised_text,
+)
 from textops.components.common.settings import FeedbackMergeSettings
 from textops.components.validate.catalogue import Columns
 from textops.components.validate.profile import canonical_labels
 
 logger = logging.getLogger(__name__)
 
-#: A snapshot directory's files.
-SNAPSHOT_DATA = "data.parquet"
-SNAPSHOT_METADATA = "metadata.json"
-#: The columns a snapshot's data must have for the merge.
-SNAPSHOT_COLUMNS = ("text", "label", "received_at", "split")
+#: The columns of a snapshot's data the merge reads.
+MERGE_COLUMNS = ("text", "label", "received_at", "split")
 #: The columns of the production test set.
 PRODUCTION_TEST_TYPES = {"text": pa.string(), "label": pa.string()}
 
@@ -92,7 +96,7 @@ def read_snapshot(uri: str) -> Snapshot:
         rows = dataio.read_table(f"{base}/{SNAPSHOT_DATA}", "parquet")
     except DataError as e:
         raise DataError(f"cannot read the feedback snapshot {uri}: {e}") from e
-    dataio.require_columns(rows, list(SNAPSHOT_COLUMNS), f"feedback snapshot {uri}")
+    dataio.require_columns(rows, list(MERGE_COLUMNS), f"feedback snapshot {uri}")
     rows = rows.assign(
         text=rows["text"].astype("string"),
         label=canonical_labels(rows["label"]),
@@ -160,12 +164,14 @@ def merge_feedback(
     for snapshot in snapshots:
         check_snapshot_labels(snapshot, allowed_labels)
     rows = _recent(_tagged(snapshots), settings.feedback_max_age_days, now)
-    test = rows[rows["split"] == "test"].drop_duplicates("text")
-    base_texts = set(base[columns.text].dropna().astype(str)) if columns.text in base else set()
-    train = rows[(rows["split"] == "train") & ~rows["text"].isin(set(test["text"]) | base_texts)]
+    rows["key"] = [normalised_text(str(text)) for text in rows["text"]]
+    test = rows[rows["split"] == TEST_SPLIT].drop_duplicates("key")
+    base_texts = base[columns.text].dropna().astype(str) if columns.text in base else []
+    seen = set(test["key"]) | {normalised_text(text) for text in base_texts}
+    train = rows[(rows["split"] == TRAIN_SPLIT) & ~rows["key"].isin(seen)]
     # Newest first, so a text labelled in several snapshots keeps its latest label.
     train = train.sort_values("received_at", ascending=False, na_position="last")
-    train = train.drop_duplicates("text")
+    train = train.drop_duplicates("key")
     if settings.feedback_class_balance and columns.label in base:
         train = _balanced(train, canonical_labels(base[columns.label]).dropna())
     train = train.head(_share_cap(len(base), len(train), settings.feedback_max_share))
@@ -197,9 +203,9 @@ def merge_feedback(
 
 def _tagged(snapshots: Sequence[Snapshot]) -> pd.DataFrame:
     """Every snapshot's rows, each tagged with its snapshot's position."""
-    frames = [s.rows[list(SNAPSHOT_COLUMNS)].assign(snapshot=i) for i, s in enumerate(snapshots)]
+    frames = [s.rows[list(MERGE_COLUMNS)].assign(snapshot=i) for i, s in enumerate(snapshots)]
     if not frames:
-        empty = {name: pd.Series(dtype=object) for name in SNAPSHOT_COLUMNS}
+        empty = {name: pd.Series(dtype=object) for name in MERGE_COLUMNS}
         return pd.DataFrame({**empty, "snapshot": pd.Series(dtype=int)})
     return pd.concat(frames, ignore_index=True)
 

@@ -13,20 +13,15 @@ import pytest
 
 from tests.s3_server import S3Bucket
 from textops.components.common.errors import DataError, PayloadStoreError
-from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
-from textops.components.monitor.feedback import (
-    NO_FEEDBACK_MESSAGE,
+from textops.components.common.feedback_snapshot import (
+    SNAPSHOT_COLUMNS,
     SNAPSHOT_DATA,
     SNAPSHOT_METADATA,
-    FeedbackWindow,
-    build_snapshot,
-)
-from textops.components.monitor.feedback_rules import (
-    SNAPSHOT_COLUMNS,
-    FeedbackRules,
-    held_out,
     normalised_text,
 )
+from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
+from textops.components.monitor.feedback import NO_FEEDBACK_MESSAGE, FeedbackWindow, build_snapshot
+from textops.components.monitor.feedback_rules import FeedbackRules, held_out
 from textops.components.monitor.store import PayloadEvent, PayloadStore, open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

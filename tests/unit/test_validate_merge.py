@@ -117,6 +117,18 @@ def test_a_text_held_out_in_one_snapshot_is_never_trained_on_from_another(
     assert "fb text 1" in set(frame["review"])
 
 
+def test_texts_are_compared_as_the_snapshot_builder_compares_them(tmp_path: Path) -> None:
+    # A held-out text, or a base-data text, that comes back in other case or spacing is the
+    # same text: training on it would leak the production test set or repeat the base data.
+    held = snapshot_rows(["pos"], split="test", prefix="Held")
+    again = snapshot_rows(["pos"], prefix="held ").assign(text=["  HELD TEXT 0 "])
+    base_again = snapshot_rows(["neg"], prefix="b").assign(text=["Base  Review number 3"])
+    frame, test, _ = merged([pd.concat([held, again, base_again])], tmp_path)
+
+    assert len(frame) == 40
+    assert test["text"].tolist() == ["Held text 0"]
+
+
 def test_the_share_cap_keeps_the_most_recent_feedback(tmp_path: Path) -> None:
     # 40 base rows and a share of 0.2: at most 10 feedback rows, the newest ones.
     frame, _, lineage = merged(
