@@ -1,8 +1,9 @@
 """What the predictor and the collector agree on about traffic.
 
 The evaluate step scores the model in production through its V2 route when `champion_url` is
-set. Its requests carry an X-Request-Id with this prefix, which the payload logger turns into
-the events' Ce-Id, so the drift job leaves them out of the windows it compares.
+set. Its requests carry this prefix in Ce-Id and X-Request-Id, which the payload logger (KServe's
+agent, or textops' own) makes the events' id, so the drift job and the feedback snapshots leave
+them out.
 """
 
 EVALUATION_REQUEST_PREFIX = "textops-evaluate-"

@@ -218,7 +218,9 @@ class RemoteClassifier:
             f"{self.model_url}/infer",
             body,
             self.timeout_seconds,
-            headers={"X-Request-Id": request_id},
+            # KServe's logger agent takes the event id from Ce-Id only (else a random one);
+            # textops' own payload logger from Ce-Id, else X-Request-Id: send both.
+            headers={"Ce-Id": request_id, "X-Request-Id": request_id},
         )
         try:
             outputs = {output["name"]: output for output in answer["outputs"]}

@@ -152,7 +152,7 @@ def labels_command(args: argparse.Namespace) -> int:
 
     url = args.store or default_store_url()
     rows = read_label_file(str(args.file))
-    with open_store(url) as store:
+    with open_store(url, create=False) as store:
         matched = store.add_labels(rows)
     print(
         f"textops: stored {len(rows)} labels from {args.file} in {mask_url(url)}; "

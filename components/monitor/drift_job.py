@@ -160,7 +160,7 @@ def fetch_traffic(store_url: str, model_name: str | None, spec: WindowSpec) -> p
     from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
     from textops.components.monitor.store import open_store
 
-    with open_store(store_url) as store:
+    with open_store(store_url, create=False) as store:
         return store.fetch_window(
             model_name=model_name,
             since=spec.since,

@@ -102,7 +102,7 @@ def fetch_labelled(store_url: str, model_name: str, window: FeedbackWindow) -> p
         PayloadStoreError: The store cannot be opened or read; the URL shown is masked.
     """
     try:
-        with open_store(store_url) as store:
+        with open_store(store_url, create=False) as store:
             return store.fetch_window(
                 model_name=model_name,
                 since=window.since,

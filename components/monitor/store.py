@@ -335,20 +335,30 @@ class PayloadStore(ABC):
         self.close()
 
 
-def open_store(url: str) -> PayloadStore:
+def open_store(url: str, *, create: bool = True) -> PayloadStore:
     """Open the payload store at `url`, creating its tables if they do not exist.
 
     Args:
         url: `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`.
+        create: Whether a SQLite file that does not exist is created (the collector's case).
+            A reader passes False, so that a mistyped path fails instead of reading as an
+            empty store.
 
     Raises:
-        PayloadStoreError: The URL is not one of these, or the database cannot be opened.
+        PayloadStoreError: The URL is not one of these, the database cannot be opened, or
+            (`create` False) the SQLite file does not exist.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         from textops.components.monitor.store_sqlite import SqlitePayloadStore
 
-        return SqlitePayloadStore(sqlite_path(url))
+        path = sqlite_path(url)
+        if not create and not path.is_file():
+            raise PayloadStoreError(
+                f"no payload store at {path}: the collector creates it when it stores its "
+                "first event; check the store URL"
+            )
+        return SqlitePayloadStore(path)
     if scheme in ("postgresql", "postgres"):
         from textops.components.monitor.store_postgres import PostgresPayloadStore
 

@@ -137,7 +137,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.server.mode == "not-json":
             self._send(200, None, raw=b"<html>gateway timeout</html>")
         else:
-            self._send(*self.server.infer(body, self.headers.get("X-Request-Id", "")))
+            request_id = self.headers.get("X-Request-Id", "")
+            # KServe's logger agent reads only Ce-Id: both must carry the evaluate prefix.
+            same = self.headers.get("Ce-Id", "") == request_id
+            self._send(*self.server.infer(body, request_id if same else ""))
 
     def _send(self, status: int, body: Any, raw: bytes | None = None) -> None:
         payload = raw if raw is not None else json.dumps(body).encode()

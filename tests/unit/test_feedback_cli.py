@@ -40,6 +40,16 @@ def test_an_unreachable_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "textops:***@127.0.0.1" in err and "s3cret" not in err
 
 
+def test_a_mistyped_store_path_is_not_read_as_an_empty_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-dir" / "payloads.db"
+    url = f"sqlite:///{missing}"
+    assert main(["feedback", "--store", url, "--output-dir", str(tmp_path)]) == 1
+    assert f"no payload store at {missing}" in capsys.readouterr().err
+    assert not missing.parent.exists()
+
+
 def test_unknown_labels_are_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = labelled_store(tmp_path / "store.db", [("meh", "neutral")])
     assert main(["feedback", "--store", url, "--output-dir", str(tmp_path)]) == 2
