@@ -6,11 +6,15 @@
    collector (the CloudEvents KServe's agent sends in a cluster).
 4. Traffic is replayed through the predictor's V1 route: first texts like the training data,
    then tweets, another domain. Their true labels are posted to the collector afterwards, as
-   delayed ground truth arrives in production.
+   delayed ground truth arrives in production, except for a held-out part of the tweets
+   (`loop_comparison.HELD_OUT_SHARE`), whose labels are kept back to judge the models by.
 5. The drift job compares each window with the bundle's reference sample: the first should
-   pass, the second is flagged, and the flag starts a retraining run whose deploy step
-   hot-loads the new version into the running predictor.
-6. It prints where every report is, and stops the processes it started.
+   pass, the second is flagged, and the flag starts a retraining run on the loop's payload
+   store: its collect_feedback step turns the labelled tweets into a feedback snapshot, which
+   validate merges into the base data. Its deploy step hot-loads the new version into the
+   running predictor.
+6. It prints where every report is and how each version scores on the held-out tweets and on
+   the original test split, and stops the processes it started.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from typing import TYPE_CHECKING
 
 from textops.components.common.config import TrainingConfig
 from textops.components.common.errors import TextopsError
+from textops.pipelines.loop_comparison import (
+    Comparison,
+    accuracy_lines,
+    compare_versions,
+    withhold_labels,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +79,7 @@ class LoopResult:
     served_version_after: str
     store_url: str
     workspace: Path
+    comparison: Comparison
 
 
 def free_port() -> int:
@@ -293,7 +304,7 @@ def run_loop(
             report(f"textops: 4/5 replaying {rows} {name} texts, then the drift job")
             ids = replay(server, config.model_name, traffic, f"loop-{stamp}-{name}")
             wait_until_stored(store_url, config.model_name, ids, rows)
-            post_labels(collector, ids, traffic)
+            post_labels(collector, ids, withhold_labels(traffic) if name == "shifted" else traffic)
             drift = check_drift(
                 store_url, config.model_name, published.path, drift_dir / f"{stamp}-{name}", rows
             )
@@ -301,11 +312,20 @@ def run_loop(
         retraining = "not started: no drift found"
         if phases[-1].drift is not None and phases[-1].drift.drifted:
             report("textops: 5/5 drift found: retraining, then hot-loading into the predictor")
-            outcome = trigger_retraining(config.model_copy(update={"serve_url": server}))
+            # The retraining's collect_feedback step reads the labelled tweets from this store.
+            retrain = {"serve_url": server, "feedback_store_url": store_url}
+            outcome = trigger_retraining(config.model_copy(update=retrain))
             retraining = outcome.detail
         version_after = served_version(server, config.model_name)
+    comparison = compare_versions(config, training, published, phases[-1].traffic)
     return LoopResult(
-        training, phases, retraining, version_after, store_url, drift_dir / WORKSPACE_DIR
+        training,
+        phases,
+        retraining,
+        version_after,
+        store_url,
+        drift_dir / WORKSPACE_DIR,
+        comparison,
     )
 
 
@@ -327,6 +347,7 @@ def summary_lines(result: LoopResult, config: TrainingConfig) -> list[str]:
         lines.append(f"    report:           {phase.drift.paths.report}")
     lines.append(f"  retraining:         {result.retraining}")
     lines.append(f"  served version:     {result.served_version_after} (predictor stopped)")
+    lines.extend(accuracy_lines(result.comparison))
     lines.append(f"  drift history:      .venv/bin/evidently ui --workspace {result.workspace}")
     lines.append("  serve the model:    make serve   (then, in another shell:)")
     lines.append(
