@@ -48,6 +48,14 @@ class Collector:
             time.sleep(0.05)
         return list(self.events)
 
+    def wait_for_id(self, event_id: str, count: int, timeout: float = 10) -> None:
+        """Wait until `count` events with Ce-Id `event_id` have arrived (or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(h.get("Ce-Id") == event_id for h, _ in self.events) >= count:
+                return
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def collector() -> Iterator[Collector]:
@@ -245,7 +253,9 @@ def test_metrics_count_latency_labels_errors_and_version(server: ServeProcess) -
 def test_payload_logger_sends_agent_cloudevents(server: ServeProcess, collector: Collector) -> None:
     collector.events.clear()
     response = _v1(server, [TEXTS[0]], headers={"X-Request-Id": "trace-42"})
-    events = collector.wait_for(2)
+    # Events of an earlier test's requests may still be on their way: count this request's.
+    collector.wait_for_id("trace-42", 2)
+    events = [(h, body) for h, body in collector.events if h.get("Ce-Id") == "trace-42"]
     assert len(events) == 2
     by_type = {headers["Ce-Type"]: (headers, body) for headers, body in events}
     request_headers, request_body = by_type["org.kubeflow.serving.inference.request"]
@@ -263,10 +273,10 @@ def test_payload_logger_sends_agent_cloudevents(server: ServeProcess, collector:
         assert headers["Content-Type"] == "application/json"
 
     # A refused request is logged as a request with no response, as KServe's agent does.
-    collector.events.clear()
-    assert _v1(server, []).status_code == 400
+    assert _v1(server, [], headers={"X-Request-Id": "trace-43"}).status_code == 400
+    collector.wait_for_id("trace-43", 1)
     time.sleep(0.5)
-    assert [h["Ce-Type"] for h, _ in collector.wait_for(1)] == [
+    assert [h["Ce-Type"] for h, _ in collector.events if h.get("Ce-Id") == "trace-43"] == [
         "org.kubeflow.serving.inference.request"
     ]
 

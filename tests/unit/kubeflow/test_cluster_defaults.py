@@ -36,6 +36,11 @@ from textops.pipelines.kubeflow import PIPELINE_PACKAGES
 PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
 
 
+#: Inputs a task takes from an earlier task, as that task hands them over with the defaults:
+#: collect_feedback's snapshots, with no payload store and no feedback_snapshots, are none.
+UPSTREAM_OUTPUTS: dict[str, Any] = {"feedback": []}
+
+
 def run_first_step_as_kubeflow(
     pipeline: str, task: str, arguments: dict[str, Any], tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
@@ -53,6 +58,9 @@ def run_first_step_as_kubeflow(
     for name, source in task_spec["inputs"].get("parameters", {}).items():
         if "componentInputParameter" in source:
             parameters[name] = values[source["componentInputParameter"]]
+        elif "taskOutputParameter" in source:
+            # An earlier task's output: what it hands over when a run has nothing for it.
+            parameters[name] = UPSTREAM_OUTPUTS[name]
         else:
             parameters[name] = source["runtimeValue"]["constant"]
     outputs = component.get("outputDefinitions", {})
