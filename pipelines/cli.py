@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from textops.pipelines.local import run_training_locally
+    from textops.pipelines.local import run_training_locally, score_lines
 
     overrides = {name: getattr(args, name, None) for name in TrainingConfig.model_fields}
     config = load_config(args.config, overrides)
@@ -132,6 +132,7 @@ def run_command(args: argparse.Namespace) -> int:
                 "textops: training pipeline finished",
                 verdict,
                 f"  gate:               {result.reasons}",
+                *score_lines(result.metrics),
                 f"  test metrics:       {json.dumps(scores)}",
                 f"  metrics artifact:   {result.metrics_path}",
                 f"  validation report:  {result.validation_report}",

@@ -10,6 +10,7 @@ import io
 import re
 import sys
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,6 +50,24 @@ class LocalRunResult:
     metrics_path: Path
     validation_report: Path
     evaluation_report: Path
+
+
+def score_lines(metrics: Mapping[str, Any], indent: str = "  ") -> list[str]:
+    """The run summary's lines for both test sets: the base test split and the production
+    test set (the held-out part of the feedback snapshots), the champion beside each."""
+    width = 22 - len(indent)
+
+    def line(title: str, prefix: str, rows: str) -> str:
+        new = metrics.get(f"{prefix}accuracy")
+        if new is None:
+            return f"{indent}{title:{width}s}none: no feedback snapshot held labelled traffic"
+        old = metrics.get(f"champion_{prefix}accuracy")
+        champion = f", champion {old:.3f}" if old is not None else ", no champion"
+        return f"{indent}{title:{width}s}accuracy {new:.3f}{champion}{rows}"
+
+    production_rows = metrics.get("production_test_rows")
+    rows = f" ({int(production_rows)} rows)" if production_rows is not None else ""
+    return [line("base test:", "", ""), line("production test:", "production_", rows)]
 
 
 def preflight(config: TrainingConfig) -> TrainingConfig:

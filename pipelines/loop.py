@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from textops.components.monitor.drift_job import DriftJobResult
     from textops.pipelines.local import LocalRunResult
+    from textops.pipelines.retraining import RetrainingOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class LoopResult:
 
     training: LocalRunResult
     phases: list[Phase]
-    retraining: str
+    retraining: RetrainingOutcome | None
     served_version_after: str
     store_url: str
     workspace: Path
@@ -309,13 +310,12 @@ def run_loop(
                 store_url, config.model_name, published.path, drift_dir / f"{stamp}-{name}", rows
             )
             phases.append(Phase(name, traffic, drift))
-        retraining = "not started: no drift found"
+        retraining = None
         if phases[-1].drift is not None and phases[-1].drift.drifted:
             report("textops: 5/5 drift found: retraining, then hot-loading into the predictor")
             # The retraining's collect_feedback step reads the labelled tweets from this store.
             retrain = {"serve_url": server, "feedback_store_url": store_url}
-            outcome = trigger_retraining(config.model_copy(update=retrain))
-            retraining = outcome.detail
+            retraining = trigger_retraining(config.model_copy(update=retrain))
         version_after = served_version(server, config.model_name)
     comparison = compare_versions(config, training, published, phases[-1].traffic)
     return LoopResult(
@@ -331,9 +331,12 @@ def run_loop(
 
 def summary_lines(result: LoopResult, config: TrainingConfig) -> list[str]:
     """What the loop prints at its end: where everything is, and how to go on."""
+    from textops.pipelines.local import score_lines
+
     lines = ["", "textops: the whole loop ran"]
     lines.append(f"  published bundle:   {result.training.published_path or 'not published'}")
     lines.append(f"  gate:               {result.training.reasons}")
+    lines.extend(score_lines(result.training.metrics))
     lines.append(f"  validation report:  {result.training.validation_report}")
     lines.append(f"  evaluation report:  {result.training.evaluation_report}")
     lines.append(f"  payload store:      {result.store_url}")
@@ -345,7 +348,11 @@ def summary_lines(result: LoopResult, config: TrainingConfig) -> list[str]:
             f"  drift, {phase.name + ':':17s}{verdict}{' (' + reasons + ')' if reasons else ''}"
         )
         lines.append(f"    report:           {phase.drift.paths.report}")
-    lines.append(f"  retraining:         {result.retraining}")
+    if result.retraining is None:
+        lines.append("  retraining:         not started: no drift found")
+    else:
+        lines.append(f"  retraining:         {result.retraining.detail}")
+        lines.extend(score_lines(result.retraining.metrics, indent="    "))
     lines.append(f"  served version:     {result.served_version_after} (predictor stopped)")
     lines.extend(accuracy_lines(result.comparison))
     lines.append(f"  drift history:      .venv/bin/evidently ui --workspace {result.workspace}")

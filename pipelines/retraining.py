@@ -2,15 +2,17 @@
 cluster by submitting the compiled training pipeline to Kubeflow Pipelines.
 
 Both run the same pipeline with the same settings (a `TrainingConfig`, as `textops run` takes);
-what data it retrains on is the config's `data`.
+it retrains on the config's `data` plus, when `feedback_store_url` names the payload store, a
+snapshot of the labelled traffic there (the pipeline's collect_feedback step builds it).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from textops.components.common.config import TrainingConfig
 from textops.pipelines.kubeflow import DEFAULT_EXPERIMENT
@@ -27,12 +29,14 @@ class RetrainingOutcome:
         run_id: The Kubeflow run's id (kubeflow only).
         deployed: Whether the retrained model passed the gate and was published (local only).
         detail: One line for people: the published path, the gate's reasons, or the run id.
+        metrics: The retrained model's test metrics (local only; a Kubeflow run logs its own).
     """
 
     target: Literal["local", "kubeflow"]
     run_id: str | None
     deployed: bool | None
     detail: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
 def retrain_locally(config: TrainingConfig) -> RetrainingOutcome:
@@ -51,7 +55,7 @@ def retrain_locally(config: TrainingConfig) -> RetrainingOutcome:
         if result.deployed
         else f"not published: {result.reasons}"
     )
-    return RetrainingOutcome("local", None, result.deployed, detail)
+    return RetrainingOutcome("local", None, result.deployed, detail, result.metrics)
 
 
 def submit_retraining(

@@ -78,6 +78,9 @@ def test_feedback_is_trained_on_its_held_out_rows_are_the_production_test_set(
     assert metrics["production_test_rows"] == len(held_out)
     assert "production_accuracy" in metrics and "production_macro_f1" in metrics
     assert f"on production traffic ({len(held_out)} rows)" in first.stdout
+    production = f"production test:    accuracy {metrics['production_accuracy']:.3f}, no champion"
+    assert f"{production} ({len(held_out)} rows)" in first.stdout
+    assert f"base test:          accuracy {metrics['accuracy']:.3f}, no champion" in first.stdout
     # Merged before the split: the snapshot's training rows are in the data, its held-out
     # rows in no split the model learnt from.
     (train_split,) = output.rglob("preprocess-data/train_data")

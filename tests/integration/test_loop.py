@@ -57,6 +57,12 @@ def test_the_loop_trains_serves_detects_drift_and_retrains(
     assert re.search(r"drift, shifted: +drift \(", out), out
     published = f"retraining:         published {output / 'models' / 'textops-classifier' / '2'}"
     assert published in out, out[-3000:]
+    # Version 1 had no feedback to be judged on; version 2 is judged on both test sets.
+    assert re.search(r"\n  production test: +none: no feedback snapshot", out), out
+    retrained = out.split("retraining:", 1)[1]
+    assert re.search(r"\n    base test: +accuracy \d\.\d{3}, champion \d\.\d{3}\n", retrained)
+    production = r"\n    production test: +accuracy \d\.\d{3}, champion \d\.\d{3} \((\d+) rows\)"
+    assert re.search(production, retrained), out[-3000:]
     # The retrained version was hot-loaded: the running predictor answered with it.
     assert "served version:     2" in out
     current = json.loads((output / "models" / "textops-classifier" / "current.json").read_text())
