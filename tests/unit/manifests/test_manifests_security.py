@@ -46,7 +46,7 @@ def test_the_payload_logger_posts_to_the_collector(manifests: Any, overlay: str)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_logging_pods_reach_the_collector(manifests: Any, overlay: str) -> None:
+def test_only_loggers_and_label_senders_reach_the_collector(manifests: Any, overlay: str) -> None:
     objects = manifests.render(f"overlays/{overlay}")
     isvc = manifests.only(objects, "InferenceService", ISVC)
     collector_labels = manifests.only(objects, "Deployment", COLLECTOR)["spec"]["template"][
@@ -76,7 +76,11 @@ def test_only_the_logging_pods_reach_the_collector(manifests: Any, overlay: str)
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     }
-    expected = [model_peer, prometheus_peer] if overlay == "production" else [model_peer]
+    # A labelling service's pods, labelled so, post ground truth to /labels.
+    labels_peer = {"podSelector": {"matchLabels": {"textops.dev/sends-labels": "true"}}}
+    expected = [model_peer, labels_peer]
+    if overlay == "production":
+        expected.append(prometheus_peer)
     assert sorted(peers, key=str) == sorted(expected, key=str)
 
 
