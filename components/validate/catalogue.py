@@ -63,6 +63,7 @@ class Context:
 
 
 Describe = Callable[[Mapping[str, Any], Context], str]
+Remedy = Callable[[Context], str]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class Check:
             the default "N of M rows <problem>" of row-wise expectations.
         examples: For aggregate expectations: positions of a few rows that show the problem.
         needs_profile: False for the checks that run before the columns are known to exist.
+        remedy: What lets such data through, added to a failure's words: the setting that
+            changes the check and its value now, or, for a check no setting relaxes, what to
+            change in the data. A user who meets a failure should not have to look it up.
     """
 
     name: str
@@ -90,6 +94,7 @@ class Check:
     describe: Describe | None = None
     examples: Callable[[Context], Sequence[int]] | None = None
     needs_profile: bool = True
+    remedy: Callable[[Context], str] | None = None
 
 
 def _gxe() -> Any:
@@ -116,6 +121,20 @@ def count_offending(info: Mapping[str, Any], problem: str, mostly: float | None 
     return text
 
 
+def change_setting(name: str, direction: Literal["higher", "lower"], otherwise: str) -> Remedy:
+    """A remedy naming the setting `name`: "set NAME (now VALUE) DIRECTION, or OTHERWISE"."""
+
+    def remedy(context: Context) -> str:
+        return f"set {name} (now {getattr(context.settings, name)}) {direction}, or {otherwise}"
+
+    return remedy
+
+
+def no_setting(what_to_do: str) -> Remedy:
+    """A remedy for a check no setting relaxes: what to change in the data instead."""
+    return lambda context: f"no setting relaxes this check: {what_to_do}"
+
+
 def _rows(count: int) -> str:
     return "1 row" if count == 1 else f"{count} rows"
 
@@ -133,9 +152,12 @@ def _column_present(kind: Literal["text", "label"]) -> Check:
             return f"present among {len(context.found_columns)} columns"
         found = ", ".join(context.found_columns[:20]) or "none"
         more = ", …" if len(context.found_columns) > 20 else ""
+        return f"no column {name!r}; columns found: {found}{more}"
+
+    def remedy(context: Context) -> str:
+        name = getattr(context.columns, kind)
         return (
-            f"no column {name!r}; columns found: {found}{more}. Set {kind}_column "
-            f"(--{kind}-column) to the column that holds the {kind}"
+            f"set {kind}_column (now {name!r}; --{kind}-column) to the column that holds the {kind}"
         )
 
     return Check(
@@ -145,6 +167,7 @@ def _column_present(kind: Literal["text", "label"]) -> Check:
         build=lambda c: _gxe().ExpectColumnToExist(column=getattr(c, kind)),
         describe=describe,
         needs_profile=False,
+        remedy=remedy,
     )
 
 
@@ -172,6 +195,19 @@ def _describe_text_valid(info: Mapping[str, Any], context: Context) -> str:
         if bad and total and bad / total <= 1 - settings.text_mostly:
             text += "; within the allowance they are dropped"
     return text
+
+
+def _text_valid_remedy(context: Context) -> str:
+    """Which settings let the invalid texts through: the bound they broke, or the allowance."""
+    s = context.settings
+    problems = context.profile.text_problems if context.profile is not None else {}
+    changes = []
+    if "too long" in problems:
+        changes.append(f"max_text_chars (now {s.max_text_chars}) higher")
+    if "too short" in problems:
+        changes.append(f"min_text_chars (now {s.min_text_chars}) lower")
+    changes.append(f"text_mostly (now {s.text_mostly}) lower to drop more invalid rows")
+    return "set " + ", or ".join(changes) + ", or clean the data"
 
 
 def _describe_allowed(info: Mapping[str, Any], context: Context) -> str:
@@ -238,10 +274,7 @@ def _describe_production(info: Mapping[str, Any], context: Context) -> str:
         parts.append(f"new labels {_named_counts({k: seen[k] for k in new})}")
     if missing:
         parts.append(f"missing labels {missing}")
-    return (
-        f"{'; '.join(parts)}: the served model predicts {served}. Pass "
-        "--no-enforce-production-labels to change the label set on purpose"
-    )
+    return f"{'; '.join(parts)}: the served model predicts {served}"
 
 
 def _new_label_rows(context: Context) -> Sequence[int]:
@@ -273,6 +306,7 @@ def build_checks(
             build=lambda c: _gxe().ExpectTableRowCountToBeBetween(min_value=s.min_rows),
             describe=_describe_rows,
             needs_profile=False,
+            remedy=change_setting("min_rows", "lower", "give more labelled rows"),
         ),
         Check(
             name="text_valid",
@@ -282,6 +316,7 @@ def build_checks(
                 column=TEXT_STATUS, value_set=[0], mostly=s.text_mostly
             ),
             describe=_describe_text_valid,
+            remedy=_text_valid_remedy,
         ),
         Check(
             name="text_not_too_long",
@@ -291,6 +326,9 @@ def build_checks(
                 column=c.text, max_value=s.max_text_chars
             ),
             problem=f"longer than {s.max_text_chars} characters",
+            remedy=change_setting(
+                "max_text_chars", "higher", "leave them out: they count as no valid text"
+            ),
         ),
         Check(
             name="text_on_one_line",
@@ -300,6 +338,7 @@ def build_checks(
                 column=c.text, regex=LINE_BREAK_REGEX
             ),
             problem="contain a line break (preprocessing turns it into a space)",
+            remedy=no_setting("a warning only; join the lines in the data to silence it"),
         ),
         Check(
             name="label_not_null",
@@ -307,6 +346,7 @@ def build_checks(
             severity="critical",
             build=lambda c: _gxe().ExpectColumnValuesToNotBeNull(column=c.label),
             problem="null or blank",
+            remedy=no_setting("label those rows or leave them out of the data"),
         ),
     ]
     if s.allowed_labels:
@@ -319,6 +359,10 @@ def build_checks(
                     column=c.label, value_set=list(s.canonical_allowed_labels)
                 ),
                 describe=_describe_allowed,
+                remedy=lambda context: (
+                    f"set allowed_labels (now {list(s.canonical_allowed_labels)}) to include "
+                    "them, or relabel or leave out those rows"
+                ),
             )
         )
     checks += [
@@ -330,6 +374,7 @@ def build_checks(
                 column=c.label, min_value=2
             ),
             describe=_describe_label_count,
+            remedy=no_setting("give data with rows of at least 2 classes"),
         ),
         Check(
             name="min_class_share",
@@ -340,6 +385,9 @@ def build_checks(
             ),
             describe=_describe_class_share,
             examples=_rarest_rows,
+            remedy=change_setting(
+                "min_class_share", "lower", "add rows of that class or leave the class out"
+            ),
         ),
         Check(
             name="few_duplicate_texts",
@@ -349,6 +397,7 @@ def build_checks(
                 column=REPEATS_EARLIER, value_set=[False], mostly=1 - s.max_duplicate_share
             ),
             problem="repeat an earlier row's text",
+            remedy=change_setting("max_duplicate_share", "higher", "remove the repeated rows"),
         ),
         Check(
             name="one_label_per_text",
@@ -360,6 +409,9 @@ def build_checks(
                 mostly=1 - s.max_conflicting_label_share,
             ),
             problem="have a text that also appears with a different label",
+            remedy=change_setting(
+                "max_conflicting_label_share", "higher", "give each text one label"
+            ),
         ),
         Check(
             name="no_numeric_lookalike_labels",
@@ -369,6 +421,7 @@ def build_checks(
                 column=NUMERIC_LOOKALIKE, value_set=[False]
             ),
             describe=_describe_lookalikes,
+            remedy=no_setting("a warning only; write each class one way in the data"),
         ),
     ]
     if production_labels is not None:
@@ -382,6 +435,10 @@ def build_checks(
                 ),
                 describe=_describe_production,
                 examples=_new_label_rows,
+                remedy=lambda context: (
+                    "set enforce_production_labels off (--no-enforce-production-labels) to "
+                    "change the label set on purpose, or relabel the data"
+                ),
             )
         )
     return tuple(checks)

@@ -119,6 +119,9 @@ def _finding(
         noun = "row" if len(examples) == 1 else "rows"
         more = ", …" if max(bad, len(rows)) > len(examples) else ""
         observed += f" ({noun} {', '.join(str(e.row) for e in examples)}{more})"
+    if not result.success and error is None and check.remedy is not None:
+        # Every failure says what lets the data through, so nobody has to look it up.
+        observed += f"; {check.remedy(context)}"
     return Finding(
         check=check.name,
         expectation=check_type,

@@ -25,6 +25,8 @@ from textops.components.validate.report import ValidationResult
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 #: The corpus files are small; this lets a file fail for its own reason, not for its size.
 SMALL = ValidationSettings(min_rows=10)
+#: The long texts of the corpus are 100,800 characters: valid by default, too long under this.
+SHORT_TEXTS = ValidationSettings(min_rows=10, max_text_chars=10_000)
 
 
 @dataclass(frozen=True)
@@ -159,13 +161,18 @@ CASES = [
         "long_texts.csv.gz",
         None,
         "text_not_too_long",
-        ("1 of 201 rows longer than 10000 characters (row 201)",),
+        ("1 of 201 rows longer than 10000 characters (row 201)", "set max_text_chars (now 10000)"),
+        settings=SHORT_TEXTS,
     ),
     Case(
         "all_long_texts.csv.gz",
         DataValidationError,
         "text_valid",
-        ("10 of 10 rows have no valid text (100.0%); at most 1% allowed [10 too long",),
+        (
+            "10 of 10 rows have no valid text (100.0%); at most 1% allowed [10 too long",
+            "set max_text_chars (now 10000) higher",
+        ),
+        settings=SHORT_TEXTS,
     ),
 ]
 
@@ -247,6 +254,16 @@ def test_long_texts_within_the_allowance_are_dropped(tmp_path: Path) -> None:
     [example] = next(f for f in result.findings if f.check == "text_not_too_long").examples
     assert example.text is not None and len(example.text) < 400
     assert example.text.endswith("(100800 characters)")
+
+
+def test_long_texts_are_kept_under_the_default_bounds(tmp_path: Path) -> None:
+    case = next(c for c in CASES if c.file == "long_texts.csv.gz")
+
+    result = _validate(Case(case.file, None, None, (), ValidationSettings(min_rows=10)), tmp_path)
+
+    assert (result.rows, result.rows_valid, result.invalid_texts) == (201, 201, {})
+    assert not result.failed_warnings
+    assert pd.read_parquet(tmp_path / "validated")["text"].str.len().max() == 100_800
 
 
 def test_the_corpus_is_what_its_script_writes(tmp_path: Path) -> None:

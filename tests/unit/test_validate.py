@@ -193,7 +193,8 @@ def test_a_failure_names_check_expectation_column_observed_value_and_rows(
     assert str(caught.value).startswith(
         "data failed 1 critical check: text_valid (expect_column_values_to_be_in_set) on "
         "'text': 2 of 10 rows have no valid text (20.0%); at most 1% allowed [2 null] "
-        "(rows 3, 7). Full report: "
+        "(rows 3, 7); set text_mostly (now 0.99) lower to drop more invalid rows, or clean "
+        "the data. Full report: "
     )
     assert not outputs.validated.exists()
 
