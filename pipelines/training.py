@@ -121,6 +121,8 @@ def _training(params: dict[str, Any]) -> TrainingOutputs:
     evaluate = evaluate_model(
         model=train.outputs["model"],
         test_data=preprocess.outputs["test_data"],
+        # The split the model learned from: the linear baseline is fitted on the same rows.
+        train_data=preprocess.outputs["train_data"],
         # Held-out production traffic: the gate compares both models there too.
         production_test=validate.outputs["production_test"],
         **settings_for(evaluate_model, params),

@@ -272,6 +272,18 @@ class GateSettings(LabelPolicySettings):
         "part of the feedback snapshots) may fall below the model in production's and still "
         "ship; not compared when either has no production rows.",
     )
+    # Off is -1 rather than None: a KFP pipeline parameter cannot be None (kfp.local refuses a
+    # None argument, and an optional input without a default cannot be run), and a macro-F1
+    # is never below the baseline's minus 1, so -1 is the rule switched off, not a sentinel.
+    min_margin_over_baseline: float = Field(
+        -1.0,
+        ge=-1,
+        le=1,
+        description="How far the new model's test macro-F1 must be above that of a TF-IDF + "
+        "logistic regression baseline trained on the same train split and scored on the same "
+        "test split (0.02: two points above; 0: at least equal); -1, the default, is off: the "
+        "baseline is reported, never refuses a model.",
+    )
 
 
 class BehaviourTest(BaseModel):

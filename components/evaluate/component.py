@@ -20,6 +20,7 @@ from textops.components.common.images import TRAIN_IMAGE
 def evaluate_model(
     model: Input[Model],
     test_data: Input[Dataset],
+    train_data: Input[Dataset],
     production_test: Input[Dataset],
     model_repository: str,
     model_name: str,
@@ -27,6 +28,7 @@ def evaluate_model(
     min_macro_f1: float,
     max_regression: float,
     max_production_regression: float,
+    min_margin_over_baseline: float,
     enforce_production_labels: bool,
     slice_column: str,
     behaviour_tests: list,
@@ -41,6 +43,10 @@ def evaluate_model(
 ) -> bool:
     """Score the new model and the one in production on the test split and, when it has rows,
     on `production_test` (held-out production traffic); decide what ships.
+
+    A TF-IDF + logistic regression baseline is fitted on `train_data`, the split the model
+    learned from, and scored on the same test split: reported beside both models, and held
+    against the new model when `min_margin_over_baseline` is above -1.
 
     The model in production is the model the server at `champion_url` (an InferenceService)
     answers for when it is set; else, with `deploy_target` 'kserve', the bundle the
@@ -79,6 +85,7 @@ def evaluate_model(
     outcome = evaluate_challenger(
         model_dir=model.path,
         test_path=test_data.path,
+        train_path=train_data.path,
         model_repository=model_repository,
         model_name=production.model_name,
         settings=gate,

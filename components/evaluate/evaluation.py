@@ -2,10 +2,11 @@
 
 `evaluate_challenger` is what the KFP component calls. It scores the train step's model (the
 challenger) on the held-out test split, runs the behavioural tests on it, scores the published
-bundle (the champion) on the very same texts, scores both again on the production test set
-(the feedback snapshots' held-out rows) when it has rows, applies the gate's rules
-(`gate.decide`), and
-writes the HTML report, the Markdown summary and the decision as JSON. It only reads the model
+bundle (the champion) on the very same texts, fits a linear baseline on the challenger's own
+train split and scores it on those texts too (`baseline.py`), scores both models again on the
+production test set (the feedback snapshots' held-out rows) when it has rows, applies the
+gate's rules (`gate.decide`), and writes the HTML report, the Markdown summary and the
+decision as JSON. It only reads the model
 repository: whatever it decides, the model in production stays as it is.
 """
 
@@ -24,6 +25,7 @@ import pandas as pd
 from textops.components.common.errors import DataError
 from textops.components.common.labels import LabelMap
 from textops.components.common.settings import BehaviourTest, GateSettings
+from textops.components.evaluate.baseline import BaselineResult, train_and_score_baseline
 from textops.components.evaluate.behaviour import (
     BehaviourResult,
     check_test_labels,
@@ -64,6 +66,7 @@ class EvaluationOutcome:
     decision: Decision
     settings: GateSettings
     production: ProductionResult | None = None
+    baseline: BaselineResult | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -99,6 +102,9 @@ class EvaluationOutcome:
             values["macro_f1_change"] = self.scores.macro_f1 - self.champion.scores.macro_f1
         if self.production is not None:
             values.update(production_scalars(self.production))
+        if self.baseline is not None and self.baseline.scores is not None:
+            values["baseline_accuracy"] = self.baseline.scores.accuracy
+            values["baseline_macro_f1"] = self.baseline.scores.macro_f1
         if self.behaviour:
             passed = sum(r.passed for r in self.behaviour)
             values["behaviour_tests_passed_share"] = passed / len(self.behaviour)
@@ -124,6 +130,7 @@ class EvaluationOutcome:
             },
             "champion": self.champion.to_dict(),
             "production": self.production.to_dict() if self.production is not None else None,
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "behaviour_tests": [r.to_dict() for r in self.behaviour],
             "slices": asdict(self.slices) if self.slices is not None else None,
             "confident_mistakes": [asdict(m) for m in self.mistakes],
@@ -231,6 +238,7 @@ def evaluate_challenger(
     *,
     model_dir: str | Path,
     test_path: str | Path,
+    train_path: str | Path,
     model_repository: str | Path,
     model_name: str,
     settings: GateSettings,
@@ -248,6 +256,8 @@ def evaluate_challenger(
     Args:
         model_dir: The train step's Hugging Face model directory (with labels.json).
         test_path: The preprocess step's test split (Parquet with text and label).
+        train_path: The preprocess step's train split, the one the challenger learned from:
+            the linear baseline is fitted on it (`baseline.py`).
         model_repository: The local model repository the champion is read from.
         model_name: The model's name in it.
         settings: Floors, allowed regression, and whether label sets must match.
@@ -268,13 +278,15 @@ def evaluate_challenger(
 
     Raises:
         ConfigError: A behavioural test is invalid or names a label the model lacks.
-        DataError: The test split is unreadable, empty, or holds labels the model lacks; or
-            the production test set is unreadable or holds labels the model lacks.
+        DataError: The test split is unreadable, empty, or holds labels the model lacks; the
+            train split is unreadable; or the production test set is unreadable or holds
+            labels the model lacks.
         ModelNotFoundError: `model_dir` holds no loadable model.
     """
     # Configuration first: a bad test definition should fail before any model is loaded.
     tests = parse_behaviour_tests(list(behaviour_tests or []))
     frame = read_test_split(test_path)
+    train = _read_labelled(train_path, "the train split", "the preprocess step")
     challenger = TorchClassifier.from_model_dir(model_dir)
     labels = challenger.labels
     check_test_labels(tests, labels)
@@ -308,6 +320,7 @@ def evaluate_challenger(
         )
 
     behaviour = run_behaviour_tests(tests, challenger)
+    baseline = train_and_score_baseline(train, texts, y_true, labels.names)
 
     def champion_on(on_texts: list[str], true_labels: list[str]) -> ChampionResult:
         return score_champion(
@@ -334,9 +347,10 @@ def evaluate_challenger(
         mistakes=tuple(confident_mistakes(texts, y_true, probabilities, labels.names)),
         behaviour=tuple(behaviour),
         champion=champion,
-        decision=decide(settings, scores, champion, behaviour, notes, production),
+        decision=decide(settings, scores, champion, behaviour, notes, production, baseline),
         settings=settings,
         production=production,
+        baseline=baseline,
     )
     write_text(report_path, render_html(outcome))
     write_text(summary_path, render_markdown(outcome))

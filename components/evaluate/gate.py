@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from textops.components.common.labels import LabelSetChange
 from textops.components.common.settings import GateSettings
+from textops.components.evaluate.baseline import BASELINE_NAME, BaselineResult
 from textops.components.evaluate.behaviour import BehaviourResult
 from textops.components.evaluate.scoring import ModelScores
 
@@ -92,8 +93,9 @@ def decide(
     behaviour: Sequence[BehaviourResult] = (),
     notes: Sequence[str] = (),
     production: ProductionResult | None = None,
+    baseline: BaselineResult | None = None,
 ) -> Decision:
-    """Apply the floors, the champion comparisons and the gating behaviour tests.
+    """Apply the floors, the champion comparisons, the baseline margin and the behaviour tests.
 
     Args:
         settings: The bars.
@@ -102,12 +104,14 @@ def decide(
         behaviour: Results of the behavioural tests run on the new model.
         notes: Problems worth a reader's attention that do not block shipping.
         production: Both models scored on the production test set, when it has rows.
+        baseline: The linear baseline scored on the same test split; no check when None.
     """
     checks = [
         _floor("accuracy", challenger.accuracy, settings.min_accuracy),
         _floor("macro-F1", challenger.macro_f1, settings.min_macro_f1),
         _champion_check(settings, challenger, champion),
         *([] if production is None else [_production_check(settings, production)]),
+        *([] if baseline is None else [_baseline_check(settings, challenger, baseline)]),
         *_behaviour_checks(behaviour),
         *(Check("note", False, False, note) for note in notes),
     ]
@@ -204,6 +208,38 @@ def _production_check(settings: GateSettings, production: ProductionResult) -> C
             ": the new model is worse on production traffic than the one serving, which stays"
         )
     return Check("production", passed, True, sentence)
+
+
+def baseline_gate_on(settings: GateSettings) -> bool:
+    """Whether the baseline margin gates: -1, the lowest margin, can never fail, so it is off."""
+    return settings.min_margin_over_baseline > -1
+
+
+def _baseline_check(
+    settings: GateSettings, challenger: ModelScores, baseline: BaselineResult
+) -> Check:
+    """The challenger's macro-F1 against the linear baseline's plus min_margin_over_baseline."""
+    gates = baseline_gate_on(settings)
+    margin = settings.min_margin_over_baseline
+    if baseline.scores is None:
+        return Check(
+            "baseline",
+            not gates,
+            gates,
+            f"no {BASELINE_NAME} baseline: {baseline.error}"
+            + (f"; min_margin_over_baseline is {margin:.3f}, so nothing ships" if gates else ""),
+        )
+    new, old = challenger.macro_f1, baseline.scores.macro_f1
+    where = f"baseline ({BASELINE_NAME}) macro-F1 {old:.3f}, new model {new:.3f} ({new - old:+.3f})"
+    if not gates:
+        return Check(
+            "baseline", True, False, f"{where}: reported only, min_margin_over_baseline is off"
+        )
+    passed = new - old + _TOLERANCE >= margin
+    sentence = f"{where} {'>=' if passed else '<'} min_margin_over_baseline {margin:+.3f}" + (
+        "" if passed else ": the new model does not beat the linear baseline by the margin"
+    )
+    return Check("baseline", passed, True, sentence)
 
 
 def _behaviour_checks(results: Sequence[BehaviourResult]) -> list[Check]:

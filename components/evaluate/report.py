@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textops.components.evaluate.baseline import BASELINE_NAME
 from textops.components.evaluate.charts import confusion_svg, reliability_svg, roc_svg
 
 if TYPE_CHECKING:
@@ -47,18 +48,51 @@ def _numeric(cell: str) -> str:
     return ' class="n"' if re.fullmatch(r"[-+]?[0-9.,%]+", cell) else ""
 
 
+def _baseline_scalars(outcome: EvaluationOutcome) -> dict[str, float] | None:
+    baseline = outcome.baseline
+    if baseline is None or baseline.scores is None:
+        return None
+    return baseline.scores.scalars()
+
+
+def _scores_header(outcome: EvaluationOutcome) -> list[str]:
+    header = ["metric", "new model"]
+    if outcome.champion.scores is not None:
+        header += [f"production v{outcome.champion.version}", "difference"]
+    if _baseline_scalars(outcome) is not None:
+        header += ["baseline", "over baseline"]
+    return header
+
+
 def _scores_rows(outcome: EvaluationOutcome) -> list[list[str]]:
     new = outcome.scores.scalars()
     old = outcome.champion.scores.scalars() if outcome.champion.scores is not None else None
+    baseline = _baseline_scalars(outcome)
     rows = []
     for name, value in new.items():
         if name == "test_rows":
             continue
         row = [escape(name), f"{value:.4f}"]
-        if old is not None:
-            row += [f"{old[name]:.4f}", f"{value - old[name]:+.4f}"]
+        for other in (old, baseline):
+            if other is not None:
+                row += [f"{other[name]:.4f}", f"{value - other[name]:+.4f}"]
         rows.append(row)
     return rows
+
+
+def _baseline_html(outcome: EvaluationOutcome) -> str:
+    """What the baseline is, what it learned from, and what it cost; or why there is none."""
+    baseline = outcome.baseline
+    if baseline is None:
+        return ""
+    if baseline.scores is None:
+        return f'<p class="fail">No {BASELINE_NAME} baseline: {escape(baseline.error)}</p>'
+    return (
+        f"<p>The baseline is {BASELINE_NAME} (unigrams and bigrams, {baseline.features} "
+        f"features), trained on {baseline.train_rows} rows of the same train split as the new "
+        f"model and scored on the same test texts, in {baseline.seconds:.1f} s. A transformer "
+        "that does not beat it is not worth its cost.</p>"
+    )
 
 
 def _decision_html(outcome: EvaluationOutcome) -> str:
@@ -178,9 +212,6 @@ def _behaviour_html(outcome: EvaluationOutcome) -> str:
 
 def render_html(outcome: EvaluationOutcome) -> str:
     """The whole report as one HTML page with inline SVG charts and no external resources."""
-    scores_header = ["metric", "new model"]
-    if outcome.champion.scores is not None:
-        scores_header += [f"production v{outcome.champion.version}", "difference"]
     per_class = [
         [escape(c.label), f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}", str(c.support)]
         for c in outcome.scores.per_class
@@ -195,7 +226,8 @@ def render_html(outcome: EvaluationOutcome) -> str:
         f"<p>{outcome.scores.rows} held-out test rows.</p>",
         _champion_html(outcome),
         "<h2>Scores</h2>",
-        _table(scores_header, _scores_rows(outcome)),
+        _baseline_html(outcome),
+        _table(_scores_header(outcome), _scores_rows(outcome)),
         _production_html(outcome),
         _charts_html(outcome),
         "<h2>Per class</h2>",
@@ -229,15 +261,21 @@ def render_markdown(outcome: EvaluationOutcome) -> str:
         "",
     ]
     champion = outcome.champion.scores
-    header = "| metric | new model |" + (
-        f" production v{outcome.champion.version} |" if champion else ""
+    baseline = outcome.baseline.scores if outcome.baseline is not None else None
+    header = (
+        "| metric | new model |"
+        + (f" production v{outcome.champion.version} |" if champion else "")
+        + (" baseline |" if baseline else "")
     )
-    lines += [header, "|---|---|" + ("---|" if champion else "")]
+    lines += [header, "|---|---|" + ("---|" if champion else "") + ("---|" if baseline else "")]
     for name in ("accuracy", "macro_f1", "weighted_f1", "ece"):
         value = getattr(outcome.scores, name)
         old = f" {getattr(champion, name):.4f} |" if champion else ""
-        lines.append(f"| {name} | {value:.4f} |{old}")
+        linear = f" {getattr(baseline, name):.4f} |" if baseline else ""
+        lines.append(f"| {name} | {value:.4f} |{old}{linear}")
     lines += ["", f"Test rows: {outcome.scores.rows}."]
+    if baseline is not None:
+        lines.append(f"Baseline: {BASELINE_NAME} trained on the same train split.")
     lines += _production_markdown(outcome)
     if outcome.slices is not None and outcome.slices.worst is not None:
         worst = outcome.slices.worst

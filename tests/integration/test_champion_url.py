@@ -126,6 +126,7 @@ def test_the_evaluate_step_compares_with_the_served_champion(
     deploy = evaluate_model.python_func(
         model=_artifact(dsl.Model, tiny_model_dir),
         test_data=_artifact(dsl.Dataset, tiny_splits["test"]),
+        train_data=_artifact(dsl.Dataset, tiny_splits["train"]),
         # Production traffic held out: here the test texts again, scored at the URL too.
         production_test=_artifact(dsl.Dataset, tiny_splits["test"]),
         model_repository=str(tmp_path / "empty-repository"),
@@ -134,6 +135,7 @@ def test_the_evaluate_step_compares_with_the_served_champion(
         min_macro_f1=0.0,
         max_regression=MAX_REGRESSION,
         max_production_regression=1.0,
+        min_margin_over_baseline=-1.0,
         enforce_production_labels=True,
         slice_column="",
         behaviour_tests=[],

@@ -89,6 +89,16 @@ def champion_wrong_path(
     return path
 
 
+#: The train split the challengers learned from, set for every test by `_train_split`.
+TRAIN_SPLIT: dict[str, Path] = {}
+
+
+@pytest.fixture(autouse=True)
+def _train_split(tiny_splits: dict[str, Path]) -> None:
+    """Every evaluation fits its baseline on the tiny train split unless a test gives another."""
+    TRAIN_SPLIT["train"] = tiny_splits["train"]
+
+
 @pytest.fixture
 def repository(tmp_path: Path, tiny_bundle_dir: Path) -> Path:
     """A model repository whose version 1, the tiny bundle, is in production."""
@@ -107,11 +117,13 @@ def evaluate(
     slice_column: str = "",
     behaviour_tests: list[dict[str, Any]] | None = None,
     production_test_path: Path | None = None,
+    train_path: Path | None = None,
 ) -> EvaluationOutcome:
     out = tmp_path / "out"
     return evaluate_challenger(
         model_dir=model_dir,
         test_path=test_path,
+        train_path=train_path or TRAIN_SPLIT["train"],
         model_repository=repository,
         model_name=MODEL_NAME,
         settings=settings,
