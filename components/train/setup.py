@@ -18,8 +18,9 @@ from textops.components.common.errors import DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
 from textops.components.common.settings import TrainSettings
 from textops.components.common.torch_inference import pick_device
-from textops.components.train.batching import length_grouped_batches, shard_batches
+from textops.components.train.batching import TokenRows, length_grouped_batches, shard_batches
 from textops.components.train.checkpoint import distributed
+from textops.components.train.techniques import DEFAULT_TECHNIQUES, Techniques
 
 
 def seed_everything(seed: int) -> None:
@@ -51,8 +52,12 @@ def learning_rate_multiplier(schedule: str, warmup_steps: int, total_steps: int)
     return multiplier
 
 
-def load_base_model(base_model: str, labels: LabelMap) -> tuple[Any, Any]:
-    """Tokenizer and a classification model with a fresh head sized to `labels`."""
+def load_base_model(base_model: str, labels: LabelMap, attention: str = "sdpa") -> tuple[Any, Any]:
+    """Tokenizer and a classification model with a fresh head sized to `labels`.
+
+    `attention` is the model's attention implementation: "sdpa" (torch's fused
+    scaled-dot-product attention) or "eager" (the model's own matrix products).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -67,6 +72,7 @@ def load_base_model(base_model: str, labels: LabelMap) -> tuple[Any, Any]:
             id2label=dict(enumerate(labels.names)),
             label2id={name: i for i, name in enumerate(labels.names)},
             ignore_mismatched_sizes=True,  # a base model with a head of another size
+            attn_implementation=attention,
         )
     except OSError as e:
         raise ModelNotFoundError(
@@ -77,9 +83,18 @@ def load_base_model(base_model: str, labels: LabelMap) -> tuple[Any, Any]:
 
 
 def build_optimizer(
-    model: torch.nn.Module, *, weight_decay: float, learning_rate: float, device: torch.device
+    model: torch.nn.Module,
+    *,
+    weight_decay: float,
+    learning_rate: float,
+    device: torch.device,
+    fused: bool = True,
 ) -> torch.optim.AdamW:
-    """AdamW that decays every weight but biases and norms, whose decay only hurts."""
+    """AdamW that decays every weight but biases and norms, whose decay only hurts.
+
+    `fused`: one kernel for all parameters where torch has one (CPU and CUDA); otherwise
+    torch's default implementation.
+    """
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
     named = list(model.named_parameters())
     return torch.optim.AdamW(
@@ -91,8 +106,8 @@ def build_optimizer(
             {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
         ],
         lr=learning_rate,
-        # Fused AdamW (one kernel for all parameters) exists for CPU and CUDA tensors.
-        fused=device.type in ("cpu", "cuda"),
+        # Fused AdamW exists for CPU and CUDA tensors; None lets torch choose (foreach).
+        fused=True if fused and device.type in ("cpu", "cuda") else None,
     )
 
 
@@ -117,10 +132,9 @@ class TrainingSetup:
     model: Any
     #: What the training forward pass calls: `model`, wrapped in DDP under torchrun.
     trained: torch.nn.Module
-    train_encoding: dict[str, Any]
+    #: The training split, tokenized once into int arrays that batches are sliced from.
+    train_rows: TokenRows
     train_ids: np.ndarray
-    #: Tokens per training text, which the batches group by.
-    lengths: list[int]
     validation_encoding: dict[str, Any]
     validation_ids: np.ndarray
     optimizer: torch.optim.Optimizer
@@ -130,10 +144,20 @@ class TrainingSetup:
     autocast_dtype: torch.dtype | None
     class_weights: torch.Tensor | None
     total_steps: int
+    techniques: Techniques
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per training text, which the batches group by."""
+        return self.train_rows.lengths
 
 
 def set_up(
-    settings: TrainSettings, labels: LabelMap, train_path: str | Path, validation_path: str | Path
+    settings: TrainSettings,
+    labels: LabelMap,
+    train_path: str | Path,
+    validation_path: str | Path,
+    techniques: Techniques = DEFAULT_TECHNIQUES,
 ) -> TrainingSetup:
     """Seed, load the base model and the splits, and build the optimizer for `settings`."""
     rank, world_size = distributed()
@@ -141,20 +165,26 @@ def set_up(
     device = pick_device(settings.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    tokenizer, model = load_base_model(settings.base_model, labels)
+    attention = "sdpa" if techniques.flash_attention else "eager"
+    tokenizer, model = load_base_model(settings.base_model, labels, attention)
     model.to(device)
     # DDP averages gradients across processes during backward; `model` stays the bare module.
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    if techniques.compile:
+        # Bucketed batches bring a handful of shapes: one static graph each, no dynamic shapes.
+        trained = torch.compile(trained, dynamic=False)
 
     train_texts, train_ids = load_split(train_path, labels)
     val_texts, val_ids = load_split(validation_path, labels)
     train_enc = dict(tokenizer(train_texts, truncation=True, max_length=settings.max_seq_length))
     val_enc = dict(tokenizer(val_texts, truncation=True, max_length=settings.max_seq_length))
-    lengths = [len(ids) for ids in train_enc["input_ids"]]
+    train_rows = TokenRows(train_enc, tokenizer.pad_token_id)
     # Every epoch has this many batches; only their order changes.
     micro_batches = len(
         shard_batches(
-            length_grouped_batches(lengths, settings.batch_size, np.random.default_rng(0)),
+            length_grouped_batches(
+                train_rows.lengths, settings.batch_size, np.random.default_rng(0)
+            ),
             rank,
             world_size,
         )
@@ -166,6 +196,7 @@ def set_up(
         weight_decay=settings.weight_decay,
         learning_rate=settings.learning_rate,
         device=device,
+        fused=techniques.fused_optimizer,
     )
     warmup_steps = int(settings.warmup_ratio * total_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -183,9 +214,8 @@ def set_up(
         tokenizer=tokenizer,
         model=model,
         trained=trained,
-        train_encoding=train_enc,
+        train_rows=train_rows,
         train_ids=train_ids,
-        lengths=lengths,
         validation_encoding=val_enc,
         validation_ids=val_ids,
         optimizer=optimizer,
@@ -199,4 +229,5 @@ def set_up(
             else None
         ),
         total_steps=total_steps,
+        techniques=techniques,
     )

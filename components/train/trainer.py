@@ -6,12 +6,17 @@ texts of similar length, so little compute goes to padding. The epoch with the b
 macro-F1 is kept; with a checkpoint directory, a killed run resumes where it stopped (its
 resumable state is `checkpoint.TrainState`).
 
+The loop keeps the device busy (`techniques.Techniques`): batch lengths are bucketed, so few
+shapes recur; the next step's batches are padded (and pinned, on CUDA) in a background thread;
+the loss is read on the host only every few steps; AdamW is fused; attention is SDPA.
+
 The pieces, in the order the loop uses them: `setup.set_up` (model, data, optimizer),
-`epoch_batches`, `train_step`, `evaluate_epoch`, `save_model`.
+`epoch_batches`, `step_batches`, `train_step`, `evaluate_epoch`, `save_model`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -27,10 +32,19 @@ from textops.components.common.errors import DataError, TrainingError
 from textops.components.common.labels import LabelMap
 from textops.components.common.metrics import classification_scores
 from textops.components.common.settings import TrainSettings
-from textops.components.common.torch_inference import batched_logits, pad_batch
+from textops.components.common.torch_inference import batched_logits
 from textops.components.train.batching import length_grouped_batches, shard_batches
 from textops.components.train.checkpoint import Checkpoints, TrainState, run_identity
 from textops.components.train.setup import TrainingSetup, set_up
+from textops.components.train.techniques import (
+    DEFAULT_TECHNIQUES,
+    SYNC_EVERY_STEPS,
+    LossTally,
+    Techniques,
+    attention_backends,
+    bucketed_width,
+    prefetched,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +108,14 @@ def train_classifier(
     output_dir: str | Path,
     data_fingerprint: str = "",
     checkpoint_dir: str | Path | None = None,
+    techniques: Techniques = DEFAULT_TECHNIQUES,
 ) -> TrainResult:
     """Fine-tune `settings.base_model` and save the best epoch to `output_dir`.
 
     `output_dir` becomes a Hugging Face model directory (weights, config with the label names,
     tokenizer whose `model_max_length` is the training window) plus `labels.json`. Under DDP
-    every process trains and only rank 0 writes.
+    every process trains and only rank 0 writes. `techniques` switches the loop's speed
+    techniques (all on but compile by default); none of them changes what is learnt.
 
     Raises:
         ModelNotFoundError: The base model cannot be found or loaded.
@@ -109,7 +125,7 @@ def train_classifier(
     if len(labels) < 2:
         raise DataError(f"training needs two classes or more; the labels are {list(labels.names)}")
     started = time.perf_counter()
-    run = set_up(settings, labels, train_path, validation_path)
+    run = set_up(settings, labels, train_path, validation_path, techniques)
     state = TrainState(
         model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
         batch_order=dict(np.random.default_rng(settings.seed).bit_generator.state),
@@ -175,29 +191,47 @@ def train_epoch(
     """Train on `batches` from `state.batch_index` to the epoch's end, then score validation.
 
     Saves a checkpoint every `checkpoint_every_steps` optimizer steps. Returns the epoch's
-    record: train loss, the validation scores, and training rows per second.
+    record: train loss, the validation scores, and training rows and tokens per second.
     """
     accumulate = run.settings.gradient_accumulation_steps
     every = run.settings.checkpoint_every_steps
+    sync_every = SYNC_EVERY_STEPS if run.techniques.deferred_sync else 1
+    starts = range(state.batch_index, len(batches), accumulate)
+    steps = (step_batches(run, batches[start : start + accumulate]) for start in starts)
+    tally = LossTally(run.device)
     run.trained.train()
     started, seen_at_start = time.perf_counter(), state.seen
-    for start in range(state.batch_index, len(batches), accumulate):
-        group = batches[start : start + accumulate]
-        state.epoch_loss += train_step(run, group, state.epoch)
-        state.seen += sum(len(indices) for indices in group)
-        state.batch_index, state.step = start + len(group), state.step + 1
-        progress.update(1)
-        progress.set_postfix(
-            loss=f"{state.epoch_loss / state.seen:.4f}", epoch=state.epoch, refresh=False
-        )
-        if every and state.step % every == 0:
-            checkpoints.save(state)
+    tokens = padded_tokens = 0
+    with contextlib.closing(prefetched(steps) if run.techniques.prefetch else steps) as ahead:
+        for start, group in zip(starts, ahead, strict=True):
+            step = state.step + 1
+            checkpoint_due = every > 0 and step % every == 0
+            # The loss is read (and checked) only here: before a checkpoint, so none holds a
+            # diverged model, and at the epoch's end, before validation and keeping the best.
+            read = step % sync_every == 0 or checkpoint_due or start + accumulate >= len(batches)
+            loss = train_step(run, group, state.epoch, tally, read=read)
+            state.seen += sum(batch.rows for batch in group)
+            state.batch_index, state.step = start + len(group), step
+            tokens += sum(batch.tokens for batch in group)
+            padded_tokens += sum(batch.padded_tokens for batch in group)
+            progress.update(1)
+            if loss is not None:
+                state.epoch_loss += loss
+                progress.set_postfix(
+                    loss=f"{state.epoch_loss / max(1, state.seen):.4f}", epoch=state.epoch,
+                    refresh=False,
+                )  # fmt: skip
+            if checkpoint_due:
+                checkpoints.save(state)
+    seconds = max(time.perf_counter() - started, 1e-9)
     rows = (state.seen - seen_at_start) * run.world_size
     return {
         "epoch": float(state.epoch),
         "train_loss": state.epoch_loss / max(1, state.seen),
         **evaluate_epoch(run),
-        "samples_per_second": rows / max(time.perf_counter() - started, 1e-9),
+        "samples_per_second": rows / seconds,
+        "tokens_per_second": tokens * run.world_size / seconds,
+        "padded_tokens_per_second": padded_tokens * run.world_size / seconds,
     }
 
 
@@ -214,29 +248,72 @@ def epoch_batches(
     return shard_batches(batches, run.rank, run.world_size), generator.bit_generator.state
 
 
-def train_step(run: TrainingSetup, group: list[np.ndarray], epoch: int) -> float:
-    """One optimizer step over `group`'s batches (gradient accumulation); their summed loss.
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch on the host, padded and ready to copy to the device."""
+
+    inputs: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    rows: int
+    #: Real (unpadded) tokens, and tokens after padding.
+    tokens: int
+    padded_tokens: int
+
+
+def step_batches(run: TrainingSetup, group: list[np.ndarray]) -> list[Batch]:
+    """The micro-batches of one optimizer step, padded (to a bucket width when bucketing).
+
+    With prefetch on CUDA this runs in the prefetch thread and pins the tensors, so that the
+    loop's copies to the GPU do not wait.
+    """
+    pin = run.techniques.prefetch and run.device.type == "cuda"
+    batches = []
+    for indices in group:
+        lengths = run.lengths[indices]
+        width = bucketed_width(
+            int(lengths.max()), run.settings.max_seq_length, run.techniques.bucket_shapes
+        )
+        inputs = {k: torch.from_numpy(v) for k, v in run.train_rows.batch(indices, width).items()}
+        targets = torch.from_numpy(run.train_ids[indices])
+        if pin:
+            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+            targets = targets.pin_memory()
+        batches.append(
+            Batch(inputs, targets, len(indices), int(lengths.sum()), len(indices) * width)
+        )
+    return batches
+
+
+def train_step(
+    run: TrainingSetup, group: list[Batch], epoch: int, tally: LossTally, *, read: bool
+) -> float | None:
+    """One optimizer step over `group`'s batches (gradient accumulation).
+
+    The step's loss (the sum over the batches of mean loss x rows) is added to `tally` on the
+    device. With `read`, or without deferred sync, the tally is read and checked before the
+    optimizer steps; otherwise nothing waits for the device.
 
     Returns:
-        The sum over the batches of mean loss x rows.
+        The tally read, the summed loss since the last read; None when it was not read.
 
     Raises:
         TrainingError: CUDA ran out of memory, or the loss is no longer finite.
     """
     settings = run.settings
-    # Summed on the device: reading the loss every batch would stall a GPU.
-    step_loss = torch.zeros((), device=run.device)
-    for indices in group:
-        batch = {
-            k: v.to(run.device)
-            for k, v in pad_batch(run.train_encoding, indices, run.tokenizer.pad_token_id).items()
-        }
-        targets = torch.as_tensor(run.train_ids[indices], device=run.device)
+    non_blocking = run.techniques.prefetch  # the tensors are pinned then (on CUDA)
+    for batch in group:
+        inputs = {k: v.to(run.device, non_blocking=non_blocking) for k, v in batch.inputs.items()}
+        targets = batch.targets.to(run.device, non_blocking=non_blocking)
         try:
-            with torch.autocast(
-                run.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None
+            with (
+                attention_backends(run.device, run.techniques.flash_attention),
+                torch.autocast(
+                    run.device.type,
+                    dtype=run.autocast_dtype,
+                    enabled=run.autocast_dtype is not None,
+                ),
             ):
-                logits = run.trained(**batch).logits
+                logits = run.trained(**inputs).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.float(), targets, weight=run.class_weights
             )
@@ -248,30 +325,33 @@ def train_step(run: TrainingSetup, group: list[np.ndarray], epoch: int) -> float
                 "gradient_accumulation_steps to keep the effective batch, lower "
                 "max_seq_length, or train on a GPU with more memory"
             ) from e
-        step_loss = step_loss + loss.detach() * len(indices)
-    step_loss_value = step_loss.item()
-    if not math.isfinite(step_loss_value):
-        raise TrainingError(
-            f"training loss became {step_loss_value} at epoch {epoch}: lower "
-            f"learning_rate (now {settings.learning_rate})"
-        )
+        tally.add(loss.detach() * batch.rows)
+    summed = None
+    if read or not run.techniques.deferred_sync:
+        summed = tally.read()
+        if not math.isfinite(summed):
+            raise TrainingError(
+                f"training loss became {summed} at epoch {epoch}: lower "
+                f"learning_rate (now {settings.learning_rate})"
+            )
     run.scaler.unscale_(run.optimizer)
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), settings.max_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.schedule.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return step_loss_value
+    return summed
 
 
 def evaluate_epoch(run: TrainingSetup) -> dict[str, float]:
     """Validation loss and scores (accuracy, macro and weighted F1) of the model as it is."""
-    logits = batched_logits(
-        run.model,
-        run.validation_encoding,
-        pad_token_id=run.tokenizer.pad_token_id,
-        device=run.device,
-    )
+    with attention_backends(run.device, run.techniques.flash_attention):
+        logits = batched_logits(
+            run.model,
+            run.validation_encoding,
+            pad_token_id=run.tokenizer.pad_token_id,
+            device=run.device,
+        )
     loss = torch.nn.functional.cross_entropy(
         torch.from_numpy(logits), torch.from_numpy(run.validation_ids)
     )
