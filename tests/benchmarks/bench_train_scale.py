@@ -219,8 +219,13 @@ def run_in_process(runner: str, options: list[str], result_path: Path) -> dict[s
     return result
 
 
-def compare(runs: dict[str, dict[str, Any]], device: str, full_size: bool) -> dict[str, Any]:
-    """Ratios of textops to each HF run, and whether the targets are met (full size, CUDA)."""
+def compare(
+    runs: dict[str, dict[str, Any]], device: str, full_size: bool, probes: list[float]
+) -> dict[str, Any]:
+    """Ratios of textops to each HF run, and whether the targets are met (full size, CUDA).
+
+    `probes` are the CPU probe timings of every run of every repeat, not only of `runs`.
+    """
     textops = runs["textops"]
     hf_names = [name for name in runs if name != "textops"]
     best_hf = max(hf_names, key=lambda name: runs[name]["train_tokens_per_second"])
@@ -248,7 +253,6 @@ def compare(runs: dict[str, dict[str, Any]], device: str, full_size: bool) -> di
         for name in hf_names
     }
     comparison["best_hf_run"] = best_hf
-    probes = [p for run in runs.values() for p in run["cpu_probe_ms"]]
     # Above ~1.5 the machine's speed changed between or during the runs: do not trust ratios.
     comparison["cpu_probe_spread"] = round(max(probes) / min(probes), 2)
     targets: dict[str, Any] = {
@@ -304,6 +308,8 @@ def print_table(report: dict[str, Any]) -> None:
             f"WARNING: the CPU probe varied {c['cpu_probe_spread']}x across these runs: the "
             "machine was contended, so the ratios are unreliable; run again, or with --repeats 3"
         )
+    if "throughput_ratio_per_repeat" in c:
+        print(f"throughput ratio per repeat: {c['throughput_ratio_per_repeat']}")
 
 
 def settle_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -407,9 +413,24 @@ def run_benchmark(args: argparse.Namespace) -> int:
         },
         "full_size": full_size,
         "runs": runs,
-        "comparison": compare(runs, args.device, full_size),
+        "comparison": compare(
+            runs,
+            args.device,
+            full_size,
+            probes=[p for r in repeats for run in r.values() for p in run["cpu_probe_ms"]],
+        ),
     }
     if args.repeats > 1:
+        report["comparison"]["throughput_ratio_per_repeat"] = {
+            name: [
+                round(
+                    r["textops"]["train_tokens_per_second"] / r[name]["train_tokens_per_second"], 3
+                )
+                for r in repeats
+            ]
+            for name in runners
+            if name != "textops"
+        }
         report["repeats"] = [
             {name: {k: r[name][k] for k in REPEAT_FIELDS} for name in r} for r in repeats
         ]
