@@ -20,7 +20,7 @@ from textops.components.common.settings import TrainSettings
 from textops.components.common.torch_inference import pick_device
 from textops.components.train.batching import TokenRows, length_grouped_batches, shard_batches
 from textops.components.train.checkpoint import distributed
-from textops.components.train.techniques import DEFAULT_TECHNIQUES, Techniques
+from textops.components.train.techniques import BUCKET_TOKENS, DEFAULT_TECHNIQUES, Techniques
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +111,20 @@ def build_optimizer(
     )
 
 
+def compiled(module: torch.nn.Module, max_seq_length: int) -> Any:
+    """`module` under `torch.compile`, one static graph per batch shape.
+
+    Bucketed batches bring few shapes: a bucket width each, times two row counts (full
+    batches and the epoch's last one), so torch may keep that many graphs instead of its
+    default 8, past which it would silently fall back to eager.
+    """
+    import torch._dynamo
+
+    shapes = 2 * math.ceil(max_seq_length / BUCKET_TOKENS)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, shapes)
+    return torch.compile(module, dynamic=False)
+
+
 def balanced_class_weights(ids: np.ndarray, num_labels: int) -> torch.Tensor:
     """Weights n / (k * n_c): each class contributes equally to the loss."""
     counts = np.bincount(ids, minlength=num_labels).astype(np.float64)
@@ -171,8 +185,7 @@ def set_up(
     # DDP averages gradients across processes during backward; `model` stays the bare module.
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     if techniques.compile:
-        # Bucketed batches bring a handful of shapes: one static graph each, no dynamic shapes.
-        trained = torch.compile(trained, dynamic=False)
+        trained = compiled(trained, settings.max_seq_length)
 
     train_texts, train_ids = load_split(train_path, labels)
     val_texts, val_ids = load_split(validation_path, labels)

@@ -211,3 +211,17 @@ def test_a_non_finite_loss_names_the_learning_rate_before_any_checkpoint(
         _train(model_dir, tiny_splits, out, techniques, ckpt, checkpoint_every_steps=3)
     assert not (ckpt / checkpoint.CHECKPOINT_FILE).exists()
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_bare_model_and_learns(
+    tiny_model_dir: Path, tiny_splits: dict[str, Path], tmp_path: Path
+) -> None:
+    """torch.compile wraps only the training forward; the saved weights keep their names."""
+    result = _train(
+        tiny_model_dir, tiny_splits, tmp_path / "compiled", Techniques(compile=True), epochs=1
+    )
+    assert np.isfinite(result.history[0]["train_loss"])
+    trained, original = _weights(tmp_path / "compiled"), _weights(tiny_model_dir)
+    assert trained.keys() == original.keys()
+    assert not torch.equal(trained["classifier.weight"], original["classifier.weight"])
