@@ -15,6 +15,11 @@ Throughput is measured over each tool's training loop only (model loading, token
 evaluation excluded), as each tool times it: textops's per-epoch loop time, HF's
 `train_runtime`. `total_seconds` is the end-to-end time of the same work in both runs: load the
 model, tokenize, train, evaluate on validation, save the model.
+
+`--without TECHNIQUE` (repeatable) measures what each of textops's speed techniques
+(`textops.components.train.techniques`) is worth: every repeat also runs textops with that one
+technique off, right after the run with all of them on, and the report's `ablation` gives each
+such run's throughput as a ratio to the all-on run of the same repeat (< 1: the technique helps).
 """
 
 from __future__ import annotations
@@ -114,14 +119,14 @@ def padding_analysis(train_path: Path) -> dict[str, Any]:
 
 
 def run_in_process(
-    runner: str, data_dir: Path, epochs: int, device: str, hf_options: list[str]
+    runner: str, data_dir: Path, epochs: int, device: str, options: list[str]
 ) -> dict[str, Any]:
     """Run one benchmark in a fresh interpreter and read back the JSON it writes."""
     result_path = data_dir / f"{runner}-result.json"
     command = [
         sys.executable, str(RUNS_SCRIPT), runner, "--data-dir", str(data_dir),
         "--epochs", str(epochs), "--device", device, "--result", str(result_path),
-        *hf_options,
+        *options,
     ]  # fmt: skip
     print(f"--- {runner}: {' '.join(command)}", flush=True)
     probe_before = cpu_probe_ms()
@@ -177,19 +182,20 @@ def machine_info(device: str) -> dict[str, Any]:
 def source_info() -> dict[str, Any]:
     """Which textops trainer was measured: the commit, and digests of the files that decide it.
 
-    Those files hold the loop (trainer), the optimizer and schedule (setup) and the batches.
+    Those files hold the loop (trainer), the optimizer and schedule (setup), the batches and
+    the speed techniques.
 
     The digests tell two reports apart when the trainer changed without a commit in between.
     """
     import hashlib
 
-    from textops.components.train import batching, setup, trainer
+    from textops.components.train import batching, setup, techniques, trainer
 
     info: dict[str, Any] = {
         f"{module.__name__.rsplit('.', 1)[-1]}_py_sha256": hashlib.sha256(
             Path(str(module.__file__)).read_bytes()
         ).hexdigest()[:16]
-        for module in (trainer, setup, batching)
+        for module in (trainer, setup, batching, techniques)
     }
     try:
         commit = subprocess.run(
@@ -239,6 +245,30 @@ def compare(textops: dict[str, Any], hf: dict[str, Any], device: str) -> dict[st
     return comparison
 
 
+def ablation(repeats: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Each technique's worth: throughput without it over all-on throughput, repeat by repeat.
+
+    Each ratio pairs two runs of one repeat, one right after the other, so that a neighbour's
+    load touches both; the median of the repeats is the figure to quote.
+    """
+
+    def ratios(name: str, key: str) -> list[float]:
+        return [round(r[f"textops_without_{name}"][key] / r["textops"][key], 3) for r in repeats]
+
+    figures: dict[str, Any] = {}
+    for name in names:
+        per_repeat = ratios(name, "train_samples_per_second")
+        without = [r[f"textops_without_{name}"] for r in repeats]
+        figures[name] = {
+            # < 1: textops is slower without the technique, i.e. the technique helps.
+            "throughput_ratio_to_all_on": sorted(per_repeat)[(len(per_repeat) - 1) // 2],
+            "throughput_ratio_per_repeat": per_repeat,
+            "train_samples_per_second": median_run(without)["train_samples_per_second"],
+            "validation_accuracy": median_run(without)["validation_accuracy"],
+        }
+    return figures
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median throughput: a whole run, so its figures belong together."""
     ranked = sorted(runs, key=lambda run: run["train_samples_per_second"])
@@ -283,6 +313,13 @@ def print_table(report: dict[str, Any]) -> None:
         )
     if "throughput_ratio_per_repeat" in c:
         print(f"throughput ratio per repeat: {c['throughput_ratio_per_repeat']}")
+    for name, figures in report.get("ablation", {}).items():
+        print(
+            f"without {name}: {figures['train_samples_per_second']:.1f} samples/s, "
+            f"{figures['throughput_ratio_to_all_on']:.2f}x the all-on run "
+            f"(per repeat {figures['throughput_ratio_per_repeat']}), "
+            f"val acc {figures['validation_accuracy']:.4f}"
+        )
 
 
 def run_benchmark(args: argparse.Namespace) -> None:
@@ -321,6 +358,12 @@ def run_benchmark(args: argparse.Namespace) -> None:
                         "hf_trainer", data_dir, epochs, device, hf_options
                     ),
                     "textops": run_in_process("textops", data_dir, epochs, device, []),
+                    **{
+                        f"textops_without_{name}": run_in_process(
+                            "textops", data_dir, epochs, device, ["--without", name]
+                        )
+                        for name in args.without
+                    },
                 }
             )
     runs = {tool: median_run([r[tool] for r in repeats]) for tool in ("hf_trainer", "textops")}
@@ -342,6 +385,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "runs": runs,
         "comparison": compare(runs["textops"], runs["hf_trainer"], device),
     }
+    if args.without:
+        report["ablation"] = ablation(repeats, args.without)
     if args.repeats > 1:
         report["comparison"]["throughput_ratio_per_repeat"] = [
             round(
@@ -360,6 +405,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from textops.components.train.techniques import Techniques
+
     parser = argparse.ArgumentParser(
         description="textops trainer vs Hugging Face Trainer: throughput, memory, accuracy."
     )
@@ -387,6 +434,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="give HF Trainer length-grouped batches (not a default; off for the issue's "
         "comparison)",
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=Techniques.NAMES,
+        metavar="TECHNIQUE",
+        help="also run textops with this speed technique off, after each all-on run, and "
+        "report the throughput ratio (repeatable; one technique off per run): "
+        + ", ".join(Techniques.NAMES),
     )
     return parser.parse_args(argv)
 

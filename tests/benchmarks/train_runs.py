@@ -1,7 +1,7 @@
 """One training run of the train benchmark, in a process of its own; `bench_train.py` starts it.
 
     python tests/benchmarks/train_runs.py {textops,hf_trainer} --data-dir DIR --epochs N \\
-        --device {cpu,cuda} --result FILE
+        --device {cpu,cuda} --result FILE [--without TECHNIQUE ...]
 
 The run measures itself from inside (training time, peak memory, validation scores) and writes
 them as JSON to FILE, so that its peak memory is its own and not the benchmark's.
@@ -98,6 +98,7 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     from textops.components.common.labels import LabelMap
     from textops.components.common.settings import DEFAULT_BASE_MODEL, TrainSettings
     from textops.components.train.setup import load_base_model
+    from textops.components.train.techniques import Techniques
     from textops.components.train.trainer import train_classifier
 
     data_dir = Path(args.data_dir)
@@ -113,6 +114,9 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every_steps=0,
         device=args.device,
     )
+    techniques = Techniques()
+    for name in args.without:
+        techniques = techniques.without(name)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="textops-bench-model-") as output_dir:
@@ -123,6 +127,7 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
             labels=labels,
             settings=settings,
             output_dir=output_dir,
+            techniques=techniques,
         )
         total_seconds = time.perf_counter() - started
     rss = peak_rss_mib()
@@ -133,6 +138,7 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     measures: dict[str, Any] = {
         "tool": "textops.components.train.trainer.train_classifier",
         "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "base_model"},
+        "techniques": techniques.enabled(),
         "train_rows": result.train_rows,
         "epochs": args.epochs,
         "train_seconds": train_seconds,
@@ -275,6 +281,8 @@ def hf_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from textops.components.train.techniques import Techniques
+
     parser = argparse.ArgumentParser(description="One run of the train benchmark.")
     parser.add_argument("runner", choices=("textops", "hf_trainer"))
     parser.add_argument("--data-dir", required=True, help="holds train.parquet, validation.parquet")
@@ -284,6 +292,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hf-bf16", action="store_true", help="give HF Trainer bf16=True")
     parser.add_argument(
         "--hf-group-by-length", action="store_true", help="give HF Trainer length grouping"
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=Techniques.NAMES,
+        metavar="TECHNIQUE",
+        help="switch this textops speed technique off (repeatable): " + ", ".join(Techniques.NAMES),
     )
     return parser.parse_args(argv)
 
