@@ -306,7 +306,8 @@ def print_table(report: dict[str, Any]) -> None:
     if c["cpu_probe_spread"] > 1.5:
         print(
             f"WARNING: the CPU probe varied {c['cpu_probe_spread']}x across these runs: the "
-            "machine was contended, so the ratios are unreliable; run again, or with --repeats 3"
+            "machine was contended, so the ratios are unreliable; run again when it is "
+            "quieter, or with more --repeats"
         )
     if "throughput_ratio_per_repeat" in c:
         print(f"throughput ratio per repeat: {c['throughput_ratio_per_repeat']}")
