@@ -37,7 +37,7 @@ from train_runs import non_embedding_parameters
 RUNS_SCRIPT = Path(__file__).resolve().parent / "scale_runs.py"
 #: Encoder sizes: `BertConfig` overrides. base is BertConfig()'s defaults (12 layers, hidden
 #: 768, 12 heads, intermediate 3072); tiny keeps the vocabulary and makes a CPU run take seconds.
-SIZES: dict[str, dict[str, int]] = {
+SIZES: dict[str, dict[str, Any]] = {
     "base": {},
     "tiny": {
         "num_hidden_layers": 2,
@@ -181,7 +181,6 @@ def build_model(directory: Path, size: str, label_names: list[str], tokenizer: A
 
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
-        num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
         **SIZES[size],
