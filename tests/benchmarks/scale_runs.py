@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import tempfile
 import time
@@ -56,24 +55,14 @@ def optimisation_settings() -> dict[str, Any]:
     }
 
 
-def chosen_techniques(without: list[str], with_: list[str]) -> Any | None:
+def chosen_techniques(without: list[str], with_: list[str]) -> Any:
     """textops's `Techniques` with the named ones off (`without`) or on (`with_`).
 
-    Returns None when this textops has no `Techniques` and none were named: the trainer then
-    runs as it is.
-
     Raises:
-        SystemExit: A technique was named that this textops does not have.
+        SystemExit: A technique was named that textops does not have.
     """
-    try:
-        from textops.components.train.techniques import Techniques
-    except ImportError:
-        if without or with_:
-            raise SystemExit(
-                "--without/--with name training techniques, and this textops has no "
-                "components/train/techniques.py"
-            ) from None
-        return None
+    from textops.components.train.techniques import Techniques
+
     unknown = sorted(set(without + with_) - set(Techniques.NAMES))
     if unknown:
         raise SystemExit(f"unknown technique(s) {unknown}; known: {list(Techniques.NAMES)}")
@@ -118,9 +107,6 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
         **optimisation_settings(),
     )
     techniques = chosen_techniques(args.without, args.with_)
-    extra: dict[str, Any] = {}
-    if techniques is not None and "techniques" in inspect.signature(train_classifier).parameters:
-        extra["techniques"] = techniques
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory(prefix="textops-bench-scale-model-") as output_dir:
@@ -131,7 +117,7 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
             labels=labels,
             settings=settings,
             output_dir=output_dir,
-            **extra,
+            techniques=techniques,
         )
         total_seconds = time.perf_counter() - started
     rss = peak_rss_mib()
@@ -143,12 +129,16 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     measures: dict[str, Any] = {
         "tool": "textops.components.train.trainer.train_classifier",
         "settings": settings.model_dump(exclude={"base_model"}),  # a temporary directory
-        # None: the trainer takes no techniques yet, so it ran as it is.
-        "techniques": dataclasses.asdict(extra["techniques"]) if extra else None,
+        "techniques": dataclasses.asdict(techniques),
         "train_rows": result.train_rows,
         "epochs": args.epochs,
         **throughput(tokens, result.train_rows, args.epochs, train_seconds),
         "samples_per_second_per_epoch": [h["samples_per_second"] for h in result.history],
+        # Share of the tokens fed to the model that were padding, as the loop counted them.
+        "padding_share_per_epoch": [
+            round(1 - h["tokens_per_second"] / h["padded_tokens_per_second"], 4)
+            for h in result.history
+        ],
         "total_seconds": total_seconds,
         "peak_rss_mib": rss,
         "validation_accuracy": kept["validation_accuracy"],

@@ -4,7 +4,6 @@ whole script on CPU at a small size, in the JSON format of the other benchmarks.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -110,13 +109,10 @@ def test_the_targets_are_judged_only_on_a_gpu_at_full_size(bench: ModuleType) ->
 @pytest.mark.slow
 def test_the_benchmark_on_cpu_at_a_small_size(tmp_path: Path) -> None:
     output = tmp_path / "train_scale.json"
-    # One technique off, where the trainer has them, to check that the switch reaches it.
-    has_techniques = importlib.util.find_spec("textops.components.train.techniques") is not None
-    without = ["--without", "deferred_sync"] if has_techniques else []
     done = subprocess.run(
         [
             sys.executable, str(BENCH), "--device", "cpu", "--rows", "128",
-            "--batch-size", "16", *without, "--output", str(output),
+            "--batch-size", "16", "--without", "deferred_sync", "--output", str(output),
         ],
         capture_output=True,
         text=True,
@@ -134,9 +130,11 @@ def test_the_benchmark_on_cpu_at_a_small_size(tmp_path: Path) -> None:
         assert figures["real_tokens_per_epoch"] == report["data"]["train"]["real_tokens"], name
         assert figures["train_tokens_per_second"] > figures["train_samples_per_second"] > 0
         assert 0 <= figures["validation_accuracy"] <= 1 and figures["peak_rss_mib"] > 0
-    if has_techniques:  # the named technique reached the trainer; the others stayed on
-        techniques = report["runs"]["textops"]["techniques"]
-        assert techniques["deferred_sync"] is False and techniques["prefetch"] is True
+    # The technique named reached the trainer; the others stayed on.
+    textops = report["runs"]["textops"]
+    assert textops["techniques"]["deferred_sync"] is False
+    assert textops["techniques"]["prefetch"] is True
+    assert all(0 <= share < 0.5 for share in textops["padding_share_per_epoch"])
     hf_arguments = report["runs"]["hf_trainer"]["hf_non_default_arguments"]
     assert hf_arguments["optim"] == "adamw_torch_fused"
     assert hf_arguments.get("train_sampling_strategy") == "group_by_length"
