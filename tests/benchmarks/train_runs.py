@@ -137,7 +137,7 @@ def textops_run(args: argparse.Namespace) -> dict[str, Any]:
     kept = result.best_metrics
     measures: dict[str, Any] = {
         "tool": "textops.components.train.trainer.train_classifier",
-        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k != "base_model"},
+        "settings": {k: v for k, v in settings.model_dump().items() if k != "base_model"},
         "techniques": techniques.enabled(),
         "train_rows": result.train_rows,
         "epochs": args.epochs,
