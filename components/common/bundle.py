@@ -8,7 +8,8 @@ labels.json         the label map (see `labels.LabelMap`)
 metadata.json       base model, data fingerprint, metrics, parity, created-at, version, hashes;
                     `int8` and `fp16` say why an optional model is there or not,
                     `batch_invariance` how each graph answered texts in mixed batches,
-                    `lineage` the data that trained it and the versions it replaced
+                    `lineage` the data that trained it and the versions it replaced,
+                    `calibration` the temperature every runtime divides the logits by
 reference.parquet   the sample drift is measured against, with predictions
 """
 
@@ -49,6 +50,10 @@ MODEL_FILES: dict[str, str] = {"fp32": MODEL_FILE, "int8": INT8_MODEL_FILE, "fp1
 #: "rows_used", "rows_held_out"}], "data_fingerprint": the split data it trained on,
 #: "replaced": [versions it replaced, added where it is published]}.
 LINEAGE_KEY = "lineage"
+#: metadata.json's calibration record: {"temperature": T, "fitted_on": "validation",
+#: "validation_rows", "ece_before", "ece_after", "nll_before", "nll_after"} (ECE and NLL on
+#: the test split). Every runtime computes probabilities as softmax(logits / T).
+CALIBRATION_KEY = "calibration"
 # Counts that KFP artifact metadata (a protobuf Struct) hands back as floats.
 _FEEDBACK_COUNTS = ("rows_used", "rows_held_out")
 
@@ -138,6 +143,11 @@ class ModelBundle:
         return LabelMap.load(self.path / LABELS_FILE)
 
     @property
+    def temperature(self) -> float:
+        """The calibration temperature; 1 for a bundle exported before calibration."""
+        return recorded_temperature(self.metadata)
+
+    @property
     def metadata(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads((self.path / METADATA_FILE).read_text(encoding="utf-8"))
         return loaded
@@ -180,6 +190,18 @@ def recorded_lineage(metadata: Any) -> dict[str, Any] | None:
     """The `lineage` a bundle's metadata.json records; None for a bundle exported without one."""
     lineage = metadata.get(LINEAGE_KEY) if isinstance(metadata, Mapping) else None
     return dict(lineage) if isinstance(lineage, Mapping) else None
+
+
+def recorded_temperature(metadata: Any) -> float:
+    """The calibration temperature a bundle's metadata.json records; 1 (the logits as they
+    are) for a bundle exported before calibration, or with a record that is not a positive
+    finite number."""
+    record = metadata.get(CALIBRATION_KEY) if isinstance(metadata, Mapping) else None
+    value = record.get("temperature") if isinstance(record, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 1.0
+    # A NaN fails the comparison too.
+    return float(value) if 0 < value < float("inf") else 1.0
 
 
 def record_replaced(bundle_dir: Path, replaced: Sequence[int]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from textops.components.common.bundle import ModelBundle, Precision
+from textops.components.common.bundle import ModelBundle, Precision, recorded_temperature
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 
@@ -36,16 +36,25 @@ _CUDA = "CUDAExecutionProvider"
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<unk>")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax that stays finite for large logits (the row maximum is subtracted).
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `logits / temperature`, finite for large logits (the row maximum is
+    subtracted).
 
     Args:
         logits: Array of shape (rows, classes).
+        temperature: The bundle's calibration temperature (see `bundle.recorded_temperature`);
+            1 leaves the logits as they are. Dividing by a positive number keeps each row's
+            order, so the most probable class never changes.
 
     Returns:
         float32 probabilities of the same shape; each row sums to 1.
     """
-    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scaled = logits.astype(np.float32)
+    if temperature != 1.0:
+        scaled = scaled / np.float32(temperature)
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
     return probs.astype(np.float32, copy=False)
@@ -167,6 +176,7 @@ class OnnxClassifier:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         session_config: Mapping[str, str] | None = None,
+        temperature: float = 1.0,
     ) -> None:
         """Open an ONNX Runtime session for `model_path`.
 
@@ -182,17 +192,24 @@ class OnnxClassifier:
             session_config: ONNX Runtime session configuration entries, e.g.
                 {"session.intra_op.allow_spinning": "0"} for a server, whose event loop needs
                 the CPU that idle intra-op threads would spin on.
+            temperature: Divides the logits before the softmax of `predict_proba` (the
+                calibration evaluate fitted); 1 for raw probabilities. `logits` and `run`
+                never apply it, so parity checks compare the graph's own outputs.
 
         Raises:
             ModelNotFoundError: A file is missing, or the model does not fit the label map
                 or declares inputs a tokenizer cannot fill.
+            ValueError: `max_seq_length` is below 2 or `temperature` is not positive.
         """
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ModelNotFoundError(f"ONNX model not found: {model_path}")
         if max_seq_length < 2:
             raise ValueError(f"max_seq_length must be at least 2, got {max_seq_length}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.model_path = model_path
+        self.temperature = float(temperature)
         self.labels = labels
         self.max_seq_length = max_seq_length
         self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length)
@@ -226,7 +243,8 @@ class OnnxClassifier:
         providers: Sequence[str] | None = None,
         session_config: Mapping[str, str] | None = None,
     ) -> OnnxClassifier:
-        """Load the classifier of a complete model bundle.
+        """Load the classifier of a complete model bundle, with its calibration temperature
+        (1 for a bundle exported before calibration).
 
         Args:
             path: The bundle directory (see `bundle.ModelBundle`).
@@ -273,6 +291,7 @@ class OnnxClassifier:
             intra_op_threads=intra_op_threads,
             providers=providers,
             session_config=session_config,
+            temperature=recorded_temperature(metadata),
         )
 
     @property
@@ -332,8 +351,9 @@ class OnnxClassifier:
     def predict_proba(
         self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> np.ndarray:
-        """Class probabilities, shape (len(texts), number of labels); columns follow `labels`."""
-        return softmax(self.logits(texts, batch_size))
+        """Calibrated class probabilities (softmax of logits / `temperature`), shape
+        (len(texts), number of labels); columns follow `labels`."""
+        return softmax(self.logits(texts, batch_size), self.temperature)
 
     def predict(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[str]:
         """The most probable label of each text."""

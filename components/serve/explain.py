@@ -142,7 +142,8 @@ def classify_in_background(
         part = next_part(texts, order, done, max_texts, max_chars)
         features = classifier.encode([texts[i] for i in part])
         outputs = work.run(lambda options: classifier.session.run(None, features, options))  # noqa: B023
-        out[part] = softmax(np.asarray(outputs[0], dtype=np.float32))
+        # The bundle's calibration, as predictions apply it (OnnxClassifier.predict_proba).
+        out[part] = softmax(np.asarray(outputs[0], dtype=np.float32), classifier.temperature)
         done += len(part)
     return out
 

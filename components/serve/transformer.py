@@ -36,6 +36,7 @@ from textops.components.common.bundle import (
     METADATA_FILE,
     TOKENIZER_FILE,
     ModelBundle,
+    recorded_temperature,
 )
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
 from textops.components.common.onnx_classifier import (
@@ -79,6 +80,8 @@ class TransformerBundle:
         max_seq_length: Tokens kept per text.
         tokenizer: The bundle's tokenizer, truncating and padding per batch.
         input_names: The ONNX graph's inputs, as metadata.json's `onnx_inputs` lists them.
+        temperature: The calibration temperature Triton's logits are divided by before the
+            softmax, as the predictor does (1 for a bundle exported before calibration).
     """
 
     path: Path
@@ -87,10 +90,11 @@ class TransformerBundle:
     max_seq_length: int
     tokenizer: Tokenizer
     input_names: tuple[str, ...]
+    temperature: float = 1.0
 
 
 def load_bundle(path: Path, version: str | None = None) -> TransformerBundle:
-    """Read the tokenizer, labels and graph inputs of a bundle (model.onnx is not needed).
+    """Read the tokenizer, labels, graph inputs and temperature of a bundle (not model.onnx).
 
     Args:
         path: The bundle directory.
@@ -133,6 +137,7 @@ def load_bundle(path: Path, version: str | None = None) -> TransformerBundle:
         max_seq_length=int(max_seq_length),
         tokenizer=load_tokenizer(bundle.tokenizer_path, int(max_seq_length)),
         input_names=tuple(inputs),
+        temperature=recorded_temperature(metadata),
     )
 
 
@@ -288,7 +293,8 @@ class TritonTransformer(TextModel[TransformerBundle]):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Answer:
-        """Send the chunks to Triton concurrently; softmax their logits, in request order.
+        """Send the chunks to Triton concurrently; softmax their logits divided by the bundle's
+        calibration temperature, in request order.
 
         Raises:
             PredictorError: Triton is down (503), too slow (504) or answered no logits (502).
@@ -300,7 +306,7 @@ class TritonTransformer(TextModel[TransformerBundle]):
         logits = np.empty((len(payload.request.texts), len(payload.bundle.labels)), np.float32)
         for chunk, chunk_logits in zip(payload.chunks, answers, strict=True):
             logits[chunk.rows] = chunk_logits
-        return Answer(payload.request, softmax(logits), payload.bundle)
+        return Answer(payload.request, softmax(logits, payload.bundle.temperature), payload.bundle)
 
     # -- the call to Triton ---------------------------------------------------------------
 
