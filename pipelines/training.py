@@ -123,6 +123,8 @@ def _training(params: dict[str, Any]) -> TrainingOutputs:
         test_data=preprocess.outputs["test_data"],
         # The split the model learned from: the linear baseline is fitted on the same rows.
         train_data=preprocess.outputs["train_data"],
+        # The calibration temperature is fitted on a split the weights were not trained on.
+        validation_data=preprocess.outputs["validation_data"],
         # Held-out production traffic: the gate compares both models there too.
         production_test=validate.outputs["production_test"],
         **settings_for(evaluate_model, params),

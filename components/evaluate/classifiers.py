@@ -60,6 +60,8 @@ class TorchClassifier:
         self.labels = labels
         self.device = device
         self.batch_size = batch_size
+        # The calibration temperature `predict_proba` applies (see evaluate/calibration.py).
+        self.temperature = 1.0
 
     @classmethod
     def from_model_dir(
@@ -95,8 +97,8 @@ class TorchClassifier:
             )
         return cls(model, tokenizer, labels, pick_device(device), batch_size)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)).
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's logits, shape (len(texts), len(labels)), float32.
 
         Texts are truncated at the tokenizer's `model_max_length`, which the train step set to
         its training window, so the model sees what it was trained on.
@@ -108,14 +110,24 @@ class TorchClassifier:
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encodings = dict(self.tokenizer(list(texts), truncation=True))
-        logits = batched_logits(
-            self.model,
-            encodings,
-            pad_token_id=self.tokenizer.pad_token_id,
-            device=self.device,
-            batch_size=self.batch_size,
+        return np.asarray(
+            batched_logits(
+                self.model,
+                encodings,
+                pad_token_id=self.tokenizer.pad_token_id,
+                device=self.device,
+                batch_size=self.batch_size,
+            ),
+            dtype=np.float32,
         )
-        return softmax(logits)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, softmax(logits / `temperature`), shape (len(texts), len(labels)).
+
+        `temperature` is 1 until the evaluation fits one; from then on the challenger answers
+        with the confidence its bundle will serve.
+        """
+        return softmax(self.logits(texts), self.temperature)
 
 
 class RemoteClassifier:

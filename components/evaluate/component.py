@@ -21,6 +21,7 @@ def evaluate_model(
     model: Input[Model],
     test_data: Input[Dataset],
     train_data: Input[Dataset],
+    validation_data: Input[Dataset],
     production_test: Input[Dataset],
     model_repository: str,
     model_name: str,
@@ -46,7 +47,9 @@ def evaluate_model(
 
     A TF-IDF + logistic regression baseline is fitted on `train_data`, the split the model
     learned from, and scored on the same test split: reported beside both models, and held
-    against the new model when `min_margin_over_baseline` is above -1.
+    against the new model when `min_margin_over_baseline` is above -1. A calibration
+    temperature is fitted on `validation_data` (metrics `temperature`, `ece_calibrated`); export
+    records it in the bundle and every runtime applies it.
 
     The model in production is the model the server at `champion_url` (an InferenceService)
     answers for when it is set; else, with `deploy_target` 'kserve', the bundle the
@@ -86,6 +89,7 @@ def evaluate_model(
         model_dir=model.path,
         test_path=test_data.path,
         train_path=train_data.path,
+        validation_path=validation_data.path,
         model_repository=model_repository,
         model_name=production.model_name,
         settings=gate,

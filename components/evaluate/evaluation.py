@@ -1,7 +1,8 @@
 """The evaluation gate: score the new model and the one in production, decide what ships.
 
-`evaluate_challenger` is what the KFP component calls. It scores the train step's model (the
-challenger) on the held-out test split, runs the behavioural tests on it, scores the published
+`evaluate_challenger` is what the KFP component calls. It fits the train step's model (the
+challenger) a calibration temperature on the validation split (`calibration.py`), scores it on
+the held-out test split with and without it, runs the behavioural tests on it, scores the published
 bundle (the champion) on the very same texts, fits a linear baseline on the challenger's own
 train split and scores it on those texts too (`baseline.py`), scores both models again on the
 production test set (the feedback snapshots' held-out rows) when it has rows, applies the
@@ -24,6 +25,7 @@ import pandas as pd
 
 from textops.components.common.errors import DataError
 from textops.components.common.labels import LabelMap
+from textops.components.common.onnx_classifier import softmax
 from textops.components.common.settings import BehaviourTest, GateSettings
 from textops.components.evaluate.baseline import BaselineResult, train_and_score_baseline
 from textops.components.evaluate.behaviour import (
@@ -32,6 +34,7 @@ from textops.components.evaluate.behaviour import (
     parse_behaviour_tests,
     run_behaviour_tests,
 )
+from textops.components.evaluate.calibration import Calibration, calibrate
 from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.classifiers import TorchClassifier
 from textops.components.evaluate.gate import ChampionResult, Decision, ProductionResult, decide
@@ -67,6 +70,7 @@ class EvaluationOutcome:
     settings: GateSettings
     production: ProductionResult | None = None
     baseline: BaselineResult | None = None
+    calibration: Calibration | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -102,6 +106,8 @@ class EvaluationOutcome:
             values["macro_f1_change"] = self.scores.macro_f1 - self.champion.scores.macro_f1
         if self.production is not None:
             values.update(production_scalars(self.production))
+        if self.calibration is not None:
+            values.update(self.calibration.scalars())
         if self.baseline is not None and self.baseline.scores is not None:
             values["baseline_accuracy"] = self.baseline.scores.accuracy
             values["baseline_macro_f1"] = self.baseline.scores.macro_f1
@@ -131,6 +137,7 @@ class EvaluationOutcome:
             "champion": self.champion.to_dict(),
             "production": self.production.to_dict() if self.production is not None else None,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "calibration": self.calibration.record() if self.calibration is not None else None,
             "behaviour_tests": [r.to_dict() for r in self.behaviour],
             "slices": asdict(self.slices) if self.slices is not None else None,
             "confident_mistakes": [asdict(m) for m in self.mistakes],
@@ -239,6 +246,7 @@ def evaluate_challenger(
     model_dir: str | Path,
     test_path: str | Path,
     train_path: str | Path,
+    validation_path: str | Path,
     model_repository: str | Path,
     model_name: str,
     settings: GateSettings,
@@ -258,6 +266,8 @@ def evaluate_challenger(
         test_path: The preprocess step's test split (Parquet with text and label).
         train_path: The preprocess step's train split, the one the challenger learned from:
             the linear baseline is fitted on it (`baseline.py`).
+        validation_path: The preprocess step's validation split: the calibration temperature
+            is fitted on it (`calibration.py`), and applied to every probability scored after.
         model_repository: The local model repository the champion is read from.
         model_name: The model's name in it.
         settings: Floors, allowed regression, and whether label sets must match.
@@ -279,7 +289,8 @@ def evaluate_challenger(
     Raises:
         ConfigError: A behavioural test is invalid or names a label the model lacks.
         DataError: The test split is unreadable, empty, or holds labels the model lacks; the
-            train split is unreadable; or the production test set is unreadable or holds
+            train split is unreadable; the validation split is unreadable or holds labels the
+            model lacks; or the production test set is unreadable or holds
             labels the model lacks.
         ModelNotFoundError: `model_dir` holds no loadable model.
     """
@@ -287,6 +298,7 @@ def evaluate_challenger(
     tests = parse_behaviour_tests(list(behaviour_tests or []))
     frame = read_test_split(test_path)
     train = _read_labelled(train_path, "the train split", "the preprocess step")
+    validation = _read_labelled(validation_path, "the validation split", "the preprocess step")
     challenger = TorchClassifier.from_model_dir(model_dir)
     labels = challenger.labels
     check_test_labels(tests, labels)
@@ -298,14 +310,32 @@ def evaluate_challenger(
         f"the test split {test_path} does not fit the model in {model_dir}",
         "train and evaluate on splits of the same preprocess run",
     )
-    probabilities = challenger.predict_proba(texts)
-    scores = score_model(y_true, probabilities, labels.names)
+    test_logits = challenger.logits(texts)
+    # The scores (`ece` among them) are those of the raw model; its calibration is reported
+    # beside them, and every probability from here on is the calibrated one the bundle serves.
+    scores = score_model(y_true, softmax(test_logits), labels.names)
+    calibration = calibrate(
+        challenger.logits(validation["text"].astype(str).tolist()),
+        _true_ids(
+            validation,
+            labels,
+            f"the validation split {validation_path} does not fit the model in {model_dir}",
+            "train and evaluate on splits of the same preprocess run",
+        ),
+        test_logits,
+        y_true,
+    )
+    challenger.temperature = calibration.temperature
+    probabilities = softmax(test_logits, calibration.temperature)
     logger.info(
-        "challenger scored rows=%d accuracy=%.4f macro_f1=%.4f ece=%.4f",
+        "challenger scored rows=%d accuracy=%.4f macro_f1=%.4f ece=%.4f temperature=%.3f "
+        "ece_calibrated=%.4f",
         scores.rows,
         scores.accuracy,
         scores.macro_f1,
         scores.ece,
+        calibration.temperature,
+        calibration.ece_after,
     )
 
     notes: list[str] = []
@@ -351,6 +381,7 @@ def evaluate_challenger(
         settings=settings,
         production=production,
         baseline=baseline,
+        calibration=calibration,
     )
     write_text(report_path, render_html(outcome))
     write_text(summary_path, render_markdown(outcome))

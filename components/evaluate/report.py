@@ -159,9 +159,7 @@ def _charts_html(outcome: EvaluationOutcome) -> str:
         f"<figure>{confusion_svg(outcome.labels, outcome.confusion_matrix)}<figcaption>Confusion "
         "matrix: rows are true labels, columns predicted; shade is the share of the true "
         "class.</figcaption></figure>",
-        f"<figure>{reliability_svg(outcome.scores.calibration)}<figcaption>Reliability: accuracy "
-        f"per confidence bin; bars below the diagonal are over-confident. ECE "
-        f"{outcome.scores.ece:.4f}.</figcaption></figure>",
+        *_reliability_figures(outcome),
     ]
     if outcome.roc is not None:
         figures.append(
@@ -169,6 +167,26 @@ def _charts_html(outcome: EvaluationOutcome) -> str:
             f"{escape(outcome.roc.positive_label)} against the rest.</figcaption></figure>"
         )
     return f'<div class="charts">{"".join(figures)}</div>'
+
+
+def _reliability_figures(outcome: EvaluationOutcome) -> list[str]:
+    """The reliability diagram of the raw model and, when calibrated, the one after."""
+    legend = "accuracy per confidence bin; bars below the diagonal are over-confident"
+    calibration = outcome.calibration
+    if calibration is None:
+        return [
+            f"<figure>{reliability_svg(outcome.scores.calibration)}<figcaption>Reliability: "
+            f"{legend}. ECE {outcome.scores.ece:.4f}.</figcaption></figure>"
+        ]
+    return [
+        f"<figure>{reliability_svg(calibration.bins_before)}<figcaption>Reliability before "
+        f"calibration: {legend}. ECE {calibration.ece_before:.4f}, NLL "
+        f"{calibration.nll_before:.4f}.</figcaption></figure>",
+        f"<figure>{reliability_svg(calibration.bins_after)}<figcaption>Reliability after "
+        f"calibration (logits / {calibration.temperature:.3f}, the temperature fitted on "
+        f"{calibration.validation_rows} validation rows; what the bundle serves). ECE "
+        f"{calibration.ece_after:.4f}, NLL {calibration.nll_after:.4f}.</figcaption></figure>",
+    ]
 
 
 def _slices_html(outcome: EvaluationOutcome) -> str:
@@ -274,6 +292,13 @@ def render_markdown(outcome: EvaluationOutcome) -> str:
         linear = f" {getattr(baseline, name):.4f} |" if baseline else ""
         lines.append(f"| {name} | {value:.4f} |{old}{linear}")
     lines += ["", f"Test rows: {outcome.scores.rows}."]
+    if outcome.calibration is not None:
+        fitted = outcome.calibration
+        lines.append(
+            f"Calibration: temperature {fitted.temperature:.3f} fitted on "
+            f"{fitted.validation_rows} validation rows; test ECE {fitted.ece_before:.4f} before, "
+            f"{fitted.ece_after:.4f} after (served probabilities are calibrated)."
+        )
     if baseline is not None:
         lines.append(f"Baseline: {BASELINE_NAME} trained on the same train split.")
     lines += _production_markdown(outcome)

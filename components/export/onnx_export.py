@@ -74,6 +74,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_SEED = 42
 #: Keys the train step must put in its artifact metadata.
 REQUIRED_TRAINING_KEYS = ("base_model", "data_fingerprint", "max_seq_length")
+#: The calibration record's fields and the evaluate metrics they come from (on the test split).
+CALIBRATION_METRICS = {
+    "ece_before": "ece",
+    "ece_after": "ece_calibrated",
+    "nll_before": "nll",
+    "nll_after": "nll_calibrated",
+}
 
 # Two texts of different lengths, so the traced graph sees a batch and real padding.
 _TRACE_TEXTS = ("a short text", "a somewhat longer text, so that the batch holds padding")
@@ -146,7 +153,9 @@ def export_bundle(
         training: The train artifact's metadata: base_model, data_fingerprint,
             max_seq_length and the hyperparameters, and the `lineage` the data carried
             down from the validate step (recorded as the bundle's lineage).
-        evaluation: Test metrics, recorded as the bundle's metrics.
+        evaluation: Test metrics, recorded as the bundle's metrics. Its `temperature` (the
+            calibration evaluate fitted) becomes metadata.json's `calibration` record, which
+            every runtime applies; without one the bundle serves uncalibrated (T = 1).
         bundle_dir: Where the bundle directory is created (replaced if it exists).
 
     Returns:
@@ -219,7 +228,18 @@ def export_bundle(
             if graph.path is not None:
                 shutil.move(graph.path, scratch / bundle_format.MODEL_FILES[graph.precision])
 
-        classifier = open_graph(scratch / bundle_format.MODEL_FILE, ["CPUExecutionProvider"])
+        calibration = calibration_record(evaluation)
+        # The reference's probabilities are the calibrated ones the predictor will serve, so
+        # that drift compares like with like. Parity above compares logits, where T plays no
+        # part.
+        classifier = OnnxClassifier(
+            scratch / bundle_format.MODEL_FILE,
+            tokenizer_path,
+            labels,
+            max_seq_length,
+            providers=["CPUExecutionProvider"],
+            temperature=calibration["temperature"] if calibration else 1.0,
+        )
         reference = reference_predictions(
             classifier, reference_sample(reference_source, max_rows=REFERENCE_MAX_ROWS, seed=seed)
         )
@@ -227,7 +247,12 @@ def export_bundle(
 
         bundle_format.write_metadata(
             scratch,
-            _metadata_fields(settings, training, evaluation, labels, input_names, fp32, optional),
+            {
+                **_metadata_fields(
+                    settings, training, evaluation, labels, input_names, fp32, optional
+                ),
+                **({bundle_format.CALIBRATION_KEY: calibration} if calibration else {}),
+            },
         )
         file_sizes = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
 
@@ -256,6 +281,32 @@ def export_bundle(
         result.seconds,
     )
     return result
+
+
+def calibration_record(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """metadata.json's `calibration` record from evaluate's metrics; None when they hold no
+    usable temperature (an evaluation from before calibration): the bundle then serves T = 1.
+    """
+    temperature = evaluation.get("temperature")
+    # The serving side's own reading of a record, so export never writes one it would ignore.
+    if (
+        temperature is None
+        or bundle_format.recorded_temperature(
+            {bundle_format.CALIBRATION_KEY: {"temperature": temperature}}
+        )
+        != temperature
+    ):
+        logger.warning(
+            "the evaluation metrics hold no calibration temperature (%r): the bundle serves "
+            "uncalibrated probabilities",
+            temperature,
+        )
+        return None
+    record: dict[str, Any] = {"temperature": float(temperature), "fitted_on": "validation"}
+    for name, metric in CALIBRATION_METRICS.items():
+        if isinstance(evaluation.get(metric), int | float):
+            record[name] = float(evaluation[metric])
+    return record
 
 
 def _training_settings(training: dict[str, Any]) -> dict[str, Any]:

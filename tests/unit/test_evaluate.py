@@ -95,8 +95,10 @@ TRAIN_SPLIT: dict[str, Path] = {}
 
 @pytest.fixture(autouse=True)
 def _train_split(tiny_splits: dict[str, Path]) -> None:
-    """Every evaluation fits its baseline on the tiny train split unless a test gives another."""
+    """Every evaluation fits its baseline on the tiny train split unless a test gives another,
+    and its calibration on the tiny validation split."""
     TRAIN_SPLIT["train"] = tiny_splits["train"]
+    TRAIN_SPLIT["validation"] = tiny_splits["validation"]
 
 
 @pytest.fixture
@@ -124,6 +126,7 @@ def evaluate(
         model_dir=model_dir,
         test_path=test_path,
         train_path=train_path or TRAIN_SPLIT["train"],
+        validation_path=TRAIN_SPLIT["validation"],
         model_repository=repository,
         model_name=MODEL_NAME,
         settings=settings,
@@ -168,6 +171,77 @@ def test_first_model_above_the_floors_ships_and_every_output_is_written(
     assert "Ships" in (tmp_path / "out" / "report.html").read_text()
     assert "ships" in (tmp_path / "out" / "summary.md").read_text()
     assert not (tmp_path / "none").exists()  # reading the repository creates nothing
+
+
+def test_calibration_is_fitted_on_validation_reported_on_test_and_keeps_accuracy(
+    tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
+    from textops.components.evaluate.calibration import (
+        MAX_TEMPERATURE,
+        MIN_TEMPERATURE,
+        negative_log_likelihood,
+    )
+    from textops.components.evaluate.classifiers import TorchClassifier
+    from textops.components.evaluate.scoring import expected_calibration_error
+
+    outcome = evaluate(
+        tmp_path, model_dir=tiny_model_dir, test_path=tiny_splits["test"], repository=tmp_path
+    )
+    calibration = outcome.calibration
+    assert calibration is not None
+    assert MIN_TEMPERATURE <= calibration.temperature <= MAX_TEMPERATURE
+    assert calibration.validation_rows == len(pd.read_parquet(tiny_splits["validation"]))
+
+    model = TorchClassifier.from_model_dir(tiny_model_dir)
+    validation = pd.read_parquet(tiny_splits["validation"])
+    validation_logits = model.logits(validation["text"].tolist())
+    validation_true = [model.labels.index(v) for v in validation["label"]]
+    # The fitted T is at least as likely on the validation split as no scaling at all.
+    assert (
+        negative_log_likelihood(validation_logits, validation_true, calibration.temperature)
+        <= negative_log_likelihood(validation_logits, validation_true) + 1e-9
+    )
+    test = pd.read_parquet(tiny_splits["test"])
+    test_true = [model.labels.index(v) for v in test["label"]]
+    model.temperature = calibration.temperature
+    calibrated = model.predict_proba(test["text"].tolist())
+    assert calibration.ece_before == pytest.approx(outcome.scores.ece)
+    assert calibration.ece_after == pytest.approx(
+        expected_calibration_error(test_true, calibrated), abs=1e-6
+    )
+    # Accuracy is that of the raw model: dividing the logits never moves the argmax.
+    assert float(np.mean(calibrated.argmax(axis=1) == test_true)) == outcome.scores.accuracy
+
+    scalars = outcome.scalars()
+    assert scalars["temperature"] == calibration.temperature
+    assert scalars["ece"] == calibration.ece_before
+    assert scalars["ece_calibrated"] == calibration.ece_after
+    assert scalars["nll_calibrated"] == calibration.nll_after
+    recorded = read_decision(tmp_path)["calibration"]
+    assert recorded["temperature"] == calibration.temperature
+    assert recorded["fitted_on"] == "validation"
+    assert recorded["ece_before"] == calibration.ece_before
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.count('aria-label="reliability diagram"') == 2
+    assert "Reliability before calibration" in report and "Reliability after" in report
+    assert (
+        f"temperature {calibration.temperature:.3f}"
+        in (tmp_path / "out" / "summary.md").read_text()
+    )
+
+
+def test_a_validation_split_with_a_label_the_model_lacks_is_refused(
+    tmp_path: Path, tiny_model_dir: Path, tiny_splits: dict[str, Path]
+) -> None:
+    validation = pd.read_parquet(tiny_splits["validation"])
+    validation.loc[0, "label"] = "neutral"
+    odd = tmp_path / "validation.parquet"
+    validation.to_parquet(odd)
+    TRAIN_SPLIT["validation"] = odd
+    with pytest.raises(DataError, match=r"the validation split .* does not fit the model"):
+        evaluate(
+            tmp_path, model_dir=tiny_model_dir, test_path=tiny_splits["test"], repository=tmp_path
+        )
 
 
 def test_binary_task_gets_a_roc_curve_with_finite_thresholds(

@@ -209,6 +209,7 @@ def _evaluate(
         model_dir=model_dir,
         test_path=splits["test"],
         train_path=splits["train"],
+        validation_path=splits["validation"],
         model_repository=tmp_path / "no-repository",
         model_name="textops-classifier",
         settings=settings,

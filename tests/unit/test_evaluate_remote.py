@@ -328,6 +328,7 @@ def test_the_gate_compares_with_the_served_champion_and_refuses_when_it_is_unrea
             model_dir=tiny_model_dir,
             test_path=tiny_splits["test"],
             train_path=tiny_splits["train"],
+            validation_path=tiny_splits["validation"],
             model_repository=out / "empty-repository",
             model_name=MODEL_NAME,
             settings=OPEN_GATE,
