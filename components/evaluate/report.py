@@ -189,6 +189,20 @@ def _reliability_figures(outcome: EvaluationOutcome) -> list[str]:
     ]
 
 
+def _calibration_note(outcome: EvaluationOutcome) -> str:
+    """Which ECE the Scores table shows: the new model's before calibration, the others' as
+    they answer (a calibrated production bundle answers calibrated)."""
+    fitted = outcome.calibration
+    if fitted is None:
+        return ""
+    return (
+        f"<p>The new model's ece is before calibration; it serves with its logits divided by "
+        f"{fitted.temperature:.3f}, which gives ece {fitted.ece_after:.4f} on these rows "
+        "(Reliability, below). Calibration changes no prediction, so every other score is the "
+        "same either way.</p>"
+    )
+
+
 def _slices_html(outcome: EvaluationOutcome) -> str:
     report = outcome.slices
     if report is None:
@@ -246,6 +260,7 @@ def render_html(outcome: EvaluationOutcome) -> str:
         "<h2>Scores</h2>",
         _baseline_html(outcome),
         _table(_scores_header(outcome), _scores_rows(outcome)),
+        _calibration_note(outcome),
         _production_html(outcome),
         _charts_html(outcome),
         "<h2>Per class</h2>",

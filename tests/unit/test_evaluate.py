@@ -224,6 +224,8 @@ def test_calibration_is_fitted_on_validation_reported_on_test_and_keeps_accuracy
     report = (tmp_path / "out" / "report.html").read_text()
     assert report.count('aria-label="reliability diagram"') == 2
     assert "Reliability before calibration" in report and "Reliability after" in report
+    # The Scores table's ece is the raw model's; the note says what it serves with.
+    assert f"gives ece {calibration.ece_after:.4f}" in report
     assert (
         f"temperature {calibration.temperature:.3f}"
         in (tmp_path / "out" / "summary.md").read_text()
