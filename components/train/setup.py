@@ -16,6 +16,7 @@ import torch
 from textops.components.common.config import resolve_base_model
 from textops.components.common.errors import DataError, ModelNotFoundError
 from textops.components.common.labels import LabelMap
+from textops.components.common.long_text import encode_with_hf
 from textops.components.common.settings import TrainSettings
 from textops.components.common.torch_inference import pick_device
 from textops.components.train.batching import TokenRows, length_grouped_batches, shard_batches
@@ -189,8 +190,12 @@ def set_up(
 
     train_texts, train_ids = load_split(train_path, labels)
     val_texts, val_ids = load_split(validation_path, labels)
-    train_enc = dict(tokenizer(train_texts, truncation=True, max_length=settings.max_seq_length))
-    val_enc = dict(tokenizer(val_texts, truncation=True, max_length=settings.max_seq_length))
+    train_enc = encode_with_hf(
+        tokenizer, train_texts, settings.max_seq_length, settings.long_text_strategy
+    )
+    val_enc = encode_with_hf(
+        tokenizer, val_texts, settings.max_seq_length, settings.long_text_strategy
+    )
     train_rows = TokenRows(train_enc, tokenizer.pad_token_id)
     # Every epoch has this many batches; only their order changes.
     micro_batches = len(
