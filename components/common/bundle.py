@@ -9,7 +9,9 @@ metadata.json       base model, data fingerprint, metrics, parity, created-at, v
                     `int8` and `fp16` say why an optional model is there or not,
                     `batch_invariance` how each graph answered texts in mixed batches,
                     `lineage` the data that trained it and the versions it replaced,
-                    `calibration` the temperature every runtime divides the logits by
+                    `calibration` the temperature every runtime divides the logits by,
+                    `long_text_strategy` how every runtime cuts a text longer than the
+                    window (see `long_text`; "head" where it is missing)
 reference.parquet   the sample drift is measured against, with predictions
 """
 

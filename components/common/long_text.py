@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 LongTextStrategy = Literal["head", "head_tail"]
 #: The strategies, in the order the setting's description lists them.
@@ -56,7 +56,7 @@ def check_strategy(strategy: str) -> LongTextStrategy:
         raise ValueError(
             f"long_text_strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
         )
-    return strategy  # type: ignore[return-value]  # checked just above
+    return cast(LongTextStrategy, strategy)
 
 
 def recorded_strategy(record: Any) -> LongTextStrategy:
@@ -64,7 +64,7 @@ def recorded_strategy(record: Any) -> LongTextStrategy:
     what such a model was trained with, when it records none or one this version does not
     know."""
     value = record.get(STRATEGY_KEY) if isinstance(record, Mapping) else None
-    return value if value in STRATEGIES else LEGACY_STRATEGY  # type: ignore[no-any-return]
+    return cast(LongTextStrategy, value) if value in STRATEGIES else LEGACY_STRATEGY
 
 
 def head_tokens(text_tokens: int) -> int:

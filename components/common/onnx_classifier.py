@@ -19,6 +19,12 @@ from tokenizers import Tokenizer
 from textops.components.common.bundle import ModelBundle, Precision, recorded_temperature
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
+from textops.components.common.long_text import (
+    LEGACY_STRATEGY,
+    LongTextStrategy,
+    WindowTokenizer,
+    recorded_strategy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +105,11 @@ def prepare_cuda() -> bool:
     return True
 
 
-def load_tokenizer(path: str | Path, max_seq_length: int) -> Tokenizer:
-    """Load a `tokenizers` tokenizer set to truncate at `max_seq_length` and pad to the longest.
+def load_tokenizer(
+    path: str | Path, max_seq_length: int, strategy: LongTextStrategy = LEGACY_STRATEGY
+) -> WindowTokenizer:
+    """Load a bundle's tokenizer.json, cutting texts to `max_seq_length` tokens by `strategy`
+    and padding each batch to its longest text.
 
     Padding reuses the pad token saved in the file; fixed-length padding (as many
     Hugging Face tokenizers save it) becomes dynamic, so short batches stay short.
@@ -108,6 +117,8 @@ def load_tokenizer(path: str | Path, max_seq_length: int) -> Tokenizer:
     Args:
         path: A tokenizer.json file.
         max_seq_length: Tokens kept per text, special tokens included.
+        strategy: How a longer text is cut (see `long_text`): what the model was trained
+            with, which `recorded_strategy` reads from the bundle's metadata.json.
 
     Raises:
         ModelNotFoundError: The file is missing.
@@ -116,26 +127,25 @@ def load_tokenizer(path: str | Path, max_seq_length: int) -> Tokenizer:
     if not path.is_file():
         raise ModelNotFoundError(f"tokenizer file not found: {path}")
     tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.enable_truncation(max_length=max_seq_length)
     saved = tokenizer.padding
     if saved is not None:
-        tokenizer.enable_padding(
-            direction=saved["direction"],
+        return WindowTokenizer(
+            tokenizer,
+            max_seq_length,
+            strategy,
             pad_id=saved["pad_id"],
             pad_type_id=saved["pad_type_id"],
-            pad_token=saved["pad_token"],
+            pad_left=saved["direction"] == "left",
         )
-    else:
-        token, pad_id = next(
-            ((t, i) for t in _PAD_TOKENS if (i := tokenizer.token_to_id(t)) is not None),
-            ("[PAD]", 0),  # any id works: the attention mask hides padded positions
-        )
-        tokenizer.enable_padding(pad_id=pad_id, pad_token=token)
-    return tokenizer
+    pad_id = next(
+        (i for t in _PAD_TOKENS if (i := tokenizer.token_to_id(t)) is not None),
+        0,  # any id works: the attention mask hides padded positions
+    )
+    return WindowTokenizer(tokenizer, max_seq_length, strategy, pad_id=pad_id)
 
 
 def encode_texts(
-    tokenizer: Tokenizer, texts: Sequence[str], input_types: Mapping[str, type[np.integer]]
+    tokenizer: WindowTokenizer, texts: Sequence[str], input_types: Mapping[str, type[np.integer]]
 ) -> dict[str, np.ndarray]:
     """Tokenize a batch into one integer array per model input.
 
@@ -177,6 +187,7 @@ class OnnxClassifier:
         providers: Sequence[str] | None = None,
         session_config: Mapping[str, str] | None = None,
         temperature: float = 1.0,
+        long_text_strategy: LongTextStrategy = LEGACY_STRATEGY,
     ) -> None:
         """Open an ONNX Runtime session for `model_path`.
 
@@ -195,11 +206,15 @@ class OnnxClassifier:
             temperature: Divides the logits before the softmax of `predict_proba` (the
                 calibration evaluate fitted); 1 for raw probabilities. `logits` and `run`
                 never apply it, so parity checks compare the graph's own outputs.
+            long_text_strategy: How a text longer than `max_seq_length` tokens is cut (see
+                `long_text`); the one the model was trained with. "head", plain truncation,
+                is what a bundle recording none was trained with.
 
         Raises:
             ModelNotFoundError: A file is missing, or the model does not fit the label map
                 or declares inputs a tokenizer cannot fill.
-            ValueError: `max_seq_length` is below 2 or `temperature` is not positive.
+            ValueError: `max_seq_length` is below 2, `temperature` is not positive or
+                `long_text_strategy` names no strategy.
         """
         model_path = Path(model_path)
         if not model_path.is_file():
@@ -212,7 +227,7 @@ class OnnxClassifier:
         self.temperature = float(temperature)
         self.labels = labels
         self.max_seq_length = max_seq_length
-        self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length)
+        self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length, long_text_strategy)
 
         options = ort.SessionOptions()
         if intra_op_threads is not None:
@@ -244,7 +259,8 @@ class OnnxClassifier:
         session_config: Mapping[str, str] | None = None,
     ) -> OnnxClassifier:
         """Load the classifier of a complete model bundle, with its calibration temperature
-        (1 for a bundle exported before calibration).
+        (1 for a bundle exported before calibration) and its long-text strategy ("head" for a
+        bundle exported before there was a choice).
 
         Args:
             path: The bundle directory (see `bundle.ModelBundle`).
@@ -292,7 +308,13 @@ class OnnxClassifier:
             providers=providers,
             session_config=session_config,
             temperature=recorded_temperature(metadata),
+            long_text_strategy=recorded_strategy(metadata),
         )
+
+    @property
+    def long_text_strategy(self) -> LongTextStrategy:
+        """How a text longer than the window is cut (see `long_text`)."""
+        return self.tokenizer.strategy
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -76,8 +76,8 @@ class ValidationSettings(SettingsSection):
         ge=1,
         description="Longest text, in characters, that counts as valid. The default (2,000,000: "
         "about 2 MB, a few hundred pages) lets e-mails, tickets and articles through, which the "
-        "model truncates to max_seq_length tokens anyway, and stops only what is no document: "
-        "a file or a binary blob pasted into the text column.",
+        "model cuts to max_seq_length tokens anyway (see long_text_strategy), and stops only "
+        "what is no document: a file or a binary blob pasted into the text column.",
     )
     text_mostly: float = Field(
         0.99,

@@ -21,6 +21,7 @@ import numpy as np
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
 from textops.components.common.http_json import request_json
 from textops.components.common.labels import LabelMap
+from textops.components.common.long_text import encode_with_hf, recorded_strategy
 from textops.components.common.onnx_classifier import softmax
 from textops.components.common.traffic import EVALUATION_REQUEST_PREFIX
 
@@ -62,6 +63,8 @@ class TorchClassifier:
         self.batch_size = batch_size
         # The calibration temperature `predict_proba` applies (see evaluate/calibration.py).
         self.temperature = 1.0
+        # How training cut texts longer than its window, as it recorded in the tokenizer.
+        self.long_text_strategy = recorded_strategy(tokenizer.init_kwargs)
 
     @classmethod
     def from_model_dir(
@@ -100,8 +103,10 @@ class TorchClassifier:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """The model's logits, shape (len(texts), len(labels)), float32.
 
-        Texts are truncated at the tokenizer's `model_max_length`, which the train step set to
-        its training window, so the model sees what it was trained on.
+        Texts are cut to the tokenizer's `model_max_length`, which the train step set to its
+        training window, by the long-text strategy training recorded in the tokenizer's config
+        ("head" for a model trained before there was a choice), so the model sees what it was
+        trained on.
         """
         from textops.components.common.torch_inference import batched_logits
 
@@ -109,7 +114,9 @@ class TorchClassifier:
             raise TypeError("pass a list of texts, not a single string")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        encodings = dict(self.tokenizer(list(texts), truncation=True))
+        encodings = encode_with_hf(
+            self.tokenizer, texts, self.tokenizer.model_max_length, self.long_text_strategy
+        )
         return np.asarray(
             batched_logits(
                 self.model,

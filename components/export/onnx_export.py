@@ -28,6 +28,7 @@ from textops.components.common import bundle as bundle_format
 from textops.components.common.dataio import read_table, require_columns
 from textops.components.common.errors import ExportError
 from textops.components.common.labels import LabelMap
+from textops.components.common.long_text import STRATEGY_KEY, recorded_strategy
 from textops.components.common.onnx_classifier import (
     OnnxClassifier,
     encode_texts,
@@ -187,6 +188,9 @@ def export_bundle(
     )
     model = load_model(model_dir, labels, max_seq_length)
     tokenizer = load_fast_tokenizer(model_dir)
+    # How training cut long texts, as it recorded in the tokenizer's config (evaluation reads
+    # it there too); the bundle records it for every runtime.
+    strategy = recorded_strategy(tokenizer.init_kwargs)
 
     with (
         bundle_format.atomic_directory(Path(bundle_dir)) as scratch,
@@ -199,7 +203,7 @@ def export_bundle(
         shutil.copyfile(model_dir / bundle_format.LABELS_FILE, scratch / bundle_format.LABELS_FILE)
         unfused = work / "model.unfused.onnx"
         example = encode_texts(
-            load_tokenizer(tokenizer_path, max_seq_length),
+            load_tokenizer(tokenizer_path, max_seq_length, strategy),
             _TRACE_TEXTS,
             dict.fromkeys(input_names, np.int64),
         )
@@ -207,7 +211,12 @@ def export_bundle(
 
         def open_graph(path: Path, providers: Sequence[str]) -> OnnxClassifier:
             return OnnxClassifier(
-                path, tokenizer_path, labels, max_seq_length, providers=list(providers)
+                path,
+                tokenizer_path,
+                labels,
+                max_seq_length,
+                providers=list(providers),
+                long_text_strategy=strategy,
             )
 
         # CPU on purpose: the serving image runs ONNX Runtime on CPU, so that is what parity
@@ -239,6 +248,7 @@ def export_bundle(
             max_seq_length,
             providers=["CPUExecutionProvider"],
             temperature=calibration["temperature"] if calibration else 1.0,
+            long_text_strategy=strategy,
         )
         reference = reference_predictions(
             classifier, reference_sample(reference_source, max_rows=REFERENCE_MAX_ROWS, seed=seed)
@@ -252,6 +262,7 @@ def export_bundle(
                     settings, training, evaluation, labels, input_names, fp32, optional
                 ),
                 **({bundle_format.CALIBRATION_KEY: calibration} if calibration else {}),
+                STRATEGY_KEY: strategy,
             },
         )
         file_sizes = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}

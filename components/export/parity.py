@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from textops.components.common.errors import ExportError
+from textops.components.common.long_text import encode_with_hf
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.common.precision_quality import (
     FP16_MAX_LOSS_POINTS,
@@ -102,13 +103,15 @@ def check_tokenization(
     """Check the bundle's tokenizer gives the token ids training gave, text by text.
 
     Parity compares the models on shared inputs; this covers the step before it, where a
-    serving tokenizer that lowercases, truncates or adds special tokens differently would
-    shift every prediction without changing a single weight.
+    serving tokenizer that lowercases, cuts long texts or adds special tokens differently
+    would shift every prediction without changing a single weight. Training's ids are cut by
+    the classifier's long-text strategy, the one the bundle records.
 
     Raises:
         ExportError: Some text is tokenized differently.
     """
-    expected = tokenizer(list(texts), truncation=True, max_length=max_seq_length)["input_ids"]
+    strategy = classifier.long_text_strategy
+    expected = encode_with_hf(tokenizer, texts, max_seq_length, strategy)["input_ids"]
     served = classifier.tokenizer.encode_batch(list(texts))
     differing = [
         i

@@ -28,6 +28,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from textops.components.common.blank_text import is_blank
 from textops.components.common.errors import TextopsError
+from textops.components.common.long_text import bound_text
 
 #: The V2 input tensor and output tensors.
 INPUT_NAME = "text"
@@ -94,9 +95,11 @@ def parse_request(
             when the body was not JSON.
         headers: The request headers (lower-case names).
         max_batch_size: Texts allowed per request.
-        max_chars: Each text is cut to its first `max_chars` characters before it is checked
-            (what the model reads, see `ServeSettings.max_text_chars`), so that a 4 MB text
-            costs no more to check than a short one; None keeps texts whole.
+        max_chars: A text longer than twice `max_chars` characters is cut to its first and
+            last `max_chars` before it is checked (`long_text.bound_text`: they hold what the
+            model reads, whichever end its long-text strategy reads, see
+            `ServeSettings.max_text_chars`), so that a 4 MB text costs no more to check than a
+            short one; None keeps texts whole.
 
     Raises:
         BadRequestError: The body is malformed; the message says which field and why.
@@ -144,13 +147,13 @@ def _v1_texts(payload: Any, max_chars: int | None) -> list[str]:
 
 def _v1_text(index: int, item: Any, max_chars: int | None) -> str:
     if isinstance(item, str):
-        return checked_text(item[:max_chars], f"instances[{index}]")
+        return checked_text(_ends(item, max_chars), f"instances[{index}]")
     if isinstance(item, dict):
         if "text" not in item:
             raise BadRequestError(f'instances[{index}] is an object without a "text" field')
         text = item["text"]
         if isinstance(text, str):
-            return checked_text(text[:max_chars], f"instances[{index}].text")
+            return checked_text(_ends(text, max_chars), f"instances[{index}].text")
         raise BadRequestError(
             f"instances[{index}].text must be a string, got a JSON {_json_type(text)}"
         )
@@ -239,16 +242,20 @@ def _flatten(data: Any) -> list[Any]:
 _END = object()
 
 
+def _ends(text: str, max_chars: int | None) -> str:
+    return text if max_chars is None else bound_text(text, max_chars)
+
+
 def _v2_text(index: int, value: Any, max_chars: int | None) -> str:
     where = f"input {INPUT_NAME!r} element {index}"
     if isinstance(value, str):
-        return checked_text(value[:max_chars], where)
+        return checked_text(_ends(value, max_chars), where)
     if isinstance(value, bytes | np.bytes_):
         try:
             text = bytes(value).decode("utf-8")
         except UnicodeDecodeError as e:
             raise BadRequestError(f"{where} is not UTF-8: {e}") from e
-        return checked_text(text[:max_chars], where)
+        return checked_text(_ends(text, max_chars), where)
     raise BadRequestError(f"{where} must be a string, got {_json_type(value)}")
 
 

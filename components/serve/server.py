@@ -71,8 +71,8 @@ REQUEST_LIMIT_FLAGS = {
     "max_body_bytes": "bytes one request body may hold; more is answered 413",
     "inference_batch_size": "texts per ONNX Runtime call; concurrent requests are coalesced "
     "up to this",
-    "max_chars_per_token": "each text is cut to the model's max_seq_length times this many "
-    "characters before it is tokenized, so that a text's cost is bounded whatever its "
+    "max_chars_per_token": "each text is cut to its first and last max_seq_length times this "
+    "many characters before it is tokenized, so that a text's cost is bounded whatever its "
     "length; ordinary text needs 4 to 8 characters a token",
 }
 #: The limits of V1 `:explain` (per-word importance by occlusion), as `REQUEST_LIMIT_FLAGS`.

@@ -29,8 +29,9 @@ DEFAULT_INFERENCE_BATCH_SIZE = 64
 #: Requests the payload logger holds (with room for their responses) while its senders catch
 #: up; more are dropped whole.
 DEFAULT_PAYLOAD_QUEUE_SIZE = 1000
-#: Characters kept per token of the model's max sequence length: a text is cut to
-#: max_seq_length * this many characters before the tokenizer sees it. The longest sample
+#: Characters kept per token of the model's max sequence length: a longer text is cut to its
+#: first and last max_seq_length * this many characters (both ends: a model trained with the
+#: head_tail long-text strategy reads the end too) before the tokenizer sees it. The longest sample
 #: sentences need about 8 characters a token (a word piece and its space), English text 4 to 5,
 #: so the cut changes nothing a model would read, while a megabyte of text costs what 2 KB do.
 DEFAULT_MAX_CHARS_PER_TOKEN = 16
@@ -93,8 +94,8 @@ class ServeSettings:
         max_batch_size: Texts one request may hold.
         max_body_bytes: Bytes one request body may hold.
         inference_batch_size: Texts per ONNX Runtime call.
-        max_chars_per_token: Each text is cut to the model's max_seq_length times this many
-            characters before it is tokenized (see `max_text_chars`).
+        max_chars_per_token: Each text is cut to its first and last max_seq_length times this
+            many characters before it is tokenized (see `max_text_chars`).
         explain_max_texts: Texts one explain request may hold (and no more than
             max_batch_size).
         explain_max_words: Words scored per explained text.
@@ -147,11 +148,12 @@ class ServeSettings:
             raise ConfigError(f"--explain-share must be between 0 and 1, got {self.explain_share}")
 
     def max_text_chars(self, max_seq_length: int) -> int:
-        """Characters of a text the tokenizer sees, for a model keeping `max_seq_length` tokens.
+        """Characters kept at each end of a text, for a model keeping `max_seq_length` tokens.
 
-        The tokenizer reads a whole text before it truncates to max_seq_length tokens, so an
-        uncut megabyte of text would cost seconds and hundreds of megabytes; cut first, every
-        text costs at most what a text of this many characters costs.
+        The tokenizer reads a whole text before it is cut to max_seq_length tokens, so an
+        uncut megabyte of text would cost seconds and hundreds of megabytes; cut first to its
+        first and last this many characters (`long_text.bound_text`), every text costs at most
+        what a text of twice this many characters costs.
         """
         return max_seq_length * self.max_chars_per_token
 

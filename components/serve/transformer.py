@@ -29,7 +29,6 @@ from kserve.errors import InvalidInput
 from kserve.model import append_forwardable_headers
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput
-from tokenizers import Tokenizer
 
 from textops.components.common.bundle import (
     LABELS_FILE,
@@ -39,6 +38,7 @@ from textops.components.common.bundle import (
     recorded_temperature,
 )
 from textops.components.common.errors import ModelNotFoundError, RemoteModelError
+from textops.components.common.long_text import WindowTokenizer, recorded_strategy
 from textops.components.common.onnx_classifier import (
     SUPPORTED_INPUTS,
     encode_texts,
@@ -78,7 +78,8 @@ class TransformerBundle:
         version: The version reported in responses and metrics.
         labels: Class names in the column order of Triton's logits.
         max_seq_length: Tokens kept per text.
-        tokenizer: The bundle's tokenizer, truncating and padding per batch.
+        tokenizer: The bundle's tokenizer, cutting long texts by the strategy metadata.json
+            records ("head" where it records none) and padding per batch.
         input_names: The ONNX graph's inputs, as metadata.json's `onnx_inputs` lists them.
         temperature: The calibration temperature Triton's logits are divided by before the
             softmax, as the predictor does (1 for a bundle exported before calibration).
@@ -88,7 +89,7 @@ class TransformerBundle:
     version: str
     labels: tuple[str, ...]
     max_seq_length: int
-    tokenizer: Tokenizer
+    tokenizer: WindowTokenizer
     input_names: tuple[str, ...]
     temperature: float = 1.0
 
@@ -135,7 +136,9 @@ def load_bundle(path: Path, version: str | None = None) -> TransformerBundle:
         version=version or bundle_version(path),
         labels=labels,
         max_seq_length=int(max_seq_length),
-        tokenizer=load_tokenizer(bundle.tokenizer_path, int(max_seq_length)),
+        tokenizer=load_tokenizer(
+            bundle.tokenizer_path, int(max_seq_length), recorded_strategy(metadata)
+        ),
         input_names=tuple(inputs),
         temperature=recorded_temperature(metadata),
     )

@@ -309,7 +309,8 @@ def test_as_many_texts_as_the_limit_are_taken_and_one_more_is_413() -> None:
     ids=["v1-strings", "v1-objects", "v2-strings", "v2-bytes"],
 )
 def test_texts_are_cut_to_the_characters_the_model_reads(payload: Any) -> None:
-    assert parse_request(payload, {}, 8, max_chars=4).texts == ["abcd", "ab"]
+    # The first and last characters: whichever end the model reads is kept.
+    assert parse_request(payload, {}, 8, max_chars=2).texts == ["ab ef", "ab"]
     assert parse_request(payload, {}, 8).texts == ["abcdef", "ab"]  # no limit: whole
 
 
@@ -333,7 +334,7 @@ def test_a_text_of_another_type_is_named_with_its_type(payload: Any, message: st
 def test_a_text_blank_within_the_cut_is_refused() -> None:
     # What the model would read is blank, whatever follows the cut.
     with pytest.raises(ValueError, match=r"^instances\[0\] holds only whitespace"):
-        parse_request({"instances": ["    tail"]}, {}, 8, max_chars=4)
+        parse_request({"instances": ["    middle    "]}, {}, 8, max_chars=4)
 
 
 @pytest.mark.parametrize(

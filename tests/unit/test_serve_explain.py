@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from kserve.model import InferenceVerb
 
+from textops.components.common.long_text import bound_text
 from textops.components.serve.explain import (
     ExplainBusyError,
     ExplainTimeoutError,
@@ -70,9 +71,10 @@ def test_explain_scores_only_the_first_words_of_a_cut_text(tiny_bundle_dir: Path
     assert [w["word"] for w in second["words"]] == ["great", "food"]
     # Each text and one variant per scored word, nothing longer than the cut.
     assert len(tokenizer.seen) == (1 + 5) + (1 + 2)
-    assert max(len(text) for text in tokenizer.seen) == limit
-    assert huge[:limit] in tokenizer.seen
-    probabilities = model.runtime.predict_proba([huge[:limit]], 8)[0]
+    cut = bound_text(huge, limit)  # its first and last `limit` characters
+    assert max(len(text) for text in tokenizer.seen) == len(cut) == 2 * limit + 1
+    assert cut in tokenizer.seen
+    probabilities = model.runtime.predict_proba([cut], 8)[0]
     assert first["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
 
 

@@ -16,6 +16,7 @@ import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from prometheus_client import REGISTRY
 
+from textops.components.common.long_text import bound_text
 from textops.components.serve.batching import InferenceBatcher
 from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.payload_logger import (
@@ -311,9 +312,10 @@ def test_a_4mb_text_is_cut_before_the_tokenizer_sees_it(model: TextClassifierMod
 
     answer, _ = asyncio.run(model({"instances": [huge, "short text"]}, headers={}))
 
-    assert sorted(tokenizer.seen, key=len) == ["short text", huge[:limit]]
+    cut = bound_text(huge, limit)  # its first and last `limit` characters
+    assert sorted(tokenizer.seen, key=len) == ["short text", cut]
     # The model reads max_seq_length tokens either way: the answer is the cut text's.
-    expected = model.runtime.predict_proba([huge[:limit]], 8)[0]
+    expected = model.runtime.predict_proba([cut], 8)[0]
     probabilities = answer["predictions"][0]["probabilities"]
     np.testing.assert_allclose([probabilities[label] for label in model.runtime.labels], expected)
 
@@ -325,9 +327,9 @@ def test_the_cut_follows_max_chars_per_token(tiny_bundle_dir: Path) -> None:
     tokenizer = _record_tokenizer(small)
     text = "abcdefghij " * 100
     parsed = small.parse({"instances": [text]}, {})
-    assert parsed.texts == [text[: 3 * small.runtime.max_seq_length]]
+    assert parsed.texts == [bound_text(text, 3 * small.runtime.max_seq_length)]
     asyncio.run(small({"instances": [text]}, headers={}))
-    assert tokenizer.seen == [text[: 3 * small.runtime.max_seq_length]]
+    assert tokenizer.seen == [bound_text(text, 3 * small.runtime.max_seq_length)]
 
 
 class _RecordingRuntime:
@@ -413,4 +415,4 @@ def test_the_triton_transformer_cuts_texts_by_the_same_rule(tiny_bundle_dir: Pat
     text = "word " * 100_000
     parsed = transformer.parse({"instances": [text, "short"]}, {})
     limit = 5 * transformer.bundle.max_seq_length
-    assert parsed.texts == [text[:limit], "short"]
+    assert parsed.texts == [bound_text(text, limit), "short"]
