@@ -1,1 +1,1 @@
-"""The preprocess step: clean text, drop duplicates, a stratified seeded split, a fingerprint."""
+"""The preprocess step: clean text, drop duplicates, a stratified stable split, a fingerprint."""

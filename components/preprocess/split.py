@@ -1,4 +1,4 @@
-"""The preprocess step: clean text, drop duplicates, a stratified seeded split, a fingerprint.
+"""The preprocess step: clean text, drop duplicates, a stratified stable split, a fingerprint.
 
 Input is the validate step's Parquet (columns `text`, `label`, and the user's other columns);
 output is one Parquet file per split with the same columns plus `label_id`.
@@ -18,8 +18,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-from sklearn.model_selection import train_test_split
 
 from textops.components.common import dataio
 from textops.components.common.errors import ConfigError, DataError
@@ -242,16 +240,23 @@ def min_rows_per_class(validation_fraction: float, test_fraction: float) -> int:
 def split_frame(
     frame: pd.DataFrame, validation_fraction: float, test_fraction: float, seed: int
 ) -> Splits:
-    """Split into train, validation and test, stratified by `label` and seeded.
+    """Split into train, validation and test, stratified by `label`; each row's place follows
+    from its text and the seed.
 
-    Rows are put in (text, label) order first, so the split depends on the data and the seed,
-    not on the order of the rows in the file.
+    Every row draws a number from a keyed hash of its text; within each class the rows with the
+    lowest draws form the test split, the next the validation split, the rest train. A row's
+    split therefore depends on the row, the seed and how its class's size moves the boundary,
+    not on a shuffle of the whole data: when a retraining adds rows (feedback, newly labelled
+    data), the rows of the previous run stay where they were, and the model in production,
+    which trained on the previous train split, is compared with the new one on test rows it
+    has not trained on (only rows at a class's boundary can move). Row order and the index
+    play no part.
 
     Args:
-        frame: Rows with `text` and `label` columns.
+        frame: Rows with `text` and `label` columns; texts are unique (preprocess dedups).
         validation_fraction: Share of rows for validation, between 0 and 1.
         test_fraction: Share of rows for test, between 0 and 1.
-        seed: Random seed of the split.
+        seed: Key of the draws: another seed gives another split.
 
     Returns:
         The three parts; together they hold every row exactly once.
@@ -273,30 +278,32 @@ def split_frame(
         )
     _check_class_sizes(frame, validation_fraction, test_fraction)
 
-    # Arrow sorts strings about twice as fast as pandas, in the same order (UTF-8 bytes, which
-    # is code point order) and as stably.
-    keys = pa.table({c: pa.array(frame[c].astype("string")) for c in (TEXT, LABEL)})
-    order = pc.sort_indices(keys, sort_keys=[(TEXT, "ascending"), (LABEL, "ascending")])
-    ordered = frame.iloc[order.to_numpy()]
-    # Class ids in sorted-name order are the classes scikit-learn would derive from the names
-    # (so the split is the same), but counting integers is far faster than sorting strings.
-    # The split is done on row positions, which works whatever the frame's index holds.
-    classes = pd.factorize(ordered[LABEL], sort=True)[0]
-    positions = np.arange(len(ordered))
-    try:
-        rest, test = train_test_split(
-            positions, test_size=test_fraction, random_state=seed, stratify=classes
-        )
-        train, validation = train_test_split(
-            rest,
-            test_size=validation_fraction / (1 - test_fraction),
-            random_state=seed,
-            stratify=classes[rest],
-        )
-    except ValueError as e:
-        # The class-size check makes this rare; a tiny data set with many classes still can.
-        raise DataError(f"cannot split {len(frame)} rows stratified by label: {e}") from e
-    return Splits(ordered.iloc[train], ordered.iloc[validation], ordered.iloc[test])
+    draws = split_draws(frame[TEXT], seed)
+    classes = pd.factorize(frame[LABEL].astype("string"), sort=True)[0]
+    # By class, then by draw. Two texts of a class drawing the same 64-bit number (about one
+    # chance in 10^8 for a million rows) are the only case where row order could matter.
+    order = np.lexsort((draws, classes))
+    sorted_classes = classes[order]
+    sizes = np.bincount(classes)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    rank = np.arange(len(order)) - starts[sorted_classes]
+    # Each class's share of test and validation rows, at least one of each (the class-size
+    # check leaves at least one row for training).
+    n_test = np.maximum(1, np.floor(sizes * test_fraction + 0.5)).astype(np.int64)
+    n_validation = np.maximum(1, np.floor(sizes * validation_fraction + 0.5)).astype(np.int64)
+    test = rank < n_test[sorted_classes]
+    validation = ~test & (rank < (n_test + n_validation)[sorted_classes])
+    train = ~test & ~validation
+    return Splits(frame.iloc[order[train]], frame.iloc[order[validation]], frame.iloc[order[test]])
+
+
+def split_draws(texts: pd.Series, seed: int) -> np.ndarray:
+    """Each text's draw: a 64-bit SipHash of its UTF-8 bytes keyed by the seed."""
+    key = hashlib.sha256(f"textops-split-{seed}".encode()).hexdigest()[:16]
+    hashed = pd.util.hash_pandas_object(
+        texts.astype(str).reset_index(drop=True), index=False, hash_key=key
+    )
+    return hashed.to_numpy(dtype=np.uint64)
 
 
 def _check_class_sizes(

@@ -123,6 +123,23 @@ def test_split_does_not_depend_on_row_order() -> None:
     assert original == reordered
 
 
+def test_rows_keep_their_split_when_rows_are_added() -> None:
+    """A retraining adds rows (feedback); the model in production trained on the previous train
+    split, so the new test split must hold none of those rows, or the comparison favours it."""
+    before = _frame({"a": 600, "b": 400})
+    added = pd.DataFrame(
+        [(f"new {label} text {i}", label) for label in ("a", "b") for i in range(150)],
+        columns=["text", "label"],
+    )
+    old = split_frame(before, 0.1, 0.2, seed=42)
+    new = split_frame(pd.concat([before, added]), 0.1, 0.2, seed=42)
+
+    assert not _texts(new.test) & _texts(old.train)
+    # Only rows at a class's boundary move, and only from test towards train.
+    assert len(_texts(old.test) & _texts(new.test)) >= 0.95 * len(old.test)
+    assert len(new.test) == 260  # still a fifth of each class
+
+
 def test_split_does_not_depend_on_the_index() -> None:
     frame = _frame({"a": 60, "b": 40})
     repeated = frame.set_axis([7] * len(frame))  # e.g. frames concatenated without reindexing
