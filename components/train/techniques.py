@@ -15,7 +15,7 @@ import contextlib
 import math
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar, TypeVar
 
@@ -94,7 +94,7 @@ def bucketed_width(longest: int, max_length: int, bucket: bool) -> int:
     return min(max_length, BUCKET_TOKENS * math.ceil(longest / BUCKET_TOKENS))
 
 
-def prefetched(items: Iterable[T], depth: int = PREFETCH_DEPTH) -> Iterator[T]:
+def prefetched(items: Iterable[T], depth: int = PREFETCH_DEPTH) -> Generator[T, None, None]:
     """`items`, produced by a background thread up to `depth` ahead of the consumer.
 
     The order is `items`' own (one producer, a FIFO queue), so a resumed run sees the very

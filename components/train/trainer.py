@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,10 @@ def train_epoch(
     run.trained.train()
     started, seen_at_start = time.perf_counter(), state.seen
     tokens = padded_tokens = 0
-    with contextlib.closing(prefetched(steps) if run.techniques.prefetch else steps) as ahead:
+    ahead: Generator[list[Batch], None, None] = (
+        prefetched(steps) if run.techniques.prefetch else steps
+    )
+    with contextlib.closing(ahead):
         for start, group in zip(starts, ahead, strict=True):
             step = state.step + 1
             checkpoint_due = every > 0 and step % every == 0
