@@ -89,7 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=300,
         metavar="N",
-        help="texts replayed per phase, in-distribution then shifted (default: 300)",
+        help="in-distribution texts replayed first (default: 300)",
+    )
+    loop.add_argument(
+        "--shifted-rows",
+        type=int,
+        default=1500,
+        metavar="N",
+        help="tweets replayed next, the shifted traffic: two thirds have their labels posted "
+        "and teach the retrained version, a third is held out to score both versions "
+        "(default: 1500)",
     )
     _add_config_flags(loop)
     loop.set_defaults(handler=loop_command)
@@ -148,9 +157,13 @@ def loop_command(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name, None) for name in TrainingConfig.model_fields}
     config = load_config(args.config, overrides)
-    if args.traffic_rows < 1:
-        raise ConfigError(f"--traffic-rows must be at least 1; got {args.traffic_rows}")
-    result = run_loop(config, rows=args.traffic_rows)
+    for flag, value in (
+        ("--traffic-rows", args.traffic_rows),
+        ("--shifted-rows", args.shifted_rows),
+    ):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1; got {value}")
+    result = run_loop(config, rows=args.traffic_rows, shifted_rows=args.shifted_rows)
     print("\n".join(summary_lines(result, config)))
     return 0
 

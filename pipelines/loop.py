@@ -249,9 +249,14 @@ def check_drift(
 
 
 def run_loop(
-    config: TrainingConfig, rows: int = 300, report: Callable[[str], None] = print
+    config: TrainingConfig,
+    rows: int = 300,
+    shifted_rows: int = 1500,
+    report: Callable[[str], None] = print,
 ) -> LoopResult:
     """Train, serve, replay traffic, watch it for drift, retrain on drift; stop what started.
+
+    `rows` in-distribution texts are replayed first, then `shifted_rows` tweets.
 
     Raises:
         TextopsError: A step of the training pipeline or a service of the loop failed.
@@ -300,14 +305,18 @@ def run_loop(
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for name, traffic in (
             ("in-distribution", in_distribution_traffic(config, published.path, rows)),
-            ("shifted", shifted_traffic(labels, rows, config.seed)),
+            ("shifted", shifted_traffic(labels, shifted_rows, config.seed)),
         ):
-            report(f"textops: 4/5 replaying {rows} {name} texts, then the drift job")
+            report(f"textops: 4/5 replaying {len(traffic)} {name} texts, then the drift job")
             ids = replay(server, config.model_name, traffic, f"loop-{stamp}-{name}")
-            wait_until_stored(store_url, config.model_name, ids, rows)
+            wait_until_stored(store_url, config.model_name, ids, len(traffic))
             post_labels(collector, ids, withhold_labels(traffic) if name == "shifted" else traffic)
             drift = check_drift(
-                store_url, config.model_name, published.path, drift_dir / f"{stamp}-{name}", rows
+                store_url,
+                config.model_name,
+                published.path,
+                drift_dir / f"{stamp}-{name}",
+                len(traffic),
             )
             phases.append(Phase(name, traffic, drift))
         retraining = None

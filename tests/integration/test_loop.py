@@ -1,8 +1,8 @@
 """`textops loop`, what `make run` runs: train, serve, replay traffic, detect drift, retrain.
 
-One real run of the whole loop (one epoch, 200 texts per phase): the predictor and the
-collector are real processes, the payload logger's events reach a real SQLite store, and the
-drift found in the tweets retrains, on a feedback snapshot of the labelled tweets, and
+One real run of the whole loop (one epoch, 200 review sentences then 300 tweets): the predictor
+and the collector are real processes, the payload logger's events reach a real SQLite store, and
+the drift found in the tweets retrains, on a feedback snapshot of the labelled tweets, and
 hot-loads version 2 into the running predictor.
 """
 
@@ -21,6 +21,7 @@ from textops.pipelines.loop_comparison import held_out_start
 pytestmark = pytest.mark.integration
 
 ROWS = 200
+SHIFTED_ROWS = 300
 #: The gate's allowances for version 2. One epoch is noisy, and the production test set is the
 #: few dozen held-out labelled tweets (one text there moves accuracy by several points): this
 #: test checks that the loop retrains on feedback and hot-loads the result, not one epoch's luck.
@@ -41,6 +42,8 @@ def loop_run(
         "1",
         "--traffic-rows",
         str(ROWS),
+        "--shifted-rows",
+        str(SHIFTED_ROWS),
         *GATE_ALLOWANCES,
     )
     return completed, output
@@ -99,7 +102,7 @@ def test_both_versions_are_scored_on_held_out_tweets_and_the_original_test_split
     )
     assert held_out is not None and original is not None, out
     # The held-out tail's texts with a label the model knows: tweets are about half neutral.
-    assert 0 < int(held_out[3]) <= ROWS - held_out_start(ROWS)
+    assert 0 < int(held_out[3]) <= SHIFTED_ROWS - held_out_start(SHIFTED_ROWS)
     assert int(original[3]) > 0
 
 
@@ -110,13 +113,13 @@ def test_every_replayed_text_reached_the_store_with_its_prediction_and_label(
     with open_store(f"sqlite:///{output / 'monitor' / 'payloads.db'}") as store:
         window = store.fetch_window(model_name="textops-classifier")
     replayed = window[window["event_id"].str.startswith("loop-")]
-    assert len(replayed) == 2 * ROWS
+    assert len(replayed) == ROWS + SHIFTED_ROWS
     assert replayed["prediction"].notna().all()
     in_distribution = replayed[replayed["event_id"].str.contains("in-distribution")]
     assert in_distribution["label"].notna().all()  # the delayed ground truth arrived
     # The held-out tweets' labels were kept back: only the rest were posted.
     shifted = replayed[replayed["event_id"].str.contains("shifted")]
-    assert 0 < shifted["label"].notna().sum() <= held_out_start(ROWS)
+    assert 0 < shifted["label"].notna().sum() <= held_out_start(SHIFTED_ROWS)
 
 
 def test_each_drift_check_wrote_its_report_and_summary(
@@ -131,7 +134,8 @@ def test_each_drift_check_wrote_its_report_and_summary(
         "in-distribution": False,
         "shifted": True,
     }
-    assert all(s["window_rows"] == ROWS for s in summaries.values())
+    assert summaries["in-distribution"]["window_rows"] == ROWS
+    assert summaries["shifted"]["window_rows"] == SHIFTED_ROWS
     assert (output / "drift" / "textops-classifier" / "workspace").is_dir()
 
 
