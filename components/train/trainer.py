@@ -6,7 +6,7 @@ texts of similar length, so little compute goes to padding. The epoch with the b
 macro-F1 is kept; with a checkpoint directory, a killed run resumes where it stopped (its
 resumable state is `checkpoint.TrainState`).
 
-The loop keeps the device busy (`techniques.Techniques`): batch lengths are bucketed, so few
+The loop keeps the device busy (`techniques.Techniques`): batch lengths are bucketed on CUDA, so few
 shapes recur; the next step's batches are padded (and pinned, on CUDA) in a background thread;
 the loss is read on the host only every few steps; AdamW is fused; attention is SDPA.
 
@@ -275,7 +275,7 @@ def step_batches(run: TrainingSetup, group: list[np.ndarray]) -> list[Batch]:
     for indices in group:
         lengths = run.lengths[indices]
         width = bucketed_width(
-            int(lengths.max()), run.settings.max_seq_length, run.techniques.bucket_shapes
+            int(lengths.max()), run.settings.max_seq_length, run.techniques.buckets_on(run.device)
         )
         inputs = {k: torch.from_numpy(v) for k, v in run.train_rows.batch(indices, width).items()}
         targets = torch.from_numpy(run.train_ids[indices])
