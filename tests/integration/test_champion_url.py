@@ -127,6 +127,7 @@ def test_the_evaluate_step_compares_with_the_served_champion(
         model=_artifact(dsl.Model, tiny_model_dir),
         test_data=_artifact(dsl.Dataset, tiny_splits["test"]),
         train_data=_artifact(dsl.Dataset, tiny_splits["train"]),
+        validation_data=_artifact(dsl.Dataset, tiny_splits["validation"]),
         # Production traffic held out: here the test texts again, scored at the URL too.
         production_test=_artifact(dsl.Dataset, tiny_splits["test"]),
         model_repository=str(tmp_path / "empty-repository"),
