@@ -145,8 +145,9 @@ def merge_feedback(
     """The base data plus the snapshots' "train" rows that the merge settings let in.
 
     In order: rows older than `feedback_max_age_days` are dropped (test rows too: old
-    traffic is not today's production); a text held out in any snapshot, already in the base
-    data, or already taken from a newer snapshot is not trained on; with
+    traffic is not today's production); held-out texts the base data holds are left out of
+    the production test set; a text held out in any snapshot, already in the base data, or
+    already taken from a newer snapshot is not trained on; with
     `feedback_class_balance`, each class keeps at most its base share of the feedback rows;
     then the most recent rows are kept up to `feedback_max_share` of the merged rows.
 
@@ -165,9 +166,13 @@ def merge_feedback(
         check_snapshot_labels(snapshot, allowed_labels)
     rows = _recent(_tagged(snapshots), settings.feedback_max_age_days, now)
     rows["key"] = [normalised_text(str(text)) for text in rows["text"]]
-    test = rows[rows["split"] == TEST_SPLIT].drop_duplicates("key")
     base_texts = base[columns.text].dropna().astype(str) if columns.text in base else []
-    seen = set(test["key"]) | {normalised_text(text) for text in base_texts}
+    base_keys = {normalised_text(text) for text in base_texts}
+    # A held-out text that the base data holds too may be trained on: it cannot judge how the
+    # model does on traffic it has not seen.
+    test = rows[(rows["split"] == TEST_SPLIT) & ~rows["key"].isin(base_keys)]
+    test = test.drop_duplicates("key")
+    seen = set(test["key"]) | base_keys
     train = rows[(rows["split"] == TRAIN_SPLIT) & ~rows["key"].isin(seen)]
     # Newest first, so a text labelled in several snapshots keeps its latest label.
     train = train.sort_values("received_at", ascending=False, na_position="last")

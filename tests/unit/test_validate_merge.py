@@ -117,6 +117,17 @@ def test_a_text_held_out_in_one_snapshot_is_never_trained_on_from_another(
     assert "fb text 1" in set(frame["review"])
 
 
+def test_a_held_out_text_the_base_data_holds_is_no_production_test_row(tmp_path: Path) -> None:
+    # The model may train on the base data's copy: scoring it there would flatter the model.
+    held = snapshot_rows(["pos", "neg"], split="test", prefix="held")
+    in_base = snapshot_rows(["neg"], split="test", prefix="b").assign(text=["base review number 3"])
+    frame, test, lineage = merged([pd.concat([held, in_base])], tmp_path)
+
+    assert test["text"].tolist() == ["held text 0", "held text 1"]
+    assert lineage[0]["rows_held_out"] == 2
+    assert len(frame) == 40  # the base data, unchanged
+
+
 def test_texts_are_compared_as_the_snapshot_builder_compares_them(tmp_path: Path) -> None:
     # A held-out text, or a base-data text, that comes back in other case or spacing is the
     # same text: training on it would leak the production test set or repeat the base data.
