@@ -11,7 +11,8 @@ metadata.json       base model, data fingerprint, metrics, parity, created-at, v
                     `lineage` the data that trained it and the versions it replaced,
                     `calibration` the temperature every runtime divides the logits by,
                     `long_text_strategy` how every runtime cuts a text longer than the
-                    window (see `long_text`; "head" where it is missing)
+                    window (see `long_text`; "head" where it is missing),
+                    `variants` each serving variant's verdict (see `engines`)
 reference.parquet   the sample drift is measured against, with predictions
 """
 
@@ -56,6 +57,10 @@ LINEAGE_KEY = "lineage"
 #: "validation_rows", "ece_before", "ece_after", "nll_before", "nll_after"} (ECE and NLL on
 #: the test split). Every runtime computes probabilities as softmax(logits / T).
 CALIBRATION_KEY = "calibration"
+#: metadata.json's record of every serving variant (see `engines`): name to {"engine",
+#: "file", "compute", "checked", "passed" (true, false, or null where unchecked), the evidence
+#: ("parity" or "quality", "agreement_with_pytorch", "batch_invariance") and "reason"}.
+VARIANTS_KEY = "variants"
 # Counts that KFP artifact metadata (a protobuf Struct) hands back as floats.
 _FEEDBACK_COUNTS = ("rows_used", "rows_held_out")
 

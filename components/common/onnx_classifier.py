@@ -2,7 +2,9 @@
 
 Export uses it for the parity check and the reference predictions, and the KServe predictor
 uses it to serve, so both run the very same tokenization and session code. It imports only
-numpy, onnxruntime and tokenizers: the serving image has no torch and no transformers.
+numpy, onnxruntime and tokenizers: the serving image has no torch and no transformers. The
+same graph can also be run by OpenVINO (`engine="openvino"`, see `openvino_session`), behind
+the same methods.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from textops.components.common.bundle import ModelBundle, Precision, recorded_temperature
+from textops.components.common.engines import Compute, Engine, Variant
 from textops.components.common.errors import ModelNotFoundError
 from textops.components.common.labels import LabelMap
 from textops.components.common.long_text import (
@@ -40,6 +44,19 @@ _ONNX_INT_TYPES: dict[str, type[np.integer]] = {
 _CUDA = "CUDAExecutionProvider"
 # Tried in order when tokenizer.json carries no padding settings of its own.
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<unk>")
+
+
+class GraphSession(Protocol):
+    """What the classifier calls on its session: an `onnxruntime.InferenceSession`, or an
+    `openvino_session.OpenVinoSession`."""
+
+    def run(self, output_names: Any, input_feed: Any) -> Any: ...
+
+    def get_inputs(self) -> Any: ...
+
+    def get_outputs(self) -> Any: ...
+
+    def get_providers(self) -> Any: ...
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -188,8 +205,10 @@ class OnnxClassifier:
         session_config: Mapping[str, str] | None = None,
         temperature: float = 1.0,
         long_text_strategy: LongTextStrategy = LEGACY_STRATEGY,
+        engine: Engine = "onnxruntime",
+        compute: Compute = "fp32",
     ) -> None:
-        """Open an ONNX Runtime session for `model_path`.
+        """Open an ONNX Runtime (or OpenVINO) session for `model_path`.
 
         Args:
             model_path: The classifier's .onnx file; its output 0 holds the logits.
@@ -209,10 +228,15 @@ class OnnxClassifier:
             long_text_strategy: How a text longer than `max_seq_length` tokens is cut (see
                 `long_text`); the one the model was trained with. "head", plain truncation,
                 is what a bundle recording none was trained with.
+            engine: `onnxruntime`, or `openvino` (its CPU plugin; `providers` and
+                `session_config` are ONNX Runtime's and do not apply to it).
+            compute: For OpenVINO, the precision it computes in (fp32, int8 for a quantized
+                graph, bf16 where the CPU has it natively); ONNX Runtime computes in the
+                graph's own precision.
 
         Raises:
-            ModelNotFoundError: A file is missing, or the model does not fit the label map
-                or declares inputs a tokenizer cannot fill.
+            ModelNotFoundError: A file is missing, the model does not fit the label map or
+                declares inputs a tokenizer cannot fill, or OpenVINO cannot compile it.
             ValueError: `max_seq_length` is below 2, `temperature` is not positive or
                 `long_text_strategy` names no strategy.
         """
@@ -229,15 +253,24 @@ class OnnxClassifier:
         self.max_seq_length = max_seq_length
         self.tokenizer = load_tokenizer(tokenizer_path, max_seq_length, long_text_strategy)
 
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        for key, value in (session_config or {}).items():
-            options.add_session_config_entry(key, value)
-        chosen = list(providers) if providers is not None else default_providers()
-        if _CUDA in chosen:
-            prepare_cuda()
-        self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+        self.engine: Engine = engine
+        self.session: GraphSession
+        if engine == "openvino":
+            from textops.components.common.openvino_session import OpenVinoSession
+
+            self.session = OpenVinoSession(model_path, compute, threads=intra_op_threads)
+        else:
+            options = ort.SessionOptions()
+            if intra_op_threads is not None:
+                options.intra_op_num_threads = intra_op_threads
+            for key, value in (session_config or {}).items():
+                options.add_session_config_entry(key, value)
+            chosen = list(providers) if providers is not None else default_providers()
+            if _CUDA in chosen:
+                prepare_cuda()
+            self.session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=chosen
+            )
         self._input_types = self._check_graph(model_path)
         logger.info(
             "loaded %s: inputs=%s providers=%s labels=%d",
@@ -257,6 +290,7 @@ class OnnxClassifier:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         session_config: Mapping[str, str] | None = None,
+        variant: Variant | None = None,
     ) -> OnnxClassifier:
         """Load the classifier of a complete model bundle, with its calibration temperature
         (1 for a bundle exported before calibration) and its long-text strategy ("head" for a
@@ -270,6 +304,8 @@ class OnnxClassifier:
             intra_op_threads: See `OnnxClassifier.__init__`.
             providers: See `OnnxClassifier.__init__`.
             session_config: See `OnnxClassifier.__init__`.
+            variant: Run this variant (its graph file, engine and compute precision; see
+                `engines`) instead of `precision` on ONNX Runtime.
 
         Raises:
             ModelNotFoundError: The bundle is incomplete, has no model of the precision asked
@@ -281,6 +317,8 @@ class OnnxClassifier:
             if precision not in ("fp32", "int8"):
                 raise ValueError(f"int8=True contradicts precision={precision!r}; pass one")
             precision = "int8"
+        if variant is not None:
+            precision = variant.graph
         bundle = ModelBundle.open(path)
         model_path = bundle.precision_model_path(precision)
         metadata = bundle.metadata
@@ -293,7 +331,16 @@ class OnnxClassifier:
                 f"model bundle {path} has no {precision.upper()} model{why}; load it with "
                 "precision='fp32'"
             )
-        if precision == "fp16" and _CUDA not in (providers or default_providers()):
+        if variant is None or variant.engine == "onnxruntime":
+            engine: Engine = "onnxruntime"
+            compute: Compute = "fp32" if precision == "fp32" else precision
+        else:
+            engine, compute = variant.engine, variant.compute
+        if (
+            engine == "onnxruntime"
+            and precision == "fp16"
+            and _CUDA not in (providers or default_providers())
+        ):
             # It runs, but ONNX Runtime computes most fp16 nodes on CPU in fp32 behind casts.
             logger.warning("fp16 model %s runs without CUDA: fp32 or int8 is faster", model_path)
         max_seq_length = metadata.get("max_seq_length")
@@ -309,6 +356,8 @@ class OnnxClassifier:
             session_config=session_config,
             temperature=recorded_temperature(metadata),
             long_text_strategy=recorded_strategy(metadata),
+            engine=engine,
+            compute=compute,
         )
 
     @property

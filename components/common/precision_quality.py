@@ -17,6 +17,9 @@ import numpy as np
 INT8_MAX_LOSS_POINTS = 1.0
 #: The same allowance for fp16 on a GPU, which rounds activations as INT8 rounds weights.
 FP16_MAX_LOSS_POINTS = 1.0
+#: Largest logit difference allowed between two fp32 engines running the same graph: export
+#: holds each to within 1e-3 of PyTorch, so two that pass are within 2e-3 of each other.
+FP32_ENGINES_MAX_ABS_DIFF = 2e-3
 
 
 @dataclass(frozen=True)

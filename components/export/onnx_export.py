@@ -26,6 +26,7 @@ import pandas as pd
 
 from textops.components.common import bundle as bundle_format
 from textops.components.common.dataio import read_table, require_columns
+from textops.components.common.engines import Variant
 from textops.components.common.errors import ExportError
 from textops.components.common.labels import LabelMap
 from textops.components.common.long_text import STRATEGY_KEY, recorded_strategy
@@ -58,6 +59,7 @@ from textops.components.export.variants import (
     build_fp16,
     build_int8,
     choose_fp32,
+    judge_variants,
 )
 
 __all__ = [
@@ -219,6 +221,17 @@ def export_bundle(
                 long_text_strategy=strategy,
             )
 
+        def open_variant(path: Path, variant: Variant) -> OnnxClassifier:
+            return OnnxClassifier(
+                path,
+                tokenizer_path,
+                labels,
+                max_seq_length,
+                long_text_strategy=strategy,
+                engine=variant.engine,
+                compute=variant.compute,
+            )
+
         # CPU on purpose: the serving image runs ONNX Runtime on CPU, so that is what parity
         # must vouch for (CUDA kernels, TF32 among them, would measure something else).
         exported = open_graph(unfused, ["CPUExecutionProvider"])
@@ -229,9 +242,11 @@ def export_bundle(
             pytorch=parity.pytorch_logits(model, exported.encode, validation_texts),
             open_graph=open_graph,
             calibration_texts=calibration_texts,
+            open_variant=open_variant,
         )
         fp32 = choose_fp32(unfused, work, model.config, run)
         optional = (build_int8(fp32, unfused, work, run), build_fp16(fp32, work, run))
+        variants = judge_variants(fp32, optional, run)
         shutil.move(fp32.path, scratch / bundle_format.MODEL_FILE)
         for graph in optional:
             if graph.path is not None:
@@ -263,6 +278,8 @@ def export_bundle(
                 ),
                 **({bundle_format.CALIBRATION_KEY: calibration} if calibration else {}),
                 STRATEGY_KEY: strategy,
+                # Every serving variant, judged here or not, and why it may (not) serve.
+                bundle_format.VARIANTS_KEY: variants,
             },
         )
         file_sizes = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
@@ -292,6 +309,15 @@ def export_bundle(
         result.seconds,
     )
     return result
+
+
+def _openvino_version() -> str | None:
+    """The OpenVINO that judged the OpenVINO variants; None where it is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return str(openvino.__version__)
 
 
 def calibration_record(evaluation: dict[str, Any]) -> dict[str, Any] | None:
@@ -387,6 +413,7 @@ def _metadata_fields(
         "transformers_version": transformers.__version__,
         "onnx_version": onnx.__version__,
         "onnxruntime_version": onnxruntime.__version__,
+        "openvino_version": _openvino_version(),
         bundle_format.LINEAGE_KEY: bundle_format.training_lineage(
             training.get(bundle_format.LINEAGE_KEY), settings["data_fingerprint"]
         ),

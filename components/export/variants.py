@@ -14,6 +14,12 @@
 
 model.onnx must be batch invariant too, or nothing ships (ExportError). Every record lands in
 metadata.json under `fusion`, `int8`, `fp16` and `batch_invariance`.
+
+The same files can be run by another engine (see `textops.components.common.engines`):
+OpenVINO fp32 and bf16 over model.onnx, OpenVINO INT8 over model.int8.onnx. `judge_variants`
+holds each to the rule of its precision against PyTorch and fp32 on the validation split, batch
+invariance included, and metadata.json `variants` records every variant's verdict; the
+predictor serves only variants that passed (and judges again on its own host).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import numpy as np
 
 from textops.components.common import batch_invariance
 from textops.components.common.batch_invariance import InvarianceReport
-from textops.components.common.bundle import FP16_MODEL_FILE, INT8_MODEL_FILE
+from textops.components.common.bundle import FP16_MODEL_FILE, INT8_MODEL_FILE, MODEL_FILES
+from textops.components.common.engines import VARIANTS, Variant, cpu_capabilities, openvino_missing
 from textops.components.common.errors import ExportError
 from textops.components.common.onnx_classifier import OnnxClassifier, prepare_cuda
 from textops.components.export import parity
@@ -59,6 +66,8 @@ CALIBRATION_BATCH_SIZE = 64
 
 #: Opens an ONNX graph of the bundle with the given execution providers.
 GraphOpener = Callable[[Path, Sequence[str]], OnnxClassifier]
+#: Opens an ONNX graph of the bundle as a variant runs it (engine and compute precision).
+VariantOpener = Callable[[Path, Variant], OnnxClassifier]
 
 _CPU = ("CPUExecutionProvider",)
 _CUDA = "CUDAExecutionProvider"
@@ -74,6 +83,7 @@ class ValidationRun:
         pytorch: PyTorch's logits on them.
         open_graph: Opens a graph with the bundle's tokenizer and labels.
         calibration_texts: Train-split texts INT8's activation ranges are calibrated on.
+        open_variant: Opens a graph as another engine runs it; None judges no other engine.
     """
 
     texts: Sequence[str]
@@ -81,6 +91,7 @@ class ValidationRun:
     pytorch: np.ndarray
     open_graph: GraphOpener
     calibration_texts: Sequence[str] = ()
+    open_variant: VariantOpener | None = None
 
 
 @dataclass(frozen=True)
@@ -381,3 +392,147 @@ def _smoke_failure(path: Path, validation: ValidationRun) -> str | None:
     if not np.isfinite(logits).all():
         return "the fp16 graph gives non-finite logits on CPU: its values overflow fp16"
     return None
+
+
+def judge_variants(
+    fp32: Fp32Graph, optional: Sequence[OptionalGraph], validation: ValidationRun
+) -> dict[str, dict[str, Any]]:
+    """metadata.json's `variants`: every serving variant, and whether it may serve.
+
+    ONNX Runtime's variants are summarised from the records above. Each OpenVINO variant whose
+    graph ships is run on the validation split: an fp32 one must reproduce PyTorch as
+    model.onnx did (`parity.parity_report`), a reduced one keep its precision's allowance
+    against fp32 on true labels; both must be batch invariant. bf16 is judged wherever
+    OpenVINO runs (it emulates bf16 on CPUs without it, with the same rounding but slowly);
+    `native_here` says which, and the predictor serves bf16 only where it is native.
+
+    Args:
+        fp32: The fp32 graph that ships as model.onnx.
+        optional: The INT8 and fp16 graphs, shipped or not.
+        validation: The split, PyTorch's logits on it and the graph openers.
+
+    Returns:
+        Variant name to its record: engine, graph file, compute precision, `checked`,
+        `passed` (None where unchecked), the evidence and a `reason`.
+    """
+    shipped = {graph.precision: graph for graph in optional}
+    records: dict[str, dict[str, Any]] = {
+        "fp32": _variant_record(
+            VARIANTS["fp32"],
+            checked=True,
+            passed=True,
+            parity=fp32.parity.to_dict(),
+            batch_invariance=fp32.invariance.to_dict() if fp32.invariance else None,
+            reason="model.onnx reproduces PyTorch on the validation split",
+        ),
+    }
+    for name in ("int8", "fp16"):
+        graph = shipped.get(name)
+        record = graph.record if graph is not None else {}
+        checked = "quality" in record
+        # Shipped unchecked (fp16 without a GPU here): the GPU predictor judges it.
+        passed = (
+            None
+            if graph is not None and graph.shipped and not checked
+            else bool(graph is not None and graph.shipped)
+        )
+        records[name] = _variant_record(
+            VARIANTS[name],
+            checked=checked,
+            passed=passed,
+            quality=record.get("quality"),
+            agreement_with_pytorch=record.get("agreement_with_pytorch"),
+            batch_invariance=record.get("batch_invariance"),
+            reason=str(record.get("reason", "not built")),
+        )
+    graphs = {"fp32": fp32.path, "int8": shipped["int8"].path if "int8" in shipped else None}
+    for name in ("openvino-fp32", "openvino-int8", "openvino-bf16"):
+        records[name] = _judge_engine_variant(VARIANTS[name], graphs, fp32, validation)
+    return records
+
+
+def _judge_engine_variant(
+    candidate: Variant,
+    graphs: dict[str, Path | None],
+    fp32: Fp32Graph,
+    validation: ValidationRun,
+) -> dict[str, Any]:
+    """Run one OpenVINO variant on the validation split and record its verdict."""
+    path = graphs.get(candidate.graph)
+    unavailable = openvino_missing() if validation.open_variant is not None else "not judged"
+    if path is None or unavailable is not None:
+        reason = (
+            f"{MODEL_FILES[candidate.graph]} does not ship"
+            if path is None
+            else f"not checked: {unavailable}"
+        )
+        return _variant_record(candidate, checked=False, passed=None, reason=reason)
+    assert validation.open_variant is not None
+    extra: dict[str, Any] = {}
+    if candidate.compute == "bf16":
+        extra["native_here"] = "BF16" in cpu_capabilities()
+    try:
+        classifier = validation.open_variant(path, candidate)
+        logits = parity.onnx_logits(classifier, validation.texts, f"{candidate.name} parity")
+    except Exception as e:  # an engine fails in many ways; ONNX Runtime still serves
+        reason = f"it does not run ({type(e).__name__}: {e})"
+        logger.warning("variant %s not servable: %s", candidate.name, reason)
+        return _variant_record(candidate, checked=True, passed=False, reason=reason, **extra)
+    invariance = batch_invariance.check_batch_invariance(
+        classifier, validation.texts, candidate.compute
+    )
+    agreement = parity.agreement(logits, validation.pytorch)
+    failures = []
+    evidence: dict[str, Any] = {"agreement_with_pytorch": agreement.to_dict()}
+    if candidate.max_loss_points is None:
+        report = parity.parity_report(logits, validation.pytorch)
+        evidence["parity"] = report.to_dict()
+        verdict = report.describe()
+        if not report.passed:
+            failures.append(f"it does not reproduce PyTorch: {verdict}")
+    else:
+        quality = parity.quality_report(
+            fp32.logits, logits, validation.label_ids, candidate.max_loss_points
+        )
+        evidence["quality"] = quality.to_dict()
+        verdict = quality.describe()
+        if not quality.passed:
+            failures.append(f"it loses too much against fp32: {verdict}")
+    if not invariance.passed:
+        failures.append(f"its answers depend on the batch: {invariance.describe()}")
+    passed = not failures
+    reason = "; ".join(failures) if failures else f"passed: {verdict}"
+    if extra.get("native_here") is False:
+        reason += "; judged with bf16 emulated (this CPU lacks it), served only where native"
+    (logger.info if passed else logger.warning)("variant %s: %s", candidate.name, reason)
+    return _variant_record(
+        candidate,
+        checked=True,
+        passed=passed,
+        batch_invariance=invariance.to_dict(),
+        reason=reason,
+        **evidence,
+        **extra,
+    )
+
+
+def _variant_record(
+    candidate: Variant, *, checked: bool, passed: bool | None, reason: str, **evidence: Any
+) -> dict[str, Any]:
+    return {
+        "engine": candidate.engine,
+        "file": MODEL_FILES[candidate.graph],
+        "compute": candidate.compute,
+        "checked": checked,
+        "passed": passed,
+        **{key: _summary(value) for key, value in evidence.items() if value is not None},
+        "reason": reason,
+    }
+
+
+def _summary(evidence: Any) -> Any:
+    """Evidence as `variants` records it: a batch-invariance report without its per-mix detail,
+    which metadata.json's `batch_invariance` already holds for ONNX Runtime's graphs."""
+    if isinstance(evidence, dict) and "mixes" in evidence:
+        return {key: value for key, value in evidence.items() if key != "mixes"}
+    return evidence

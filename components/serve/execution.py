@@ -1,6 +1,11 @@
-"""Which graph of the bundle the predictor serves, on which ONNX Runtime provider, and why.
+"""Which variant of the bundle the predictor serves, on which provider, and why.
 
-`--precision` asks; the host and the bundle decide:
+By default (`--variant auto`) the predictor measures the bundle's CPU variants on its own host
+and serves the fastest that passes its check there (`engine_probe`). `--variant NAME` names
+one: an OpenVINO variant is judged the same way and served if it passes, else fp32 with a
+warning; an ONNX Runtime one (fp32, int8, fp16) follows `--precision`'s rules below.
+
+`--precision` asks for an ONNX Runtime graph; the host and the bundle decide:
 
 - int8: model.int8.onnx on CPU (its quantized operators have no CUDA kernels).
 - fp32: model.onnx, on CUDA where this onnxruntime build has the CUDA provider, else on CPU.
@@ -41,7 +46,7 @@ import numpy as np
 import onnxruntime as ort
 
 from textops.components.common.bundle import ModelBundle, Precision
-from textops.components.common.errors import DataError
+from textops.components.common.engines import AUTO, CPU_VARIANTS, VARIANTS, Variant
 from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import OnnxClassifier, prepare_cuda
 from textops.components.common.precision_quality import (
@@ -49,7 +54,13 @@ from textops.components.common.precision_quality import (
     QualityReport,
     quality_report,
 )
-from textops.components.serve.settings import ServePrecision
+from textops.components.serve.engine_probe import REFERENCE, ProbeReport, probe_variants
+from textops.components.serve.engine_probe import check_sample as _reference_rows
+from textops.components.serve.settings import (
+    DEFAULT_INFERENCE_BATCH_SIZE,
+    DEFAULT_PROBE_SECONDS,
+    ServePrecision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +81,37 @@ class Execution:
     """How a loaded model version runs, as the log, the V2 metadata and the metrics report it.
 
     Attributes:
-        provider: The execution provider the session runs on (its first).
-        precision: The graph served: fp32, int8 or fp16.
-        requested: The precision asked for (`--precision`, or the default choice).
+        provider: The execution provider the session runs on (its first; `OpenVINO:CPU` for
+            OpenVINO).
+        precision: The graph file served: fp32, int8 or fp16.
+        requested: What was asked: a precision (`--precision`), a variant's name
+            (`--variant NAME`) or `auto`.
         fallback: `NO_FALLBACK`, or the case that made the predictor serve something else or
             elsewhere (see the module docstring).
         reason: One sentence on the fallback; empty without one.
         fp16_check: The load-time judgement of the fp16 graph, where one ran.
+        variant: The variant served (see `engines`); its graph file is `precision`.
+        choice: `probe` (measured here), `setting` (named by --variant or --precision).
+        probe: What the probe measured, where one ran.
     """
 
     provider: str
     precision: ServePrecision
-    requested: ServePrecision
+    requested: str
     fallback: str = NO_FALLBACK
     reason: str = ""
     fp16_check: QualityReport | None = None
+    variant: str = ""
+    choice: str = "setting"
+    probe: ProbeReport | None = None
+
+    def __post_init__(self) -> None:
+        if not self.variant:  # ONNX Runtime's variants are named after their graph
+            object.__setattr__(self, "variant", self.precision)
+
+    @property
+    def engine(self) -> str:
+        return VARIANTS[self.variant].engine
 
     def metric_labels(self) -> dict[str, str]:
         """The labels of `textops_model_runtime_info` (besides model_name and version)."""
@@ -93,6 +120,9 @@ class Execution:
             "precision": self.precision,
             "requested_precision": self.requested,
             "fallback": self.fallback,
+            "variant": self.variant,
+            "engine": self.engine,
+            "variant_choice": self.choice,
         }
 
     def parameters(self) -> dict[str, Any]:
@@ -103,6 +133,8 @@ class Execution:
         }
         if self.reason:
             parameters["fallback_reason"] = self.reason
+        if self.probe is not None:
+            parameters.update(self.probe.parameters())
         parameters["fp16_check"] = self.fp16_verdict
         check = self.fp16_check
         if check is not None:
@@ -126,6 +158,7 @@ class Execution:
     def describe(self) -> str:
         """The key=value fields of the runtime's log line."""
         return (
+            f"variant={self.variant} engine={self.engine} choice={self.choice} "
             f"provider={self.provider} precision={self.precision} "
             f"requested_precision={self.requested} fallback={self.fallback} "
             f"fp16_check={self.fp16_verdict}"
@@ -139,17 +172,24 @@ def open_classifier(
     intra_op_threads: int | None = None,
     session_config: Mapping[str, str] | None = None,
     accelerator: str = CUDA,
+    variant: str | None = None,
+    batch_texts: int = DEFAULT_INFERENCE_BATCH_SIZE,
+    probe_seconds: float = DEFAULT_PROBE_SECONDS,
 ) -> tuple[OnnxClassifier, Execution]:
-    """Open the graph to serve for `requested` on this host, with how and why.
+    """Open the graph to serve for `requested` (or `variant`) on this host, with how and why.
 
     Args:
         bundle_dir: The model bundle.
-        requested: The precision asked for.
+        requested: The precision asked for; used where `variant` is None.
         intra_op_threads: See `OnnxClassifier`.
         session_config: See `OnnxClassifier`.
         accelerator: The provider fp16 is served on. Only tests change it: on
             ONNX Runtime's CPU build, `CPUExecutionProvider` (which can run fp16 graphs, if
             slowly) takes the GPU's place, so the fp16 path, its check included, runs for real.
+        variant: `auto` to measure the CPU variants and serve the fastest, a variant's name
+            to serve it (see the module docstring), None to follow `requested`.
+        batch_texts: Texts per call under load, the batch the probe times.
+        probe_seconds: Seconds the probe times texts alone.
 
     Returns:
         The classifier to serve, and how it runs.
@@ -168,6 +208,54 @@ def open_classifier(
             session_config=session_config,
         )
 
+    if variant is not None and variant != AUTO and VARIANTS[variant].engine == "onnxruntime":
+        requested, variant = VARIANTS[variant].graph, None
+    if variant is not None:
+
+        def open_variant(candidate: Variant) -> OnnxClassifier:
+            return OnnxClassifier.from_bundle(
+                bundle_dir,
+                variant=candidate,
+                intra_op_threads=intra_op_threads,
+                providers=[CPU],
+                session_config=session_config,
+            )
+
+        named = None if variant == AUTO else variant
+        classifier, report = probe_variants(
+            ModelBundle.open(bundle_dir),
+            open_variant,
+            batch_texts=batch_texts,
+            seconds=probe_seconds,
+            candidates=CPU_VARIANTS if named is None else (REFERENCE, named),
+            prefer=named,
+        )
+        served = VARIANTS[report.chosen]
+        execution = Execution(
+            classifier.providers[0],
+            served.graph,
+            variant,
+            variant=served.name,
+            choice="probe" if named is None else "setting",
+            probe=report,
+        )
+        if named is not None and served.name != named:
+            execution = Execution(
+                classifier.providers[0],
+                served.graph,
+                variant,
+                "variant_failed_check",
+                report.reason,
+                variant=served.name,
+                probe=report,
+            )
+            logger.warning(
+                "variant fallback: requested=%s served=%s reason=%s",
+                named,
+                served.name,
+                report.reason,
+            )
+        return classifier, execution
     on_accelerator = list(dict.fromkeys([accelerator, CPU]))
     if requested == "int8":
         classifier = open_graph("int8", [CPU])
@@ -230,29 +318,9 @@ def export_refusal(bundle: ModelBundle) -> tuple[str, str] | None:
 def check_sample(
     bundle: ModelBundle, labels: LabelMap, rows: int = FP16_CHECK_ROWS
 ) -> tuple[list[str], np.ndarray]:
-    """The texts and true class ids of the first `rows` labelled rows of reference.parquet.
-
-    Rows whose label the model does not know are skipped; a reference sample without text or
-    label columns gives none.
-    """
-    import pandas as pd  # only here: a predictor that never checks fp16 never pays for it
-
-    frame = pd.read_parquet(bundle.reference_path)
-    if not {"text", "label"} <= set(frame.columns):
-        return [], np.empty(0, dtype=np.int64)
-    texts: list[str] = []
-    label_ids: list[int] = []
-    for text, label in zip(frame["text"], frame["label"], strict=True):
-        if len(texts) == rows:
-            break
-        if not isinstance(text, str):
-            continue
-        try:
-            label_ids.append(labels.index(label))
-        except DataError:
-            continue
-        texts.append(text)
-    return texts, np.asarray(label_ids, dtype=np.int64)
+    """The texts and true class ids of the first `rows` labelled rows of reference.parquet
+    (see `engine_probe.check_sample`)."""
+    return _reference_rows(bundle, labels, rows)
 
 
 def check_fp16(
@@ -307,7 +375,7 @@ def _fp32_instead(
 
 def _fallback(
     classifier: OnnxClassifier,
-    requested: ServePrecision,
+    requested: str,
     fallback: str,
     reason: str,
     fp16_check: QualityReport | None = None,

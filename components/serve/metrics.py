@@ -7,6 +7,7 @@ The dashboard and the alerts use these names; change them only together.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -26,13 +27,30 @@ MODEL_VERSION = Gauge(
     ["model_name", "version"],
 )
 #: The labels of `MODEL_RUNTIME` besides model_name, in its order.
-RUNTIME_LABELS = ("version", "provider", "precision", "requested_precision", "fallback")
+RUNTIME_LABELS = (
+    "version",
+    "provider",
+    "precision",
+    "requested_precision",
+    "fallback",
+    "variant",
+    "engine",
+    "variant_choice",
+)
 MODEL_RUNTIME = Gauge(
     "textops_model_runtime_info",
-    "1 for how the served model version runs: the ONNX Runtime execution provider, the "
-    "precision served and the one asked for, and the fallback that explains a difference "
-    "(none when there is no difference).",
+    "1 for how the served model version runs: the variant and engine served and how they "
+    "were chosen (probe: measured on this host; setting: named), the execution provider, the "
+    "graph's precision served and what was asked, and the fallback that explains a "
+    "difference (none when there is no difference).",
     ["model_name", *RUNTIME_LABELS],
+)
+VARIANT_PROBE_SECONDS = Gauge(
+    "textops_variant_probe_seconds",
+    "What the load-time probe measured for each variant of the served version on this host: "
+    "seconds for one text alone (texts=1) and per text at the full inference batch "
+    "(texts=batch).",
+    ["model_name", "version", "variant", "texts"],
 )
 INFERENCE_BATCH_TEXTS = Histogram(
     "textops_inference_batch_texts",
@@ -83,3 +101,28 @@ def set_served_runtime(
         with contextlib.suppress(KeyError):  # never exported in this process
             MODEL_RUNTIME.remove(model_name, *(previous[label] for label in RUNTIME_LABELS))
     MODEL_RUNTIME.labels(model_name, *(runtime[label] for label in RUNTIME_LABELS)).set(1)
+
+
+def set_probe_figures(
+    model_name: str,
+    served: tuple[str, Mapping[str, tuple[float, float]]],
+    previous: tuple[str, Mapping[str, tuple[float, float]]] | None,
+) -> None:
+    """Export the probe's figures of the version served now (and drop the previous one's).
+
+    Args:
+        model_name: The served model's name.
+        served: The version served now and its figures: variant name to (seconds for one
+            text alone, seconds a text at the full batch); empty where no probe ran.
+        previous: The same for the version served until now; None on the first load.
+    """
+    if previous is not None:
+        version, figures = previous
+        for variant in figures:
+            for texts in ("1", "batch"):
+                with contextlib.suppress(KeyError):  # never exported in this process
+                    VARIANT_PROBE_SECONDS.remove(model_name, version, variant, texts)
+    version, figures = served
+    for variant, (single, per_text) in figures.items():
+        VARIANT_PROBE_SECONDS.labels(model_name, version, variant, "1").set(single)
+        VARIANT_PROBE_SECONDS.labels(model_name, version, variant, "batch").set(per_text)

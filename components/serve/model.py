@@ -65,6 +65,8 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             resolve_source(self.settings),
             self.settings.intra_op_threads,
             spinning=self.settings.intra_op_spinning,
+            batch_texts=self.settings.inference_batch_size,
+            probe_seconds=self.settings.probe_seconds,
         )
         self._swap_in(runtime)
         self.ready = True
@@ -93,7 +95,7 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
                 current is not None
                 and self.settings.model_repository is not None
                 and (current.path, current.version, current.requested_precision)
-                == (source.path, source.version, source.precision)
+                == (source.path, source.version, source.requested)
             ):
                 logger.info("reload skipped: version %s is already served", current.version)
                 self.ready = True
@@ -106,6 +108,8 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
                     source,
                     self.settings.intra_op_threads,
                     spinning=self.settings.intra_op_spinning,
+                    batch_texts=self.settings.inference_batch_size,
+                    probe_seconds=self.settings.probe_seconds,
                 ),
             )
             self._swap_in(runtime)
@@ -124,7 +128,11 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
             self._explainer.close()
             self._explainer = None
         if self._served is not None:
-            metrics.clear_served(self.name, self._served.version, self._served.metric_labels())
+            served = self._served
+            metrics.clear_served(self.name, served.version, served.metric_labels())
+            metrics.set_probe_figures(
+                self.name, (served.version, {}), (served.version, served.probe_figures())
+            )
         self.ready = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -145,6 +153,11 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
         super()._swap_in(served)
         metrics.set_served_runtime(
             self.name, served.metric_labels(), previous.metric_labels() if previous else None
+        )
+        metrics.set_probe_figures(
+            self.name,
+            (served.version, served.probe_figures()),
+            (previous.version, previous.probe_figures()) if previous else None,
         )
 
     def _get_gate(self) -> InferenceGate:
@@ -199,8 +212,9 @@ class TextClassifierModel(TextModel[ClassifierRuntime]):
 
     def metadata_extras(self) -> dict[str, Any]:
         """The V2 metadata fields KServe leaves out: the served version, the platform, and in
-        `parameters` how it runs (provider, precision asked and served, fallback, fp16 check)
-        and `labels`, the probability columns' classes in order.
+        `parameters` how it runs (variant and engine served and why, the probe's figures,
+        provider, precision asked and served, fallback, fp16 check) and `labels`, the
+        probability columns' classes in order.
         """
         runtime = self.runtime
         # A JSON-encoded list, as each answer's `probabilities` names them: parameter values

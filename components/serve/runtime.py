@@ -16,7 +16,12 @@ import numpy as np
 
 from textops.components.common.onnx_classifier import OnnxClassifier
 from textops.components.serve.execution import CUDA, Execution, open_classifier
-from textops.components.serve.settings import BundleSource, ServePrecision
+from textops.components.serve.settings import (
+    DEFAULT_INFERENCE_BATCH_SIZE,
+    DEFAULT_PROBE_SECONDS,
+    BundleSource,
+    ServePrecision,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +53,23 @@ class ClassifierRuntime:
         return self.execution.precision
 
     @property
-    def requested_precision(self) -> ServePrecision:
-        """The precision it was loaded for: `--precision`, or the default choice."""
+    def requested_precision(self) -> str:
+        """What it was loaded for: `--precision`, `--variant NAME`, or `auto`."""
         return self.execution.requested
 
     def metric_labels(self) -> dict[str, str]:
         """The labels of `textops_model_runtime_info`, model_name aside."""
         return {"version": self.version, **self.execution.metric_labels()}
+
+    def probe_figures(self) -> dict[str, tuple[float, float]]:
+        """What the load-time probe measured: variant name to (seconds for one text alone,
+        seconds a text at the full batch); empty where no probe ran."""
+        probe = self.execution.probe
+        if probe is None:
+            return {}
+        return {
+            m.variant: (m.single_ms / 1000.0, m.batch_ms_per_text / 1000.0) for m in probe.measured
+        }
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -82,8 +97,14 @@ def load_runtime(
     *,
     spinning: bool = False,
     accelerator: str = CUDA,
+    batch_texts: int = DEFAULT_INFERENCE_BATCH_SIZE,
+    probe_seconds: float = DEFAULT_PROBE_SECONDS,
 ) -> ClassifierRuntime:
     """Open the bundle's session and warm it up.
+
+    With `source.variant` auto (the default), the bundle's CPU variants are measured here and
+    the fastest that passes its check is served (`engine_probe`); `batch_texts` is the batch
+    they are timed at under load, `probe_seconds` the time spent on texts alone.
 
     INT8 graphs run on the CPU provider only (their quantized operators have no CUDA kernels);
     fp32 uses CUDA when this onnxruntime build has it; fp16 is served only on CUDA, after it
@@ -106,6 +127,9 @@ def load_runtime(
         intra_op_threads=intra_op_threads,
         session_config=session_config(spinning),
         accelerator=accelerator,
+        variant=source.variant,
+        batch_texts=batch_texts,
+        probe_seconds=probe_seconds,
     )
     classifier.predict_proba(list(_WARMUP_TEXTS))
     runtime = ClassifierRuntime(

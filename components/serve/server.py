@@ -22,6 +22,7 @@ from kserve.model_server import app
 from kserve.model_server import parser as kserve_parser
 from kserve.predictor_config import PredictorConfig
 
+from textops.components.common.engines import AUTO, VARIANTS
 from textops.components.common.errors import TextopsError
 from textops.components.common.logs import configure_logging
 from textops.components.serve.dataplane import TextopsDataPlane
@@ -29,6 +30,8 @@ from textops.components.serve.middleware import install_http_hooks
 from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.repository import BundleRepository, TextopsRepositoryExtension
 from textops.components.serve.settings import (
+    CHECK_ROWS,
+    DEFAULT_PROBE_SECONDS,
     PayloadLoggerSettings,
     ServeSettings,
     default_model_name,
@@ -199,12 +202,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         model_version_help="version to report in --bundle mode (default: metadata.json's "
         "version, else the folder name)",
     )
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--variant",
+        choices=(AUTO, *VARIANTS),
+        help="what to serve: auto (default) measures the bundle's CPU variants on this host "
+        "(ONNX Runtime and OpenVINO, fp32, INT8, and bf16 where the CPU has it) and serves the "
+        "fastest that passes its check here; a name serves that variant (an OpenVINO one "
+        "after the same check, else fp32 with a warning)",
+    )
+    choice.add_argument(
         "--precision",
         choices=("fp32", "int8", "fp16"),
-        help="model file to run (default: int8 when the bundle has model.int8.onnx, else "
-        "fp32); fp16 runs on CUDA only, after a check against fp32 there, and falls back to "
-        "fp32 with a warning where it cannot",
+        help="run this ONNX Runtime model file, without measuring: fp16 runs on CUDA only, "
+        "after a check against fp32 there, and falls back to fp32 with a warning where it "
+        "cannot (the GPU image asks for fp16)",
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=DEFAULT_PROBE_SECONDS,
+        help="seconds --variant auto spends timing each variant on one text at a time, after "
+        f"judging and timing them on up to {CHECK_ROWS} reference rows at the full batch",
     )
     parser.add_argument(
         "--intra-op-threads",
@@ -278,6 +297,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings(
         model_repository=args.model_repository,
         precision=args.precision,
+        variant=args.variant,
+        probe_seconds=args.probe_seconds,
         intra_op_threads=threads,
         intra_op_spinning=args.intra_op_spinning,
         payload_logger=payload_logger,

@@ -15,6 +15,7 @@ from typing import Literal
 
 from textops.components.common.bundle import METADATA_FILE, ModelBundle
 from textops.components.common.config import TrainingConfig
+from textops.components.common.engines import AUTO, VARIANTS
 from textops.components.common.errors import ConfigError, ModelNotFoundError
 from textops.components.common.model_repository import current_version
 from textops.components.common.traffic import DEFAULT_MAX_BODY_BYTES
@@ -47,6 +48,13 @@ DEFAULT_EXPLAIN_TIMEOUT_SECONDS = 30.0
 #: that one 64-word explanation finishes within seconds under load, while a prediction waits
 #: for an explanation's call (one max-length text) in no more than a tenth of the time.
 DEFAULT_EXPLAIN_SHARE = 0.1
+
+#: Reference rows `--variant auto` judges and times each variant on at the full batch: a few
+#: batches, and enough that one point of accuracy is more than two rows.
+CHECK_ROWS = 256
+#: Seconds `--variant auto` times each variant on one text at a time (`--probe-seconds`);
+#: the checks on CHECK_ROWS rows come on top.
+DEFAULT_PROBE_SECONDS = 1.0
 
 ServePrecision = Literal["fp32", "int8", "fp16"]
 _VERSION_DIR = re.compile(r"[0-9]+")
@@ -86,9 +94,11 @@ class ServeSettings:
         bundle: The bundle directory served in bundle mode.
         model_repository: The local model repository served in repository mode.
         model_version: The version to report in bundle mode; None reads it from the bundle.
-        precision: Which model file to run; None picks int8 when the bundle has it. fp16 is
-            served only on CUDA, once it passes export's fp16 rule there; else fp32 is (see
-            `execution`).
+        precision: Which ONNX Runtime model file to run, unmeasured. fp16 is served only on
+            CUDA, once it passes export's fp16 rule there; else fp32 is (see `execution`).
+        variant: `auto` or None (without `precision`) measures the variants on this host and
+            serves the fastest; a variant's name serves it (see `execution`).
+        probe_seconds: Seconds the measuring spends on texts alone (see `engine_probe`).
         intra_op_threads: ONNX Runtime threads per call; None uses the usable cores.
         intra_op_spinning: Let idle intra-op threads spin-wait for the next call.
         max_batch_size: Texts one request may hold.
@@ -111,6 +121,8 @@ class ServeSettings:
     model_repository: Path | None = None
     model_version: str | None = None
     precision: ServePrecision | None = None
+    variant: str | None = None
+    probe_seconds: float = DEFAULT_PROBE_SECONDS
     intra_op_threads: int | None = None
     intra_op_spinning: bool = False
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
@@ -127,6 +139,15 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if (self.bundle is None) == (self.model_repository is None):
             raise ConfigError("give exactly one of --bundle DIR and --model-repository DIR")
+        if self.precision is not None and self.variant is not None:
+            raise ConfigError("give --variant or --precision, not both")
+        if self.variant is not None and self.variant != AUTO and self.variant not in VARIANTS:
+            raise ConfigError(
+                f"--variant {self.variant!r} names no variant; choose {AUTO} or one of "
+                f"{', '.join(VARIANTS)}"
+            )
+        if not 0 <= self.probe_seconds <= 60:
+            raise ConfigError(f"--probe-seconds must be between 0 and 60, got {self.probe_seconds}")
         for name in (
             "max_batch_size",
             "max_body_bytes",
@@ -160,11 +181,25 @@ class ServeSettings:
 
 @dataclass(frozen=True)
 class BundleSource:
-    """The bundle to serve now: its directory, its version and the model file precision."""
+    """The bundle to serve now: its directory, its version, and what to serve of it.
+
+    Attributes:
+        path: The bundle directory.
+        version: The version reported.
+        precision: The ONNX Runtime model file asked for (`--precision`), or the bundle's
+            default file where a variant is measured or named.
+        variant: `auto`, a variant's name, or None to serve `precision` unmeasured.
+    """
 
     path: Path
     version: str
     precision: ServePrecision
+    variant: str | None = None
+
+    @property
+    def requested(self) -> str:
+        """What was asked for: the variant (or auto), else the precision."""
+        return self.variant or self.precision
 
 
 def default_model_name(bundle: Path | None) -> str:
@@ -214,7 +249,8 @@ def resolve_source(settings: ServeSettings) -> BundleSource:
         assert settings.bundle is not None
         path = settings.bundle
         version = settings.model_version or bundle_version(path)
-    return BundleSource(path, version, choose_precision(path, settings.precision))
+    variant = settings.variant or (AUTO if settings.precision is None else None)
+    return BundleSource(path, version, choose_precision(path, settings.precision), variant)
 
 
 def choose_precision(bundle: Path, asked: ServePrecision | None) -> ServePrecision:

@@ -206,6 +206,7 @@ def test_the_runtime_gauge_says_how_the_served_version_runs(tiny_bundle_dir: Pat
     labels = {"model_name": "gpu-model", "version": fp16.runtime.version}
     labels |= {"provider": execution.provider, "precision": execution.precision}
     labels |= {"requested_precision": "fp16", "fallback": execution.fallback}
+    labels |= {"variant": execution.variant, "engine": "onnxruntime", "variant_choice": "setting"}
     gauge = "textops_model_runtime_info"
     assert REGISTRY.get_sample_value(gauge, labels) == 1
     parameters = fp16.metadata_extras()["parameters"]
@@ -224,7 +225,7 @@ def test_the_runtime_gauge_says_how_the_served_version_runs(tiny_bundle_dir: Pat
     asyncio.run(fp16.reload())
     assert REGISTRY.get_sample_value(gauge, labels) is None
     now = {**labels, "version": "9", "requested_precision": "fp32", "precision": "fp32"}
-    now["fallback"] = "none"
+    now |= {"fallback": "none", "variant": "fp32"}
     assert REGISTRY.get_sample_value(gauge, now) == 1
 
 
