@@ -103,10 +103,18 @@ class OpenVinoSession:
         return [PROVIDER]
 
     def run(
-        self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+        self,
+        output_names: Sequence[str] | None,
+        feeds: Mapping[str, np.ndarray],
+        run_options: Any = None,
     ) -> list[np.ndarray]:
         """Run the graph on `feeds` and return its first output (the logits), copied out of
-        the request, whose buffers the thread's next call overwrites."""
+        the request, whose buffers the thread's next call overwrites.
+
+        `run_options` (ONNX Runtime's, which can stop a call midway) is accepted and unused:
+        an OpenVINO call runs to its end, and callers that cancel work (explanations) check
+        between calls too.
+        """
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
