@@ -20,7 +20,7 @@ import pytest
 from kfp import dsl
 
 from tests.integration.conftest import textops_serve
-from textops.components.common.bundle import INT8_MODEL_FILE
+from textops.components.common.bundle import INT8_MODEL_FILE, ModelBundle
 from textops.components.deploy.publish import publish_bundle
 from textops.components.evaluate.champion import score_champion
 from textops.components.evaluate.component import evaluate_model
@@ -48,8 +48,12 @@ def bundle(request: pytest.FixtureRequest) -> Path:
 def predictor(
     bundle: Path, serve_process: StartServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
-    """`textops serve` on the bundle, with nothing but the model's name and version."""
-    command = textops_serve(bundle, MODEL_NAME, SERVED_VERSION)
+    """`textops serve` on the bundle, with the model's name and version, serving the graph
+    evaluate scores a local champion with (`ModelBundle.serving_precision`): without
+    `--variant` it would serve the variant fastest on this machine, whose answers may differ
+    from that graph's within its allowance, and this test compares the two paths exactly."""
+    variant = ModelBundle(bundle).serving_precision
+    command = [*textops_serve(bundle, MODEL_NAME, SERVED_VERSION), "--variant", variant]
     log = tmp_path_factory.mktemp("champion-predictor") / "server.log"
     running = serve_process(command, log, model=MODEL_NAME)
     yield running
