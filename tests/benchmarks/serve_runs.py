@@ -6,7 +6,12 @@ serve_runs.py baseline --serve-baseline MODEL_DIR --model_name NAME --http_port 
     encoder: the baseline.
 serve_runs.py load PORT CONCURRENCY SECONDS TEXTS_JSON
     Closed-loop clients (one keep-alive connection each) sending V1 requests of one text;
-    prints requests/s, p50, p99 and errors as JSON.
+    prints requests/s, p50, p99, errors, the CPU seconds the clients used and the
+    machine's busy cores (everyone's) as JSON.
+serve_runs.py engine TEXTS_JSON MEAN SECONDS CONCURRENCY STRIDE -- SERVER_ARGS...
+    The predictor's engine alone, opened from the predictor's command line, on the load's
+    texts in batches of MEAN texts, tokenized beforehand; prints predictions/s as JSON (see
+    serve_overhead.py).
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from serve_overhead import engine_main, machine_cores_busy, read_cpu_times
+
 MODEL_NAME = "textops-classifier"
+#: Client k starts at text k * CLIENT_STRIDE, so concurrent clients send different texts.
+CLIENT_STRIDE = 37
 
 
 def serve_baseline(argv: list[str]) -> None:
@@ -107,10 +117,17 @@ def run_load(argv: list[str]) -> None:
     latencies: list[float] = []
     errors: list[str] = []
 
+    # The clients' own CPU time: on a small machine they take cores from the server, and the
+    # serving overhead benchmark reports how much.
+    cpu_before, machine_before = time.process_time(), read_cpu_times()
+
     async def main() -> None:
         stop = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_client(port, bodies, stop, k * 37, latencies, errors) for k in range(concurrency))
+            *(
+                _client(port, bodies, stop, k * CLIENT_STRIDE, latencies, errors)
+                for k in range(concurrency)
+            )
         )
 
     try:
@@ -119,6 +136,8 @@ def run_load(argv: list[str]) -> None:
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+    cpu_seconds = time.process_time() - cpu_before
+    machine = machine_cores_busy(machine_before, read_cpu_times(), os.cpu_count() or 1)
     latencies.sort()
     print(
         json.dumps(
@@ -132,6 +151,8 @@ def run_load(argv: list[str]) -> None:
                 else None,
                 "errors": len(errors),
                 "error_examples": sorted(set(errors))[:3],
+                "client_cpu_seconds": cpu_seconds,
+                "machine_cores_busy": machine,
             }
         )
     )
@@ -140,5 +161,7 @@ def run_load(argv: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "baseline":
         serve_baseline(sys.argv[2:])
+    elif sys.argv[1] == "engine":
+        engine_main(sys.argv[2:])
     else:
         run_load(sys.argv[2:])
