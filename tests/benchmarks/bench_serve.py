@@ -437,6 +437,13 @@ def serving_overhead(
                 "other_cores_busy": max(
                     0.0, served["machine_cores_busy"] - server_cores - client_cores
                 ),
+                # CPU time per prediction: what each side costs whatever cores it got.
+                "server_cpu_ms_per_prediction": 1000
+                * server_cores
+                / max(served["requests_per_s"], 1e-9),
+                "engine_cpu_ms_per_prediction": 1000
+                * alone["cpu_cores_used"]
+                / alone["predictions_per_s"],
                 "engine": alone["engine"],
                 "same_engine_as_served": same_engine(served_labels, alone["runtime_labels"]),
                 "served_runtime_labels": served_labels,
@@ -457,6 +464,12 @@ def serving_overhead(
         ),
         "ratio": statistics.median(r["ratio"] for r in rounds),
         "target": TARGET_SERVED_OVER_ENGINE,
+        "server_cpu_ms_per_prediction": statistics.median(
+            r["server_cpu_ms_per_prediction"] for r in rounds
+        ),
+        "engine_cpu_ms_per_prediction": statistics.median(
+            r["engine_cpu_ms_per_prediction"] for r in rounds
+        ),
     }
 
 
@@ -519,12 +532,16 @@ def print_overhead(overhead: dict[str, Any]) -> None:
             f"{r['client_cores']:.2f}, others {r['other_cores_busy']:.2f}), engine alone "
             f"{r['engine_alone']['predictions_per_s']:8.1f}/s (cores: "
             f"{r['engine_alone']['cpu_cores_used']:.2f}, others "
-            f"{r['engine_alone']['other_cores_busy']:.2f}): {r['ratio']:.2f}x"
+            f"{r['engine_alone']['other_cores_busy']:.2f}): {r['ratio']:.2f}x; CPU ms a "
+            f"prediction: served {r['server_cpu_ms_per_prediction']:.2f}, engine "
+            f"{r['engine_cpu_ms_per_prediction']:.2f}"
         )
     print(
         f"  median: served {overhead['served_predictions_per_s']:.1f}/s, engine alone "
         f"{overhead['engine_alone_predictions_per_s']:.1f}/s, {overhead['ratio']:.2f}x "
-        f"(target >= {overhead['target']}); same engine as served: "
+        f"(target >= {overhead['target']}); CPU ms a prediction: served "
+        f"{overhead['server_cpu_ms_per_prediction']:.2f}, engine "
+        f"{overhead['engine_cpu_ms_per_prediction']:.2f}; same engine as served: "
         f"{overhead['same_engine_as_served']}"
     )
 
@@ -597,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "sizes": sizes,
         "machine": describe_machine(
-            ("kserve", "onnxruntime", "torch", "transformers", "tokenizers", "uvicorn")
+            ("kserve", "onnxruntime", "openvino", "torch", "transformers", "tokenizers", "uvicorn")
         ),
         "prepare_seconds": prepare_seconds,
         "bundle_int8": bundle_int8,
