@@ -187,8 +187,8 @@ def test_probes_are_distinct_texts_spread_over_the_lengths() -> None:
     assert probe_texts(["a", "a", " "], 5) == ["a"]
     with pytest.raises(ValueError, match="at least one non-empty text"):
         check_batch_invariance(object(), [" "], "int8")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no batch-invariance tolerance for precision 'bf16'"):
-        check_batch_invariance(object(), ["a"], "bf16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no batch-invariance tolerance for precision 'fp8'"):
+        check_batch_invariance(object(), ["a"], "fp8")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
