@@ -10,7 +10,7 @@ auto` (the default), the predictor:
    variants were recorded offers fp32, and INT8 where it was recorded batch invariant), those
    whose graph file is missing, and those this host cannot run natively (OpenVINO missing,
    bf16 without AMX or AVX-512 BF16).
-2. Opens each on this host and runs it on the first `CHECK_ROWS` labelled rows of the
+2. Opens each on this host and runs it on `CHECK_ROWS` labelled rows (a seeded sample) of the
    bundle's reference sample, in batches of the predictor's `--inference-batch-size`, the
    variants taking turns batch by batch so a slow spell of the machine hits all alike. The same
    calls judge each variant against ONNX Runtime fp32 on this host (an fp32 variant must agree
@@ -241,7 +241,9 @@ _FALLBACK_TEXTS = (
 def check_sample(
     bundle: ModelBundle, labels: LabelMap, rows: int = CHECK_ROWS
 ) -> tuple[list[str], np.ndarray]:
-    """The texts and true class ids of the first `rows` labelled rows of reference.parquet.
+    """The texts and true class ids of `rows` labelled rows of reference.parquet: a seeded
+    sample spread over the whole file, since its rows may come grouped by class (a split
+    written class by class), where the first rows would hold one class only.
 
     Rows whose label the model does not know are skipped; a reference sample without text or
     label columns gives none.
@@ -254,8 +256,6 @@ def check_sample(
     texts: list[str] = []
     label_ids: list[int] = []
     for text, label in zip(frame["text"], frame["label"], strict=True):
-        if len(texts) == rows:
-            break
         if not isinstance(text, str):
             continue
         try:
@@ -263,6 +263,10 @@ def check_sample(
         except DataError:
             continue
         texts.append(text)
+    if len(texts) > rows:
+        chosen = np.sort(np.random.default_rng(0).choice(len(texts), size=rows, replace=False))
+        texts = [texts[i] for i in chosen]
+        label_ids = [label_ids[i] for i in chosen]
     return texts, np.asarray(label_ids, dtype=np.int64)
 
 

@@ -11,7 +11,7 @@ warning; an ONNX Runtime one (fp32, int8, fp16) follows `--precision`'s rules be
 - fp32: model.onnx, on CUDA where this onnxruntime build has the CUDA provider, else on CPU.
 - fp16: model.fp16.onnx on CUDA, and only once it has passed export's fp16 rule
   (`precision_quality.quality_report` with `FP16_MAX_LOSS_POINTS`) against model.onnx on the
-  same GPU, on the first `FP16_CHECK_ROWS` labelled rows of the bundle's reference.parquet.
+  same GPU, on `FP16_CHECK_ROWS` labelled rows (a seeded sample) of the bundle's reference.parquet.
   Export can judge fp16 only where it runs (on a GPU node, or not at all), and the GPU serving
   it may round differently, so the predictor judges it again where it serves it.
 
@@ -318,7 +318,7 @@ def export_refusal(bundle: ModelBundle) -> tuple[str, str] | None:
 def check_sample(
     bundle: ModelBundle, labels: LabelMap, rows: int = FP16_CHECK_ROWS
 ) -> tuple[list[str], np.ndarray]:
-    """The texts and true class ids of the first `rows` labelled rows of reference.parquet
+    """The texts and true class ids of `rows` labelled rows of reference.parquet
     (see `engine_probe.check_sample`)."""
     return _reference_rows(bundle, labels, rows)
 

@@ -22,7 +22,11 @@ from textops.components.common.bundle import METADATA_FILE, VARIANTS_KEY, ModelB
 from textops.components.common.engines import VARIANTS, Variant, cpu_capabilities
 from textops.components.common.errors import ConfigError
 from textops.components.common.onnx_classifier import OnnxClassifier
-from textops.components.serve.engine_probe import probe_variants, recorded_refusal
+from textops.components.serve.engine_probe import (
+    check_sample,
+    probe_variants,
+    recorded_refusal,
+)
 from textops.components.serve.model import TextClassifierModel
 from textops.components.serve.runtime import load_runtime
 from textops.components.serve.server import build_parser, settings_from_args
@@ -201,3 +205,19 @@ def test_variant_and_precision_settings(tiny_bundle_dir: Path) -> None:
         ServeSettings(model_name="m", bundle=tiny_bundle_dir, variant="int8", precision="fp32")
     with pytest.raises(ConfigError, match="--probe-seconds"):
         ServeSettings(model_name="m", bundle=tiny_bundle_dir, probe_seconds=-1)
+
+
+def test_the_check_sample_spreads_over_a_reference_grouped_by_class(
+    tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    bundle = Path(shutil.copytree(tiny_bundle_dir, tmp_path / "b"))
+    reference = bundle / "reference.parquet"
+    frame = pd.read_parquet(reference)
+    grouped = pd.concat([frame.assign(label="negative"), frame.assign(label="positive")])
+    grouped.to_parquet(reference, index=False)  # every negative row first, as a split may be
+    opened = ModelBundle.open(bundle)
+    texts, label_ids = check_sample(opened, opened.labels, rows=len(frame))
+    assert len(texts) == len(frame)
+    assert 0.3 < float(np.mean(label_ids)) < 0.7  # both classes, not the first rows' one
