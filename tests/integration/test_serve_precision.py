@@ -89,6 +89,10 @@ def test_the_runtime_gauge_names_provider_and_precision(fp16_server: ServeProces
         "version": VERSION,
         "requested_precision": "fp16",
         **_expected(),
+        # Named by --precision: no probe; the variant is the graph served, on ONNX Runtime.
+        "variant": _expected()["precision"],
+        "engine": "onnxruntime",
+        "variant_choice": "setting",
     }
 
 
