@@ -6,7 +6,9 @@ each engine's kernels for it): on one 2-vCPU Xeon ONNX Runtime's INT8 was 2x PyT
 auto` (the default), the predictor:
 
 1. Lists the bundle's CPU variants (see `engines`) and leaves out, each with its reason,
-   those export refused or did not judge (metadata.json `variants`; a bundle exported before
+   those export refused or did not judge, unless it left them to the serving host (bf16,
+   which export judges only where it is native: here its batch invariance is checked too)
+   (metadata.json `variants`; a bundle exported before
    variants were recorded offers fp32, and INT8 where it was recorded batch invariant), those
    whose graph file is missing, and those this host cannot run natively (OpenVINO missing,
    bf16 without AMX or AVX-512 BF16).
@@ -39,7 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from textops.components.common.batch_invariance import recorded_as_invariant
+from textops.components.common.batch_invariance import (
+    check_batch_invariance,
+    recorded_as_invariant,
+)
 from textops.components.common.bundle import MODEL_FILES, VARIANTS_KEY, ModelBundle
 from textops.components.common.engines import CPU_VARIANTS, VARIANTS, Variant, host_refusal
 from textops.components.common.errors import DataError
@@ -152,6 +157,8 @@ def recorded_refusal(bundle: ModelBundle, candidate: Variant) -> str | None:
         return "metadata.json records no verdict on it"
     if record.get("passed") is False:
         return f"export refused it: {record.get('reason', 'no reason recorded')}"
+    if record.get("passed") is None and record.get("judge_on_host") is True:
+        return None  # left to the serving host (bf16 judged where it is native)
     if record.get("passed") is not True:
         return f"export did not judge it: {record.get('reason', 'no reason recorded')}"
     return None
@@ -209,6 +216,11 @@ def probe_variants(
     measured = []
     for name in opened:
         check, passed = _check(VARIANTS[name], logits[name], reference, label_ids)
+        if passed and _judged_here_only(bundle, name):
+            # Export could not judge it: batch invariance is checked here, as export would.
+            invariance = check_batch_invariance(opened[name], texts, VARIANTS[name].compute)
+            check += f"; batch invariance: {invariance.describe()}"
+            passed = invariance.passed
         score = math.sqrt((single[name] / single[REFERENCE]) * (batched[name] / batched[REFERENCE]))
         per_text = 1000.0 * batched[name] / len(texts)
         measured.append(Measured(name, 1000.0 * single[name], per_text, score, check, passed))
@@ -229,6 +241,13 @@ def probe_variants(
     )
     logger.info("variant probe: %s", report.describe())
     return opened[best.variant], report
+
+
+def _judged_here_only(bundle: ModelBundle, name: str) -> bool:
+    """Whether export left `name` to the serving host (see `recorded_refusal`)."""
+    records = bundle.metadata.get(VARIANTS_KEY)
+    record = records.get(name) if isinstance(records, dict) else None
+    return isinstance(record, dict) and record.get("judge_on_host") is True
 
 
 #: Timed when the reference sample holds no text: fp32 variants can still be compared.
