@@ -431,12 +431,9 @@ def judge_variants(
         graph = shipped.get(name)
         record = graph.record if graph is not None else {}
         checked = "quality" in record
+        ships = graph is not None and graph.shipped
         # Shipped unchecked (fp16 without a GPU here): the GPU predictor judges it.
-        passed = (
-            None
-            if graph is not None and graph.shipped and not checked
-            else bool(graph is not None and graph.shipped)
-        )
+        passed = ships if checked or not ships else None
         records[name] = _variant_record(
             VARIANTS[name],
             checked=checked,

@@ -47,15 +47,18 @@ import onnxruntime as ort
 
 from textops.components.common.bundle import ModelBundle, Precision
 from textops.components.common.engines import AUTO, CPU_VARIANTS, VARIANTS, Variant
-from textops.components.common.labels import LabelMap
 from textops.components.common.onnx_classifier import OnnxClassifier, prepare_cuda
 from textops.components.common.precision_quality import (
     FP16_MAX_LOSS_POINTS,
     QualityReport,
     quality_report,
 )
-from textops.components.serve.engine_probe import REFERENCE, ProbeReport, probe_variants
-from textops.components.serve.engine_probe import check_sample as _reference_rows
+from textops.components.serve.engine_probe import (
+    REFERENCE,
+    ProbeReport,
+    check_sample,
+    probe_variants,
+)
 from textops.components.serve.settings import (
     DEFAULT_INFERENCE_BATCH_SIZE,
     DEFAULT_PROBE_SECONDS,
@@ -286,7 +289,7 @@ def _open_fp16(
     fp16 = open_graph("fp16", on_accelerator)
     if fp16.providers[0] != accelerator:
         return _fp32_instead(fp32, "cuda_unusable", _unusable(accelerator))
-    texts, label_ids = check_sample(bundle, fp32.labels)
+    texts, label_ids = check_sample(bundle, fp32.labels, FP16_CHECK_ROWS)
     if not texts:
         return _fp32_instead(
             fp32,
@@ -313,14 +316,6 @@ def export_refusal(bundle: ModelBundle) -> tuple[str, str] | None:
     ):
         return "fp16_refused_at_export", f"export refused the fp16 graph{said}"
     return None
-
-
-def check_sample(
-    bundle: ModelBundle, labels: LabelMap, rows: int = FP16_CHECK_ROWS
-) -> tuple[list[str], np.ndarray]:
-    """The texts and true class ids of `rows` labelled rows of reference.parquet
-    (see `engine_probe.check_sample`)."""
-    return _reference_rows(bundle, labels, rows)
 
 
 def check_fp16(
